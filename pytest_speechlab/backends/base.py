@@ -1,0 +1,125 @@
+"""The small protocol every model backend satisfies.
+
+A backend is a class registered by name in :mod:`pytest_speechlab.backends` (lazily: the registry holds
+``"module:Class"`` strings so that importing the plugin imports no heavy library).  It says which tasks
+and devices it supports and which pip extra it needs, and it loads a :class:`ModelSpec` on a device into
+a loaded model that satisfies :class:`ASRModel`, :class:`TTSModel` or both.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+Audio = npt.NDArray[np.float32]
+
+TASKS = ("asr", "tts", "chat")
+DEVICES = ("cpu", "cuda", "mps")
+
+
+class BackendError(Exception):
+    """A backend could not load or run a model; the message names the file and the fix."""
+
+
+class MissingExtraError(BackendError):
+    """The Python packages a backend needs are not installed."""
+
+    def __init__(self, backend: str, extra: str, missing: str) -> None:
+        self.backend = backend
+        self.extra = extra
+        self.missing = missing
+        super().__init__(
+            f"backend {backend!r} needs the Python package {missing!r}, which is not installed; "
+            f"install the extra: uv add 'pytest-speechlab[{extra}]' (or pip install 'pytest-speechlab[{extra}]')"
+        )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of ``models:`` in speechlab.yaml, validated.
+
+    ``options`` holds every other key of the entry (decode settings such as ``beam_size``,
+    ``compute_type``, ``language``...); backends read what they understand from it and report the
+    settings they really used through ``decode_settings`` on the loaded model.
+    """
+
+    name: str
+    backend: str
+    weights: str | None = None
+    devices: tuple[str, ...] = ("cpu",)
+    stage: str = "candidate"
+    task: str = "asr"
+    options: dict[str, Any] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    config_path: Path | None = None  # the speechlab.yaml it came from; relative weights resolve against it
+
+    def resolve_path(self, value: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        p = Path(value).expanduser()
+        if not p.is_absolute() and self.config_path is not None:
+            p = self.config_path.parent / p
+        return p
+
+
+@runtime_checkable
+class ASRModel(Protocol):
+    """A loaded speech-recognition model: 16 kHz (or ``sample_rate``) float32 mono in, text out."""
+
+    sample_rate: int
+    decode_settings: dict[str, Any]
+
+    def transcribe(self, audio: Audio) -> str: ...
+
+
+@runtime_checkable
+class TTSModel(Protocol):
+    """A loaded speech-synthesis model: text in, float32 mono waveform and its sample rate out."""
+
+    sample_rate: int
+    decode_settings: dict[str, Any]
+
+    def synthesize(self, text: str) -> tuple[Audio, int]: ...
+
+
+class Backend(Protocol):
+    """What a backend class provides (class attributes plus ``load``)."""
+
+    name: ClassVar[str]
+    extra: ClassVar[str]
+    tasks: ClassVar[tuple[str, ...]]
+    devices: ClassVar[tuple[str, ...]]
+    requires: ClassVar[tuple[str, ...]]  # importable module names the backend needs
+
+    def unsupported_reason(self, device: str) -> str | None: ...
+
+    def load(self, spec: ModelSpec, device: str) -> Any: ...
+
+
+class BaseBackend:
+    """Shared behaviour: device support and extra checks.  Subclasses set the class attributes."""
+
+    name: ClassVar[str] = "base"
+    extra: ClassVar[str] = ""
+    tasks: ClassVar[tuple[str, ...]] = ("asr",)
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def unsupported_reason(self, device: str) -> str | None:
+        """Why this backend cannot run on ``device`` at all (whatever the machine), or None."""
+        if device not in self.devices:
+            return f"{self.name} has no {device.upper() if device != 'cpu' else 'CPU'} support (it runs on {', '.join(self.devices)})"
+        return None
+
+    def check_installed(self) -> None:
+        """Raise :class:`MissingExtraError` when a required package is missing (no import done)."""
+        for mod in self.requires:
+            if importlib.util.find_spec(mod) is None:
+                raise MissingExtraError(self.name, self.extra, mod)
+
+    def load(self, spec: ModelSpec, device: str) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
