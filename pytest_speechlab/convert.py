@@ -607,11 +607,15 @@ def cached_whisper_checkpoint(src: str) -> Path:
     if out.is_file():
         return out
     lock = out.with_name(f".{out.name}.lock")
-    with _file_lock(lock):
-        if not out.is_file():  # another process may have finished while we waited
-            convert_ct2_to_whisper(src_dir, out)
-    with contextlib.suppress(OSError):
-        lock.unlink()
+    try:
+        with _file_lock(lock):
+            if not out.is_file():  # another process may have finished while we waited
+                convert_ct2_to_whisper(src_dir, out)
+    finally:
+        # Removing the lock file while another process waits on it is harmless: that process holds its
+        # own descriptor, and re-checks for the finished checkpoint once it gets the lock.
+        with contextlib.suppress(OSError):
+            lock.unlink()
     return out
 
 
