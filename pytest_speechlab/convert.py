@@ -347,11 +347,14 @@ def ct2_to_whisper_state(
     put_ln("decoder.ln", "decoder/layer_norm")
 
     proj = "decoder/projection/weight"
-    if proj in ct2.variables and ct2.aliases.get(proj) != "decoder/embeddings/weight":
-        # openai-whisper ties the output projection to the token embedding; a model whose projection
-        # differs cannot be represented, and silently using the embedding would change its outputs.
-        if not np.array_equal(get(proj), sd["decoder.token_embedding.weight"]):
-            raise BackendError(
+    # openai-whisper ties the output projection to the token embedding; a model whose projection
+    # differs cannot be represented, and silently using the embedding would change its outputs.
+    if (
+        proj in ct2.variables
+        and ct2.aliases.get(proj) != "decoder/embeddings/weight"
+        and not np.array_equal(get(proj), sd["decoder.token_embedding.weight"])
+    ):
+        raise BackendError(
                 f"{ct2.path}: the output projection differs from the token embedding; openai-whisper ties "
                 "them, so this model cannot be converted faithfully."
             )
@@ -418,7 +421,7 @@ def _alignment_mask(heads: list[list[int]], dims: dict[str, int]) -> Any:
 def build_whisper_model(dims: dict[str, int], state_dict: dict[str, Any], heads: list[list[int]] | None, where: Path) -> Any:
     """A ``whisper.model.Whisper`` on cpu, weights loaded with ``strict=True``; errors name ``where``."""
     import torch
-    from whisper.model import ModelDimensions, Whisper
+    from whisper.model import ModelDimensions, Whisper  # type: ignore[import-untyped]
 
     try:
         model_dims = ModelDimensions(**dims)
@@ -550,9 +553,9 @@ def load_whisper_checkpoint(pt: Path, device: str = "cpu") -> Any:
                 raise BackendError(f"{pt}: alignment head [{layer}, {head}] does not fit its dims {dims}; re-convert it.")
     model = build_whisper_model(dims, checkpoint["model_state_dict"], heads, pt)
     if heads is None:
-        import whisper
+        import whisper  # type: ignore[import-untyped]
 
-        name = pt.name[: -len(".pt")] if pt.name.endswith(".pt") else pt.name
+        name = pt.name.removesuffix(".pt")
         dump = getattr(whisper, "_ALIGNMENT_HEADS", {}).get(name)
         if dump is not None:
             model.set_alignment_heads(dump)

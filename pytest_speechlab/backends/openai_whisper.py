@@ -68,7 +68,7 @@ class OpenAIWhisperASR:
         return [int(t) for seg in self._result(audio)["segments"] for t in seg["tokens"] if int(t) < eot]
 
     def _eot(self) -> int:
-        from whisper.tokenizer import get_tokenizer
+        from whisper.tokenizer import get_tokenizer  # type: ignore[import-untyped]
 
         tok = get_tokenizer(self.model.is_multilingual, num_languages=self.model.num_languages)
         return int(tok.eot)
@@ -105,7 +105,7 @@ class OpenAIWhisperBackend(BaseBackend):
         return self._hub_checkpoint(spec, weights, str(where))
 
     def _hub_checkpoint(self, spec: ModelSpec, name: str, where: str) -> Path:
-        import whisper
+        import whisper  # type: ignore[import-untyped]
 
         models: dict[str, str] = getattr(whisper, "_MODELS", {})
         if name not in models:
