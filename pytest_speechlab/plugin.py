@@ -283,6 +283,7 @@ def run_matrix_case(case: Any, request: pytest.FixtureRequest) -> None:
     sess = get_session(request.config)
     assert isinstance(case, Case)
     spec = sess.cfg.models[case.model]
+    sess.skip_if_unrunnable(case)
     if spec.task != "asr":
         from . import tasks
 

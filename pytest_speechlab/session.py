@@ -171,6 +171,19 @@ class SpeechlabSession:
             return reason
         return unavailable_reason(case.device)
 
+    def base_record(self, case: Case) -> dict[str, Any]:
+        """The identifying fields every case record starts with."""
+        spec = self.cfg.models[case.model]
+        return {"case": case.id, "model": case.model, "dataset": case.dataset, "device": case.device,
+                "task": spec.task, "backend": spec.backend, "stage": spec.stage}
+
+    def skip_if_unrunnable(self, case: Case) -> None:
+        """Skip (and record why) a case whose device or backend cannot run here."""
+        reason = self.skip_reason(case)
+        if reason:
+            self.results.append({**self.base_record(case), "status": "skipped", "reason": reason})
+            pytest.skip(reason)
+
     # ---- resources ------------------------------------------------------------------------------
     def model(self, spec: ModelSpec, device: str) -> Any:
         """The loaded model for ``spec`` on ``device``, loaded once per process and reused."""
@@ -200,12 +213,8 @@ class SpeechlabSession:
 
         spec = self.cfg.models[case.model]
         dspec = self.dataset_spec(case.dataset)
-        base = {"case": case.id, "model": case.model, "dataset": case.dataset, "device": case.device,
-                "task": spec.task, "backend": spec.backend, "stage": spec.stage}
-        reason = self.skip_reason(case)
-        if reason:
-            self.results.append({**base, "status": "skipped", "reason": reason})
-            pytest.skip(reason)
+        base = self.base_record(case)
+        self.skip_if_unrunnable(case)
         try:
             model = self.model(spec, case.device)
         except MissingExtraError as exc:
