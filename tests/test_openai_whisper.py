@@ -586,6 +586,7 @@ def test_import_does_not_import_torch() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.cuda
 def test_cuda_fp16_matches_cpu(tiny_pt: Path, clips: list[tuple[str, np.ndarray, str]]) -> None:
     """On a CUDA machine: fp16 by default, and the same text as fp32 on cpu."""
     import torch
@@ -605,6 +606,7 @@ def test_cuda_fp16_matches_cpu(tiny_pt: Path, clips: list[tuple[str, np.ndarray,
         assert gpu.transcribe(audio) == cpu.transcribe(audio), clip_id
 
 
+@pytest.mark.mps
 def test_mps_runs(tiny_pt: Path, clips: list[tuple[str, np.ndarray, str]]) -> None:
     """On Apple silicon: the dense alignment-heads buffer lets the model move to MPS and transcribe."""
     import torch
