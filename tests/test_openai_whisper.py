@@ -610,6 +610,21 @@ def test_import_does_not_import_torch() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_mps_preparation_makes_alignment_heads_dense(tiny_pt: Path) -> None:
+    """The MPS fix, checked anywhere: the sparse alignment-heads buffer becomes dense, same heads; cpu untouched."""
+    from pytest_speechlab.backends.openai_whisper import prepare_for_device
+    from pytest_speechlab.convert import load_whisper_checkpoint
+
+    model = load_whisper_checkpoint(tiny_pt)
+    heads = model.alignment_heads.to_dense().nonzero().tolist()
+    prepare_for_device(model, "cpu")
+    assert model.alignment_heads.is_sparse  # openai-whisper's own layout where it works
+    prepare_for_device(model, "mps")
+    assert not model.alignment_heads.is_sparse
+    assert model.alignment_heads.nonzero().tolist() == heads
+    assert "alignment_heads" not in model.state_dict()  # still a non-persistent buffer
+
+
 @pytest.mark.cuda
 def test_cuda_fp16_matches_cpu(tiny_pt: Path, clips: list[tuple[str, np.ndarray, str]]) -> None:
     """On a CUDA machine: fp16 by default, and the same text as fp32 on cpu."""

@@ -74,6 +74,16 @@ class OpenAIWhisperASR:
         return int(tok.eot)
 
 
+def prepare_for_device(model: Any, device: str) -> None:
+    """Make ``model`` movable to ``device`` (call before ``model.to(device)``)."""
+    if device == "mps" and model.alignment_heads.is_sparse:
+        # openai-whisper keeps `alignment_heads` as a *sparse* bool tensor, and moving a sparse tensor to
+        # MPS fails ("Could not run 'aten::_to_copy' with arguments from the 'SparseMPS' backend"; a known
+        # openai-whisper problem on Apple GPUs).  The buffer is only read for word timestamps, which this
+        # backend never requests (word_timestamps=False), so a dense copy is safe and lets .to() work.
+        model.register_buffer("alignment_heads", model.alignment_heads.to_dense(), persistent=False)
+
+
 class OpenAIWhisperBackend(BaseBackend):
     name: ClassVar[str] = "openai-whisper"
     extra: ClassVar[str] = "whisper"
@@ -141,12 +151,7 @@ class OpenAIWhisperBackend(BaseBackend):
 
         path = self.resolve_weights(spec)
         model = load_whisper_checkpoint(path)
-        if device == "mps":
-            # openai-whisper keeps `alignment_heads` as a *sparse* bool tensor, and moving a sparse tensor
-            # to MPS fails ("Could not run 'aten::_to_copy' with arguments from the 'SparseMPS' backend",
-            # openai/whisper#1828 and friends).  The buffer is only read for word timestamps, which this
-            # backend never requests (word_timestamps=False), so a dense copy is safe and lets .to() work.
-            model.register_buffer("alignment_heads", model.alignment_heads.to_dense(), persistent=False)
+        prepare_for_device(model, device)
         model = model.to(device)
         model.eval()
 
