@@ -477,7 +477,11 @@ def real_lfm() -> Any:
         pytest.skip("liquid-audio is not installed (Python >= 3.12 and the 'lfm' extra needed)")
     import torch
 
-    from pytest_speechlab.backends.lfm import HUB_ID, resolve_lfm_weights, where_lfm_weights_are_looked_for
+    from pytest_speechlab.backends.lfm import (
+        HUB_ID,
+        resolve_lfm_weights,
+        where_lfm_weights_are_looked_for,
+    )
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     spec = ModelSpec(name="lfm25-audio", backend="liquid-audio", weights=HUB_ID, task="asr",

@@ -165,7 +165,7 @@ def build_detokenizer(detokenizer_dir: Path, device: Any) -> Any:
     config = Lfm2Config.from_pretrained(detokenizer_dir / "config.json")
     # Same rename as upstream: llama.cpp's sliding_attention is transformers' full_attention plus the
     # detokenizer's own sliding-window mask.
-    config.layer_types = ["full_attention" if t == "sliding_attention" else t for t in config.layer_types]
+    config.layer_types = ["full_attention" if t == "sliding_attention" else t for t in (config.layer_types or [])]
     detok = LFM2AudioDetokenizer(config).eval().to(device)
     detok.load_state_dict(load_file(detokenizer_dir / "model.safetensors", device=str(device)))
     return detok.eval()
@@ -381,7 +381,9 @@ class LiquidAudioBackend(BaseBackend):
 
     def check_installed(self) -> None:
         """Also refuse Python < 3.12: liquid-audio uses PEP 695 syntax and fails to import there."""
-        if sys.version_info < (3, 12):
+        # The project itself needs 3.12 today, but the 'lfm' extra is marker-guarded so the plugin may
+        # one day support older Pythons; then this is the clear error instead of a SyntaxError.
+        if sys.version_info < (3, 12):  # noqa: UP036
             raise BackendError(
                 f"backend {self.name!r} needs Python >= 3.12 (liquid-audio uses PEP 695 syntax); "
                 f"this is Python {sys.version_info.major}.{sys.version_info.minor}"

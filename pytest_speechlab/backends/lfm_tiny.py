@@ -182,7 +182,7 @@ def _fit_control_protocol(model: Any, processor: Any, steps: int, seed: int) -> 
     from torch import nn
 
     gen = torch.Generator().manual_seed(seed)
-    words = "the a cat dog sat on mat red blue sun rain speech test model one two three".split()
+    words = ["the", "a", "cat", "dog", "sat", "on", "mat", "red", "blue", "sun", "rain", "speech", "test", "model", "one", "two", "three"]
 
     def rand_text() -> str:
         n = int(torch.randint(1, 6, (1,), generator=gen))
@@ -253,7 +253,11 @@ def build_tiny_model(out_dir: Path, *, seed: int = SEED, fit_steps: int = 40) ->
     import torch
     from liquid_audio.detokenizer import LFM2AudioDetokenizer
     from liquid_audio.model.conformer.encoder import ConformerEncoderConfig
-    from liquid_audio.model.lfm2_audio import DepthformerConfig, LFM2AudioConfig, LFM2AudioModel
+    from liquid_audio.model.lfm2_audio import (
+        DepthformerConfig,
+        LFM2AudioConfig,
+        LFM2AudioModel,
+    )
     from liquid_audio.processor import LFM2AudioProcessor, PreprocessorConfig
     from safetensors.torch import save_file
     from transformers import Lfm2Config
