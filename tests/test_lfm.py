@@ -53,7 +53,8 @@ def _spec(task: str = "asr", weights: str = "tiny-random", **options: Any) -> Mo
         weights=weights,
         devices=("cpu", "cuda", "mps"),
         task=task,
-        options={"max_new_tokens": MAX_NEW_TOKENS, **options},
+        # one torch thread per call: tiny ops on a shared 2-core CI box run several times faster so
+        options={"max_new_tokens": MAX_NEW_TOKENS, "cpu_threads": 1, **options},
     )
 
 
@@ -191,6 +192,16 @@ def test_asr_accepts_other_sample_rates_and_is_deterministic(tiny_lfm: Any) -> N
 
 
 @needs_lfm
+def test_cpu_threads_apply_per_call_only(tiny_lfm: Any) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    assert tiny_lfm.decode_settings["cpu_threads"] == 1
+    tiny_lfm.transcribe(_speech()[0], sample_rate=_speech()[1])
+    assert torch.get_num_threads() == before  # other torch backends in the session keep theirs
+
+
+@needs_lfm
 def test_asr_rejects_too_short_and_multichannel_audio(tiny_lfm: Any) -> None:
     with pytest.raises(BackendError, match="at least 0.1 s"):
         tiny_lfm.transcribe(np.zeros(100, dtype=np.float32))
@@ -210,6 +221,19 @@ def test_tts_returns_finite_24khz_mono_float32(tiny_lfm: Any) -> None:
     # sequential TTS: one <|audio_start|> text token, then audio frames
     assert stats["text_tokens"] == 1
     assert stats["steps"] <= MAX_NEW_TOKENS
+
+
+@needs_lfm
+def test_stray_end_of_audio_codes_are_clamped_and_counted(tiny_lfm: Any) -> None:
+    """Upstream decode raises on any code >= 2048 (processor.py:175); 2048 outside codebook 0 is
+    clamped, counted, and the frame still decodes."""
+    import torch
+
+    frame = torch.full((8,), 5, dtype=torch.long)
+    frame[3] = 2048
+    wave = tiny_lfm._decode_audio([frame, torch.full((8,), 7, dtype=torch.long)])
+    assert wave.size == 2 * SAMPLES_PER_FRAME and np.isfinite(wave).all()
+    assert tiny_lfm._clamped == 1
 
 
 @needs_lfm

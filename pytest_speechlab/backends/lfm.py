@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -216,6 +218,7 @@ class LiquidAudioModel:
         self.sample_rate = OUTPUT_SAMPLE_RATE if task == "tts" else INPUT_SAMPLE_RATE
         self.decode_settings = self.settings_for(task)
         self.last_stats: dict[str, Any] = {}
+        self._clamped = 0  # codes clamped by the last _decode_audio
 
     def settings_for(self, task: str) -> dict[str, Any]:
         """The decode settings really used for ``task`` (recorded in goldens and run records)."""
@@ -227,6 +230,7 @@ class LiquidAudioModel:
             "seed": int(o.get("seed", 0)),
             "max_new_tokens": int(o.get("max_new_tokens", 512)),
             "mode": "interleaved" if task == "chat" else "sequential",
+            "cpu_threads": int(o.get("cpu_threads", 0)),
         }
         for key, default in TASK_DEFAULTS[task].items():
             value = o.get(key, default)
@@ -275,6 +279,23 @@ class LiquidAudioModel:
     def model_dtype(self) -> Any:
         return next(self.model.parameters()).dtype
 
+    @contextmanager
+    def _cpu_threads(self) -> Iterator[None]:
+        """Apply ``cpu_threads`` for the duration of one call only: torch's thread count is
+        process-wide, and other backends in the same pytest session must keep theirs."""
+        import torch
+
+        wanted = int(self.options.get("cpu_threads", 0))
+        if wanted <= 0 or self.device != "cpu":
+            yield
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(wanted)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
     def _generate(self, state: Any, settings: dict[str, Any]) -> tuple[list[int], list[Any], int]:
         """Run the task's generation mode; return text ids, audio frames (EOA frames dropped), steps."""
         import torch
@@ -310,8 +331,17 @@ class LiquidAudioModel:
         import torch
 
         if not frames:
+            self._clamped = 0
             return np.zeros(0, dtype=np.float32)
         codes = torch.stack(frames, 1).unsqueeze(0)  # (1, codebooks, T)
+        # The end-of-audio code 2048 is only meaningful in codebook 0 (handled in _generate); a model
+        # can still sample it in another codebook, which the detokenizer rejects ("expected audio
+        # codes in range", processor.py:175).  Such codes are clamped to the last real code and
+        # counted in last_stats["clamped_codes"] rather than failing the whole utterance.
+        bad = codes >= END_OF_AUDIO
+        self._clamped = int(bad.sum())
+        if self._clamped:
+            codes = codes.masked_fill(bad, END_OF_AUDIO - 1)
         with torch.no_grad():
             if self.processor.detokenizer_path is not None:
                 wave = self.processor.decode(codes)  # our device-placed detokenizer (see load_processor)
@@ -325,6 +355,7 @@ class LiquidAudioModel:
             "audio_frames": len(frames),
             "steps": steps,
             "hit_max_new_tokens": steps >= settings["max_new_tokens"],
+            "clamped_codes": self._clamped,
         }
 
     # -- the three tasks ---------------------------------------------------------------------------
@@ -332,8 +363,10 @@ class LiquidAudioModel:
     def transcribe(self, audio: Audio, sample_rate: int | None = None) -> str:
         """ASR: float32 mono audio (at ``sample_rate``, default 16 kHz) to text (sequential mode)."""
         settings = self.settings_for("asr")
-        state = self._chat_state(settings["system_prompt"], audio, sample_rate, None)
-        text_ids, frames, steps = self._generate(state, settings)
+        with self._cpu_threads():
+            state = self._chat_state(settings["system_prompt"], audio, sample_rate, None)
+            text_ids, frames, steps = self._generate(state, settings)
+        self._clamped = 0
         self._stats(text_ids, frames, steps, settings)
         return self._decode_text(text_ids)
 
@@ -342,8 +375,10 @@ class LiquidAudioModel:
         if not text.strip():
             raise BackendError("liquid-audio TTS needs non-empty text")
         settings = self.settings_for("tts")
-        state = self._chat_state(settings["system_prompt"], None, None, text)
-        text_ids, frames, steps = self._generate(state, settings)
+        with self._cpu_threads():
+            state = self._chat_state(settings["system_prompt"], None, None, text)
+            text_ids, frames, steps = self._generate(state, settings)
+        self._clamped = 0
         self._stats(text_ids, frames, steps, settings)
         if not frames:
             raise BackendError(
@@ -351,19 +386,24 @@ class LiquidAudioModel:
                 f"(the model never emitted <|audio_start|>); check the weights ({self.weights_label}) "
                 f"and max_new_tokens ({settings['max_new_tokens']})"
             )
-        return self._decode_audio(frames), OUTPUT_SAMPLE_RATE
+        with self._cpu_threads():
+            wave = self._decode_audio(frames)
+        self._stats(text_ids, frames, steps, settings)  # again: now with clamped_codes
+        return wave, OUTPUT_SAMPLE_RATE
 
     def chat(self, audio: Audio | None = None, text: str | None = None, sample_rate: int | None = None) -> ChatReply:
         """One chat turn (interleaved mode): audio and/or text in, text plus 24 kHz audio out."""
         if audio is None and not text:
             raise BackendError("liquid-audio chat needs audio, text or both")
         settings = self.settings_for("chat")
-        state = self._chat_state(settings["system_prompt"], audio, sample_rate, text)
-        text_ids, frames, steps = self._generate(state, settings)
+        with self._cpu_threads():
+            state = self._chat_state(settings["system_prompt"], audio, sample_rate, text)
+            text_ids, frames, steps = self._generate(state, settings)
+            wave = self._decode_audio(frames)
         self._stats(text_ids, frames, steps, settings)
         return ChatReply(
             text=self._decode_text(text_ids),
-            audio=self._decode_audio(frames),
+            audio=wave,
             sample_rate=OUTPUT_SAMPLE_RATE,
             text_tokens=len(text_ids),
             audio_frames=len(frames),
