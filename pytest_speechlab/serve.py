@@ -308,55 +308,14 @@ def create_app(
 
 
 def load_model_spec(config_path: Path, name: str) -> ModelSpec:
-    """The ModelSpec named ``name`` in ``config_path``: via the core loader when it exists, else a minimal read."""
-    try:
-        from . import config as core_config  # the core's loader (branch main)
-    except ImportError:
-        core_config = None  # type: ignore[assignment]
-    loader = getattr(core_config, "load_config", None) if core_config is not None else None
-    if loader is not None:
-        cfg = loader(config_path)
-        models = getattr(cfg, "models", None)
-        if isinstance(models, dict):
-            if name not in models:
-                raise BackendError(f"no model {name!r} under models: in {config_path}; known: {', '.join(sorted(models))}")
-            spec: ModelSpec = models[name]
-            return spec
-    return _minimal_spec(config_path, name)
+    """The validated ModelSpec named ``name`` in ``config_path`` (the core's loader; ConfigError on a bad file)."""
+    from .config import ConfigError, load_config
 
-
-_SPEC_KEYS = ("backend", "weights", "devices", "stage", "task", "thresholds")
-
-
-def _minimal_spec(config_path: Path, name: str) -> ModelSpec:
-    import yaml
-
-    try:
-        raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BackendError(f"config file {config_path} does not exist; pass --config PATH to a speechlab.yaml") from None
-    except yaml.YAMLError as exc:
-        raise BackendError(f"{config_path} is not valid YAML: {exc}") from exc
-    models = raw.get("models") if isinstance(raw, dict) else None
-    if not isinstance(models, dict) or not models:
-        raise BackendError(f"{config_path} has no 'models:' mapping; add the model to serve under models:")
-    if name not in models:
-        raise BackendError(f"no model {name!r} under models: in {config_path}; known: {', '.join(sorted(map(str, models)))}")
-    entry = models[name]
-    if not isinstance(entry, dict) or "backend" not in entry:
-        raise BackendError(f"models.{name} in {config_path} must be a mapping with a 'backend:' key")
-    devices = entry.get("devices", ["cpu"])
-    return ModelSpec(
-        name=name,
-        backend=str(entry["backend"]),
-        weights=entry.get("weights"),
-        devices=tuple(devices) if isinstance(devices, list) else (str(devices),),
-        stage=str(entry.get("stage", "candidate")),
-        task=str(entry.get("task", "asr")),
-        options={k: v for k, v in entry.items() if k not in _SPEC_KEYS},
-        thresholds=dict(entry.get("thresholds") or {}),
-        config_path=config_path.resolve(),
-    )
+    cfg = load_config(config_path)
+    if name not in cfg.models:
+        known = ", ".join(sorted(cfg.models)) or "none"
+        raise ConfigError(f"{cfg.path}: models.{name}: no model {name!r} under models: (known: {known})")
+    return cfg.models[name]
 
 
 # --- CLI ----------------------------------------------------------------------------------------------
@@ -395,13 +354,12 @@ def run_serve(args: argparse.Namespace) -> int:
         if not api_key:
             print(f"speechlab serve: environment variable {args.api_key_env} is empty or unset; export the key in it", file=sys.stderr)
             return 2
+    from .config import ConfigError
+
     try:
         spec = load_model_spec(args.config, args.model)
-        backend = get_backend(spec.backend)
-    except KeyError:
-        print(f"speechlab serve: models.{args.model} in {args.config} names an unknown backend", file=sys.stderr)
-        return 2
-    except BackendError as exc:
+        backend = get_backend(spec.backend)  # the loader has checked that the backend is registered
+    except (BackendError, ConfigError) as exc:
         print(f"speechlab serve: {exc}", file=sys.stderr)
         return 2
     reason = backend.unsupported_reason(args.device)

@@ -219,6 +219,10 @@ def test_http_transcript_is_identical_to_local(server: str, local_model: Any, cl
     assert remote.last_latency_s is not None and 0 < remote.last_latency_s < 60
     assert remote.last_attempts == 1 and remote.total_retries == 0
     assert KEY not in repr(remote) and KEY not in str(remote.decode_settings)
+    # The served model's decode settings (from /health) are what the http case records, so its golden is
+    # comparable with the local model's.
+    assert remote.decode_settings == local_model.decode_settings
+    assert remote.server_info is not None and remote.server_info["model"] == MODEL
     remote.close()
 
 
@@ -324,6 +328,76 @@ def test_load_check_has_no_failures(server: str, clip: np.ndarray, local_model: 
     assert report.p50_s is not None and report.p95_s is not None and 0 < report.p50_s <= report.p95_s
     assert report.texts == [local_model.transcribe(clip)]  # every answer under load is the local model's answer
     assert elapsed < 5.0 + 60.0 + 5.0  # it stopped by itself
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@needs_models
+def test_plugin_gates_the_live_server_against_the_local_golden(
+    server: str, pytester: pytest.Pytester, keyed: None
+) -> None:
+    """A pytest session gates the http model on the smoke set against a copy of the LOCAL model's golden.
+
+    Same audio, same decode settings (reported by the server), same hypotheses, so WER and CER equal the
+    local golden's; RTF is reported "not comparable" (a remote service is other hardware).  Then a golden
+    that claims a better WER than the service reaches makes the same session fail with the accept command.
+    """
+    import json
+    import shutil
+
+    local_golden = REPO / "golden" / MODEL / "smoke" / "cpu.json"
+    manifest = REPO / "fixtures" / "smoke" / "manifest.jsonl"
+    if not local_golden.exists() or not manifest.exists():
+        pytest.skip(f"needs the committed smoke fixtures and golden ({manifest}, {local_golden})")
+    pytester.path.joinpath("speechlab.yaml").write_text(
+        f"""\
+models:
+  {MODEL}-http:
+    backend: http
+    devices: [remote]
+    base_url: {server}
+    api_key_env: {KEY_ENV}
+    remote_model: {MODEL}
+    language: en
+    stage: production
+datasets:
+  smoke:
+    manifest: {manifest}
+    normalizer: whisper-en
+    markers: [smoke]
+thresholds:
+  wer_abs: 0.01
+  cer_abs: 0.01
+  rtf_rel: 0.5
+rounds: 1
+golden_dir: golden
+""",
+        encoding="utf-8",
+    )
+    golden = pytester.path / "golden" / f"{MODEL}-http" / "smoke" / "remote.json"
+    golden.parent.mkdir(parents=True)
+    shutil.copyfile(local_golden, golden)  # the very golden the local model is gated against
+    record = pytester.path / "run.json"
+    result = pytester.runpytest("-p", "no:cacheprovider", "--speechlab-json", str(record), "-rA")
+    result.assert_outcomes(passed=1)
+    case = next(c for c in json.loads(record.read_text())["cases"] if c.get("status") == "ran")
+    ref = json.loads(local_golden.read_text())
+    assert case["device"] == "remote" and case["backend"] == "http"
+    assert case["metrics"]["wer"] == ref["metrics"]["wer"] and case["metrics"]["cer"] == ref["metrics"]["cer"]
+    assert [u["hypothesis"] for u in case["utterances"]] == [u["hypothesis"] for u in ref["utterances"]]
+    assert case["decode"] == ref["decode"]
+    rtf = next(c for c in case["checks"] if c["metric"] == "RTF")
+    assert rtf["status"] == "not-comparable", rtf
+    assert KEY not in record.read_text()
+
+    # A golden better than what the service delivers: the same session now fails, saying how to accept.
+    data = json.loads(golden.read_text())
+    data["metrics"]["wer"] = 0.0
+    golden.write_text(json.dumps(data), encoding="utf-8")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*WER*", "*--speechlab-update-golden*"])
 
 
 # --- failure paths against small in-test servers ------------------------------------------------------

@@ -17,6 +17,8 @@ Options read from the model entry in speechlab.yaml::
         language: en
         timeout: 60                       # seconds per request
         retries: 3                        # retries after the first try, on 5xx / connection errors
+        backoff: 0.5                      # first retry waits this long, then 2x, 4x, ...
+        health_path: /health              # asked once at load for the served decode settings; null: don't
 
 The API key is read from the environment when the model loads and is never printed, logged, written to
 ``decode_settings`` or put in an error message (server messages are scrubbed of it too).
@@ -117,8 +119,10 @@ class HTTPSpeechModel:
         headers = {"Authorization": f"Bearer {self.__key}"} if self.__key else {}
         self._client = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
         # What a golden records: the settings that change the result, never the URL (it differs per
-        # deployment and per test port) nor the key.
-        self.decode_settings: dict[str, Any] = {
+        # deployment and per test port) nor the key.  ``probe_server`` replaces them with the served model's
+        # own decode settings when the server reports them (speechlab serve does, on /health).
+        self.server_info: dict[str, Any] | None = None
+        self.client_settings: dict[str, Any] = {
             "transport": "openai-http",
             "remote_model": remote_model,
             "language": language,
@@ -126,7 +130,8 @@ class HTTPSpeechModel:
             "sample_rate": sample_rate,
         }
         if task == "tts":
-            self.decode_settings["voice"] = voice
+            self.client_settings["voice"] = voice
+        self.decode_settings: dict[str, Any] = dict(self.client_settings)
         self.last_latency_s: float | None = None
         self.last_attempts = 0
         self.total_retries = 0
@@ -134,6 +139,27 @@ class HTTPSpeechModel:
 
     def __repr__(self) -> str:  # never shows the key
         return f"HTTPSpeechModel(name={self.name!r}, base_url={self.base_url!r}, task={self.task!r})"
+
+    def probe_server(self, health_path: str = "/health") -> bool:
+        """Ask ``health_path`` once (no retries, short timeout) what the server runs.
+
+        When the answer is JSON with a ``decode_settings`` mapping (``speechlab serve`` sends the served model's),
+        those become this model's ``decode_settings``: the golden then records what really decodes, and an http
+        case can be gated against the golden of the same model run locally.  Any failure leaves the client's
+        settings in place (plain OpenAI-compatible servers have no /health); requests report real errors later.
+        """
+        import httpx
+
+        try:
+            r = self._client.get(health_path, timeout=min(self.timeout, 5.0))
+            body = r.json() if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return False
+        if not isinstance(body, dict) or not isinstance(body.get("decode_settings"), dict):
+            return False
+        self.server_info = {k: body.get(k) for k in ("model", "backend", "device", "task", "sample_rate")}
+        self.decode_settings = dict(body["decode_settings"])
+        return True
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -292,7 +318,7 @@ class HTTPBackend(BaseBackend):
                 f"model {spec.name!r}: timeout and sample_rate must be > 0, retries and backoff >= 0 (in {where})"
             )
         remote_model = o.get("remote_model")
-        return HTTPSpeechModel(
+        model = HTTPSpeechModel(
             spec.name,
             base_url,
             os.environ.get(key_env),
@@ -307,3 +333,7 @@ class HTTPBackend(BaseBackend):
             sample_rate=sample_rate,
             wav_subtype=subtype,
         )
+        health_path = o.get("health_path", "/health")
+        if health_path:
+            model.probe_server(str(health_path))
+        return model
