@@ -22,7 +22,7 @@ import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
@@ -251,10 +251,10 @@ def create_app(
 
     @app.post("/v1/audio/transcriptions")
     def transcriptions(
-        file: UploadFile = File(...),
-        model: str | None = Form(None),
-        language: str | None = Form(None),
-        response_format: str = Form("json"),
+        file: Annotated[UploadFile, File()],
+        model: Annotated[str | None, Form()] = None,
+        language: Annotated[str | None, Form()] = None,
+        response_format: Annotated[str, Form()] = "json",
     ) -> Any:
         m = _model()
         if not hasattr(m, "transcribe"):

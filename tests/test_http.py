@@ -588,9 +588,9 @@ def test_serve_cli_names_the_problem(tmp_path: Path) -> None:
     cfg.write_text(CONFIG, encoding="utf-8")
     base = [sys.executable, "-m", "pytest_speechlab.cli", "serve", "--config", str(cfg), "--port", str(free_port())]
     env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
-    r = subprocess.run([*base, "--model", "nope"], capture_output=True, text=True, timeout=60, env=env)
+    r = subprocess.run([*base, "--model", "nope"], capture_output=True, text=True, timeout=60, env=env, check=False)
     assert r.returncode == 2 and "no model 'nope'" in r.stderr and str(cfg) in r.stderr and MODEL in r.stderr
-    r = subprocess.run([*base, "--model", MODEL, "--api-key-env", KEY_ENV], capture_output=True, text=True, timeout=60, env=env)
+    r = subprocess.run([*base, "--model", MODEL, "--api-key-env", KEY_ENV], capture_output=True, text=True, timeout=60, env=env, check=False)
     assert r.returncode == 2 and f"environment variable {KEY_ENV} is empty or unset" in r.stderr
-    r = subprocess.run([*base, "--model", MODEL, "--device", "mps"], capture_output=True, text=True, timeout=60, env=env)
+    r = subprocess.run([*base, "--model", MODEL, "--device", "mps"], capture_output=True, text=True, timeout=60, env=env, check=False)
     assert r.returncode == 2 and "no MPS support" in r.stderr
