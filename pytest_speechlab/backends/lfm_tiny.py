@@ -2,16 +2,17 @@
 
 The real ``LiquidAI/LFM2.5-Audio-1.5B`` weights are not on PyPI, so the project's own tests build a
 model of the same architecture (``LFM2AudioModel`` from liquid-audio's own config classes, with an
-LFM2 backbone, a Conformer audio encoder, a depthformer and an LFM2 audio detokenizer) at a few
-hundred thousand parameters, plus a byte-level tokenizer that puts the special tokens where
-liquid-audio's generation loops expect them (``<|im_end|>`` = 7, ``<|audio_start|>`` = 128,
-``<|text_end|>`` = 130).
+LFM2 backbone, a Conformer audio encoder, a depthformer and an LFM2 audio detokenizer) at 3.4 M
+parameters (mostly the 8 x 2049 audio-code embeddings), plus a 10 M-parameter detokenizer (its
+512-wide embedding and head are hard-coded upstream; stored in float16, about 34 MB in all), plus a
+byte-level tokenizer that puts the special tokens where liquid-audio's generation loops expect them
+(``<|im_end|>`` = 7, ``<|audio_start|>`` = 128, ``<|text_end|>`` = 130).
 
-Weights are random (seeded), then fitted for a few dozen optimiser steps on synthetic prompts so
-that the model follows the *control protocol* of the real one: after a "Perform TTS." prompt it
-emits ``<|audio_start|>`` (otherwise ``generate_sequential`` would never reach audio and the TTS
-path - detokenizer, device placement - would go untested), after "Perform ASR." it writes a few
-words and ``<|im_end|>``, and in interleaved chat it writes text before audio.  What it says is
+Weights are random (seeded), then fitted for 40 optimiser steps (about 3 s on one core) on synthetic
+prompts so that the model follows the *control protocol* of the real one: after a "Perform TTS."
+prompt it emits ``<|audio_start|>`` (otherwise ``generate_sequential`` would never reach audio and
+the TTS path - detokenizer, device placement - would go untested), after "Perform ASR." it writes a
+few words and ``<|im_end|>``, and in interleaved chat it writes text before audio.  What it says is
 meaningless; tests assert structure (types, shapes, rates, token counts), never WER.
 
 Nothing here is imported at plugin import time: torch, transformers, tokenizers and liquid_audio
@@ -38,7 +39,7 @@ from .lfm import (
 
 TINY_NAME = "tiny-random"
 # Bump when the recipe below changes so stale cached builds are not reused.
-BUILD_VERSION = 2
+BUILD_VERSION = 3
 SEED = 0
 
 # Special tokens at the ids hard-coded in liquid_audio/model/lfm2_audio.py (7, 128, 130) and the ones
@@ -327,7 +328,8 @@ def build_tiny_model(out_dir: Path, *, seed: int = SEED, fit_steps: int = 40) ->
         dcfg = _detokenizer_config()
         (detok_dir / "config.json").write_text(json.dumps(dcfg, indent=2))
         detok = LFM2AudioDetokenizer(Lfm2Config(**{**dcfg, "layer_types": ["full_attention"]}))
-        dstate = {k: v.detach().contiguous().clone() for k, v in detok.state_dict().items()}
+        # float16 on disk halves the file; load_state_dict casts back to the module's float32.
+        dstate = {k: v.detach().to(torch.float16).contiguous().clone() for k, v in detok.state_dict().items()}
         save_file(dstate, str(detok_dir / "model.safetensors"), metadata={"format": "pt"})
     finally:
         torch.set_rng_state(rng_state)
