@@ -544,3 +544,45 @@ def test_real_lfm25_tts_and_chat(real_lfm: Any) -> None:
     audio, in_sr = _speech()
     reply = real_lfm.chat(audio=audio, sample_rate=in_sr)
     assert reply.text and reply.audio.size > 0 and np.isfinite(reply.audio).all()
+
+
+# -- through the plugin: the tiny LFM scored like any ASR backend -------------------------------------
+
+
+@needs_lfm
+def test_tiny_lfm_asr_case_runs_through_speechlab_yaml(
+    pytester: pytest.Pytester, tiny_lfm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    # pytester points HOME at its tmp dir; keep using the session's tiny build instead of rebuilding
+    monkeypatch.setenv("SPEECHLAB_CACHE", str(tiny_lfm_dir.parent))
+    shutil.copy(SMOKE / "smoke-01.wav", pytester.path / "a.wav")
+    (pytester.path / "manifest.jsonl").write_text(
+        json.dumps({"audio_filepath": "a.wav", "text": "The weather is nice today, so we will walk to the park."}) + "\n"
+    )
+    pytester.makefile(
+        ".yaml",
+        speechlab="""
+models:
+  lfm-tiny:
+    backend: liquid-audio
+    weights: tiny-random
+    task: asr
+    max_new_tokens: 24
+    cpu_threads: 1
+    devices: [cpu, mps]
+datasets:
+  one:
+    manifest: manifest.jsonl
+    normalizer: whisper-en
+golden_dir: golden
+""",
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--speechlab-device", "all", "--speechlab-update-golden", "-rs")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed") == 1 and not outcomes.get("failed") and not outcomes.get("errors")
+    result.stdout.fnmatch_lines(["*lfm-tiny-cpu-one*updated*", "*lfm-tiny-mps-one*skipped*mps*"])
+    golden = json.loads((pytester.path / "golden" / "lfm-tiny" / "one" / "cpu.json").read_text())
+    assert golden["decode"]["task"] == "asr" and golden["decode"]["weights"] == "tiny-random"
+    assert golden["decode"]["system_prompt"] == "Perform ASR."
