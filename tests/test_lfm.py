@@ -507,7 +507,6 @@ def real_lfm() -> Any:
         where_lfm_weights_are_looked_for,
     )
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     spec = ModelSpec(name="lfm25-audio", backend="liquid-audio", weights=HUB_ID, task="asr",
                      options={"max_new_tokens": 256})
     try:
