@@ -9,6 +9,7 @@ from .base import BackendError, BaseBackend, MissingExtraError, ModelSpec
 
 REGISTRY: dict[str, str] = {
     "faster-whisper": "pytest_speechlab.backends.faster_whisper:FasterWhisperBackend",
+    "piper": "pytest_speechlab.backends.piper:PiperBackend",
 }
 
 

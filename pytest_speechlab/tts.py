@@ -1,0 +1,571 @@
+"""TTS evaluation: text-only datasets, round-trip intelligibility through a judge ASR model, audio sanity.
+
+A TTS case synthesises every sentence of a text dataset, measures the audio (sample rate, duration per
+character, clipping, leading/trailing silence, RMS level, NaN/inf), transcribes it with a *judge* ASR model
+(by default the bundled faster-whisper tiny.en) and scores the transcript against the input text with the
+same normaliser and pooled WER/CER as ASR cases.  Rows use the ASR row keys (``reference`` = the input
+text, ``hypothesis`` = what the judge heard) so the golden machinery treats both tasks alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backends.base import Audio, BackendError, ModelSpec
+
+Progress = Callable[[int, int], None]
+Runner = Callable[[Callable[[], None], int], None]
+
+
+class TTSDatasetError(ValueError):
+    """A TTS text dataset is unusable; the message names the file (and line) and the fix."""
+
+
+class JudgeUnavailable(BackendError):
+    """The judge ASR model cannot be loaded (not installed, unknown backend, missing weights)."""
+
+
+# --------------------------------------------------------------------------------------------- datasets
+
+
+@dataclass(frozen=True)
+class TTSItem:
+    """One sentence to synthesise."""
+
+    id: str
+    text: str
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class TTSDataset:
+    """A loaded text dataset: its name, its manifest and its sentences."""
+
+    name: str
+    source: Path
+    items: tuple[TTSItem, ...]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def load_tts_manifest(path: Path | str, name: str | None = None) -> TTSDataset:
+    """Read a text-only JSONL manifest: one object per line with ``text`` and an optional ``id``.
+
+    Blank lines are skipped.  Errors name the file and line: missing file, invalid JSON, a row that is not
+    an object, missing/empty/non-string ``text``, duplicate ids, no rows at all.
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder, not a manifest file" if path.is_dir() else "not found"
+        raise TTSDatasetError(
+            f"{path}: TTS manifest {what}; fix 'manifest:' in speechlab.yaml (a JSONL file of {{\"text\": ...}} lines)"
+        )
+    data = path.read_bytes()
+    try:
+        raw = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise TTSDatasetError(f"{path}:{line}: manifest is not UTF-8 ({exc.reason}); re-save it as UTF-8") from None
+    items: list[TTSItem] = []
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TTSDatasetError(
+                f"{path}:{lineno}: not valid JSON ({exc.msg}, column {exc.colno}); each line must be one JSON object "
+                'such as {"id": "s1", "text": "Hello there."}'
+            ) from None
+        if not isinstance(obj, dict):
+            raise TTSDatasetError(f"{path}:{lineno}: each line must be a JSON object, got {type(obj).__name__}")
+        text = obj.get("text")
+        if not isinstance(text, str):
+            raise TTSDatasetError(
+                f"{path}:{lineno}: row has no 'text' string (the sentence to synthesise); add \"text\": \"...\""
+            )
+        if not text.strip():
+            raise TTSDatasetError(f"{path}:{lineno}: 'text' is empty; a TTS row needs words to synthesise")
+        uid = obj.get("id", f"{lineno:04d}")
+        if not isinstance(uid, (str, int)) or isinstance(uid, bool) or not str(uid).strip():
+            raise TTSDatasetError(f"{path}:{lineno}: 'id' must be a non-empty string or number, got {uid!r}")
+        uid = str(uid)
+        if uid in seen:
+            raise TTSDatasetError(f"{path}:{lineno}: duplicate id {uid!r} (first on line {seen[uid]}); ids must be unique")
+        seen[uid] = lineno
+        items.append(TTSItem(uid, text, lineno))
+    if not items:
+        raise TTSDatasetError(f'{path}: TTS manifest has no rows; add at least one line like {{"text": "Hello there."}}')
+    return TTSDataset(name or path.parent.name, path, tuple(items))
+
+
+# --------------------------------------------------------------------------------------------- judge
+
+
+DEFAULT_JUDGE = ModelSpec("judge", "faster-whisper", "bundled:tiny.en", options={"beam_size": 5, "language": "en"})
+
+
+class JudgeASR:
+    """An ASR model used as the listener of a TTS round trip; remembers what it is, for goldens."""
+
+    def __init__(self, model: Any, spec: ModelSpec, device: str) -> None:
+        self.model = model
+        self.spec = spec
+        self.device = device
+        self.sample_rate: int = int(model.sample_rate)
+        self.decode_settings: dict[str, Any] = dict(getattr(model, "decode_settings", {}))
+
+    def transcribe(self, audio: Audio) -> str:
+        """What the judge hears in ``audio`` (float32 mono at :attr:`sample_rate`)."""
+        text: str = self.model.transcribe(audio)
+        return text
+
+    def ident(self) -> dict[str, Any]:
+        """What a golden records about the judge: a different judge makes round-trip scores incomparable."""
+        return {"backend": self.spec.backend, "weights": self.spec.weights, "decode": self.decode_settings}
+
+
+def load_judge(spec: ModelSpec | None = None, device: str = "cpu") -> JudgeASR:
+    """Load the judge ASR model (default: the bundled faster-whisper tiny.en on cpu).
+
+    Raises :class:`JudgeUnavailable` with the reason and the fix when it cannot be loaded, so a caller can
+    turn it into a skip.
+    """
+    from .backends import get_backend
+
+    spec = spec or DEFAULT_JUDGE
+    where = f"TTS judge model {spec.name!r} ({spec.backend} {spec.weights or ''})".replace(" )", ")")
+    try:
+        backend = get_backend(spec.backend)
+    except KeyError:
+        from .backends import REGISTRY
+
+        raise JudgeUnavailable(
+            f"{where}: unknown backend {spec.backend!r}; known backends: {', '.join(sorted(REGISTRY))}. "
+            "Set the judge to an installed ASR model"
+        ) from None
+    if "asr" not in backend.tasks:
+        raise JudgeUnavailable(f"{where}: backend {spec.backend!r} does not transcribe (tasks: {', '.join(backend.tasks)})")
+    try:
+        model = backend.load(spec, device)
+    except BackendError as exc:
+        raise JudgeUnavailable(f"{where} is not available: {exc}") from exc
+    return JudgeASR(model, spec, device)
+
+
+# --------------------------------------------------------------------------------------------- sanity
+
+# Thresholds of the audio sanity checks (speechlab.yaml ``thresholds:`` may override each).
+SANITY_DEFAULTS: dict[str, float] = {
+    "tts_sec_per_char_min": 0.03,  # faster than ~33 chars/s is truncated or garbled audio
+    "tts_sec_per_char_max": 0.25,  # slower than 4 chars/s is stretched audio or padding (numbers expand: keep slack)
+    "tts_clipping_max": 0.001,  # fraction of samples at full scale; a peak-normalised voice has a handful
+    "tts_leading_silence_max_s": 0.5,
+    "tts_trailing_silence_max_s": 0.5,
+    "tts_rms_dbfs_min": -35.0,
+    "tts_rms_dbfs_max": -6.0,
+    "tts_roundtrip_wer_max": 0.5,  # absolute ceiling on pooled round-trip WER, golden or not
+}
+
+CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped (float audio in [-1, 1])
+SILENCE_DBFS = -45.0  # a 10 ms frame quieter than this is silence
+FRAME_S = 0.010
+
+
+def _dbfs(x: float) -> float:
+    return 20.0 * math.log10(x) if x > 1e-10 else -200.0
+
+
+def audio_sanity(audio: Audio, sample_rate: int, text: str) -> dict[str, Any]:
+    """Measurements of one synthesised utterance (NaN/inf samples count as zero for the level figures)."""
+    a = np.asarray(audio, dtype=np.float64).reshape(-1)
+    nonfinite = int(a.size - np.count_nonzero(np.isfinite(a)))
+    a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+    n = a.size
+    duration = n / sample_rate if sample_rate > 0 else 0.0
+    chars = len("".join(text.split())) or 1
+    rms = float(np.sqrt(np.mean(a * a))) if n else 0.0
+    frame = max(1, int(round(FRAME_S * sample_rate)))
+    nframes = n // frame
+    if nframes:
+        f = a[: nframes * frame].reshape(nframes, frame)
+        loud = 20.0 * np.log10(np.sqrt(np.mean(f * f, axis=1)) + 1e-10) >= SILENCE_DBFS
+        idx = np.flatnonzero(loud)
+        if idx.size:
+            lead = idx[0] * frame / sample_rate
+            trail = (n - (idx[-1] + 1) * frame) / sample_rate
+        else:
+            lead = trail = duration
+    else:
+        lead = trail = duration
+    return {
+        "duration": round(duration, 6),
+        "sec_per_char": round(duration / chars, 6),
+        "clipping_ratio": round(float(np.count_nonzero(np.abs(a) >= CLIP_LEVEL)) / n, 6) if n else 0.0,
+        "leading_silence_s": round(float(lead), 4),
+        "trailing_silence_s": round(float(trail), 4),
+        "rms_dbfs": round(_dbfs(rms), 3),
+        "peak": round(float(np.max(np.abs(a))) if n else 0.0, 6),
+        "nonfinite": nonfinite,
+    }
+
+
+# --------------------------------------------------------------------------------------------- scoring
+
+
+def _normalizer(name: str) -> tuple[Callable[[str], str], dict[str, str]]:
+    """A named normaliser and its identity (name + version) for the golden."""
+    import importlib.metadata
+    import warnings
+
+    if name == "whisper-en":
+        with warnings.catch_warnings():  # whisper-normalizer has an invalid escape in a docstring
+            warnings.simplefilter("ignore", SyntaxWarning)
+            from whisper_normalizer.english import EnglishTextNormalizer
+        fn: Callable[[str], str] = EnglishTextNormalizer()
+        version = importlib.metadata.version("whisper-normalizer")
+        return (lambda s: " ".join(fn(s).split())), {"name": name, "version": f"whisper-normalizer=={version}"}
+    if name == "none":
+        return (lambda s: " ".join(s.split())), {"name": "none", "version": "1"}
+    raise KeyError(f"unknown normaliser {name!r}; one of: whisper-en, none")
+
+
+def _errors(reference: str, hypothesis: str) -> dict[str, int]:
+    import jiwer
+
+    if not reference:
+        words = len(hypothesis.split())
+        return {"ref_words": 0, "word_errors": words, "ref_chars": 0, "char_errors": len(hypothesis)}
+    w = jiwer.process_words(reference, hypothesis)
+    c = jiwer.process_characters(reference, hypothesis)
+    return {
+        "ref_words": w.hits + w.substitutions + w.deletions,
+        "word_errors": w.substitutions + w.deletions + w.insertions,
+        "sub": w.substitutions,
+        "del": w.deletions,
+        "ins": w.insertions,
+        "ref_chars": c.hits + c.substitutions + c.deletions,
+        "char_errors": c.substitutions + c.deletions + c.insertions,
+    }
+
+
+def _rate(errors: int, units: int) -> float:
+    if units == 0:
+        return 0.0 if errors == 0 else 1.0
+    return errors / units
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+
+
+def _loop(fn: Callable[[], None], rounds: int) -> None:
+    for _ in range(rounds):
+        fn()
+
+
+def _synth_timed(model: Any, text: str, stream: bool) -> tuple[Audio, int, float, float | None]:
+    """Synthesise ``text``: (audio, sample_rate, seconds, time-to-first-audio or None)."""
+    if stream:
+        chunks: list[Audio] = []
+        t0 = time.perf_counter()
+        first: float | None = None
+        it: Iterator[Audio] = model.synthesize_stream(text)
+        for chunk in it:
+            if first is None:
+                first = time.perf_counter() - t0
+            chunks.append(np.asarray(chunk, dtype=np.float32).reshape(-1))
+        secs = time.perf_counter() - t0
+        audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+        return audio.astype(np.float32, copy=False), int(model.sample_rate), secs, first
+    t0 = time.perf_counter()
+    audio, sr = model.synthesize(text)
+    secs = time.perf_counter() - t0
+    return np.asarray(audio, dtype=np.float32).reshape(-1), int(sr), secs, None
+
+
+def _short(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+@dataclass
+class TTSResult:
+    """The outcome of one TTS model × dataset run.
+
+    ``metrics``: pooled round-trip ``wer``/``cer`` (and S/D/I counts), ``rtf`` (synthesis seconds / audio
+    seconds, median over rounds), ``ttfa_s``/``ttfa_p95_s`` when the model streams, and sanity aggregates.
+    ``rows``: one dict per sentence (``id``, ``reference`` = input text, ``hypothesis`` = what the judge heard,
+    ``wer``, ``cer``, ``duration``, ``seconds``, sanity values, ``audio`` = path of the kept WAV).
+    """
+
+    dataset: str
+    metrics: dict[str, Any]
+    rows: list[dict[str, Any]]
+    decode: dict[str, Any]
+    normalizer: dict[str, str]
+    judge: dict[str, Any]
+    audio_dir: Path
+    deterministic: bool
+    sample_rate: int
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    def sanity_thresholds(self, thresholds: dict[str, float] | None = None) -> dict[str, float]:
+        """The defaults, overridden by the result's own thresholds, overridden by ``thresholds``."""
+        return {**SANITY_DEFAULTS, **self.thresholds, **(thresholds or {})}
+
+    def row_violations(self, row: dict[str, Any], thresholds: dict[str, float] | None = None) -> list[str]:
+        """Why one sentence's audio fails the sanity checks (empty when it passes)."""
+        t = self.sanity_thresholds(thresholds)
+        out: list[str] = []
+        if row["sample_rate"] != self.sample_rate:
+            out.append(f"sample rate {row['sample_rate']} Hz, but the model declares {self.sample_rate} Hz")
+        if row["nonfinite"]:
+            out.append(f"{row['nonfinite']} NaN/inf samples")
+        if row["duration"] <= 0:
+            out.append("no audio (0 samples)")
+        spc = row["sec_per_char"]
+        if spc < t["tts_sec_per_char_min"]:
+            out.append(f"{spc:.4f} s/char < min {t['tts_sec_per_char_min']} (tts_sec_per_char_min): audio too short, truncated?")
+        elif spc > t["tts_sec_per_char_max"]:
+            out.append(f"{spc:.4f} s/char > max {t['tts_sec_per_char_max']} (tts_sec_per_char_max): audio too long, padded or stretched?")
+        if row["clipping_ratio"] > t["tts_clipping_max"]:
+            out.append(f"clipping ratio {row['clipping_ratio']:.4f} > max {t['tts_clipping_max']} (tts_clipping_max)")
+        if row["leading_silence_s"] > t["tts_leading_silence_max_s"]:
+            out.append(f"leading silence {row['leading_silence_s']:.2f} s > max {t['tts_leading_silence_max_s']} s (tts_leading_silence_max_s)")
+        if row["trailing_silence_s"] > t["tts_trailing_silence_max_s"]:
+            out.append(f"trailing silence {row['trailing_silence_s']:.2f} s > max {t['tts_trailing_silence_max_s']} s (tts_trailing_silence_max_s)")
+        if row["duration"] > 0 and not t["tts_rms_dbfs_min"] <= row["rms_dbfs"] <= t["tts_rms_dbfs_max"]:
+            out.append(
+                f"RMS level {row['rms_dbfs']:.1f} dBFS outside [{t['tts_rms_dbfs_min']}, {t['tts_rms_dbfs_max']}] "
+                "(tts_rms_dbfs_min/max)"
+            )
+        return out
+
+    def check_sanity(self, thresholds: dict[str, float] | None = None) -> list[str]:
+        """Human-readable violations of the audio sanity and round-trip ceilings (empty list: all fine).
+
+        Each line names the sentence, the measured value, the threshold and its config key, and the WAV
+        to listen to.
+        """
+        t = self.sanity_thresholds(thresholds)
+        out: list[str] = []
+        for row in self.rows:
+            for v in self.row_violations(row, t):
+                out.append(f"{row['id']} {_short(row['reference'])!r}: {v}; listen: {row['audio']}")
+        wer = self.metrics["wer"]
+        if wer > t["tts_roundtrip_wer_max"]:
+            worst = sorted(self.rows, key=lambda r: -r["wer"])[:3]
+            heard = "; ".join(
+                f"{r['id']} input {r['reference']!r} heard {r['hypothesis']!r} (WER {r['wer']:.2f}, listen: {r['audio']})"
+                for r in worst
+            )
+            out.append(
+                f"round-trip WER {wer:.4f} > max {t['tts_roundtrip_wer_max']} (tts_roundtrip_wer_max): the judge "
+                f"cannot understand the voice; worst: {heard}"
+            )
+        return out
+
+    def failing_audio(self, thresholds: dict[str, float] | None = None) -> list[Path]:
+        """WAV paths of the sentences that violate a sanity check or were mostly misheard (WER > ceiling)."""
+        t = self.sanity_thresholds(thresholds)
+        return [
+            Path(r["audio"]) for r in self.rows
+            if self.row_violations(r, t) or r["wer"] > t["tts_roundtrip_wer_max"]
+        ]
+
+    def audio_paths(self, ids: Sequence[str] | None = None) -> list[Path]:
+        """WAV paths of the given sentence ids (all when None), for a person to listen to."""
+        want = None if ids is None else set(ids)
+        return [Path(r["audio"]) for r in self.rows if want is None or r["id"] in want]
+
+    def record(self) -> dict[str, Any]:
+        """Plain JSON-able data in the shape of an ASR case record (``metrics``, ``utterances``, ...)."""
+        return {
+            "task": "tts",
+            "dataset": self.dataset,
+            "metrics": self.metrics,
+            "utterances": self.rows,
+            "decode": {**self.decode, "judge": self.judge},
+            "normalizer": self.normalizer,
+            "deterministic": self.deterministic,
+            "audio_dir": str(self.audio_dir),
+        }
+
+
+def evaluate_tts(
+    model: Any,
+    dataset: TTSDataset | Sequence[TTSItem],
+    judge: Any,
+    *,
+    normalizer: str = "whisper-en",
+    rounds: int = 1,
+    runner: Runner = _loop,
+    stream: bool | None = None,
+    audio_dir: Path | str | None = None,
+    progress: Progress | None = None,
+    thresholds: dict[str, float] | None = None,
+) -> TTSResult:
+    """Synthesise every sentence (timed, after one warm-up call), measure it, and have ``judge`` transcribe it.
+
+    ``model`` has ``sample_rate``, ``decode_settings``, ``synthesize(text) -> (audio, sr)`` and optionally
+    ``synthesize_stream(text)`` yielding chunks (used when ``stream`` is None or True, giving time to first
+    audio).  ``judge`` is any object with ``sample_rate`` and ``transcribe(audio) -> str``; the audio is
+    resampled to its rate with soxr.  ``rounds`` > 1 re-synthesises everything to steady the RTF (median
+    round) and to tell whether synthesis is deterministic.  Every sentence's audio is written as a float WAV
+    under ``audio_dir`` (a new temp folder when None) so a failing case can be listened to.
+    """
+    import soundfile as sf
+    import soxr
+
+    items = tuple(dataset.items) if isinstance(dataset, TTSDataset) else tuple(dataset)
+    name = dataset.name if isinstance(dataset, TTSDataset) else "adhoc"
+    if not items:
+        raise TTSDatasetError(f"dataset {name!r} has no sentences")
+    norm, norm_ident = _normalizer(normalizer)
+    for it in items:
+        if not norm(it.text):
+            where = f"{dataset.source}:{it.line}" if isinstance(dataset, TTSDataset) else f"sentence {it.id!r}"
+            raise TTSDatasetError(
+                f"{where}: text {it.text!r} is empty after the {normalizer} normaliser, so round-trip WER is "
+                "undefined; give the sentence words"
+            )
+    use_stream = hasattr(model, "synthesize_stream") if stream is None else stream
+    if use_stream and not hasattr(model, "synthesize_stream"):
+        raise BackendError(f"{type(model).__name__} does not stream (no synthesize_stream); use stream=None")
+    out_dir = Path(audio_dir) if audio_dir is not None else Path(tempfile.mkdtemp(prefix=f"speechlab-tts-{name}-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # Warm-up: first-call costs (session setup, espeak-ng init, allocations) are not synthesis speed.
+    _synth_timed(model, items[0].text, use_stream)
+    n = len(items)
+    rounds = max(1, int(rounds))
+    done: list[list[tuple[Audio, int, float, float | None]]] = []
+
+    def one_round() -> None:
+        res = []
+        for i, it in enumerate(items):
+            res.append(_synth_timed(model, it.text, use_stream))
+            if progress is not None:
+                progress(len(done) * n + i + 1, n * (rounds + 1))
+        done.append(res)
+
+    runner(one_round, rounds)
+    while len(done) < rounds:  # a disabled benchmark runs the function once
+        one_round()
+    first = done[0]
+
+    judge_sr = int(judge.sample_rate)
+    rows: list[dict[str, Any]] = []
+    errs: list[dict[str, int]] = []
+    for i, (it, (audio, sr, secs, ttfa)) in enumerate(zip(items, first, strict=True)):
+        s = audio_sanity(audio, sr, it.text)
+        wav = out_dir / f"{_safe(it.id)}.wav"
+        _write_wav(sf, wav, audio, sr)
+        clean = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+        if clean.size == 0:
+            heard = ""
+        else:
+            x = clean if sr == judge_sr else soxr.resample(clean, sr, judge_sr, quality="HQ").astype(np.float32)
+            heard = judge.transcribe(x)
+        ref_n, hyp_n = norm(it.text), norm(heard)
+        e = _errors(ref_n, hyp_n)
+        errs.append(e)
+        rows.append({
+            "id": it.id,
+            "reference": it.text,
+            "hypothesis": heard,
+            "ref_norm": ref_n,
+            "hyp_norm": hyp_n,
+            "wer": round(_rate(e["word_errors"], e["ref_words"]), 6),
+            "cer": round(_rate(e["char_errors"], e["ref_chars"]), 6),
+            "word_errors": e["word_errors"],
+            "ref_words": e["ref_words"],
+            "char_errors": e["char_errors"],
+            "ref_chars": e["ref_chars"],
+            "seconds": round(secs, 6),
+            "ttfa_s": None if ttfa is None else round(ttfa, 6),
+            "sample_rate": sr,
+            **s,
+            "audio": str(wav),
+        })
+        if progress is not None:
+            progress(rounds * n + i + 1, n * (rounds + 1))
+
+    tot = {k: sum(e.get(k, 0) for e in errs) for k in ("ref_words", "word_errors", "sub", "del", "ins", "ref_chars", "char_errors")}
+    audio_total = sum(r["duration"] for r in rows)
+    rtfs = [sum(x[2] for x in rnd) / audio_total if audio_total > 0 else float("inf") for rnd in done]
+    ttfas = [x[3] for rnd in done for x in rnd if x[3] is not None]
+    metrics: dict[str, Any] = {
+        "wer": _rate(tot["word_errors"], tot["ref_words"]),
+        "cer": _rate(tot["char_errors"], tot["ref_chars"]),
+        "substitutions": tot["sub"],
+        "deletions": tot["del"],
+        "insertions": tot["ins"],
+        "ref_words": tot["ref_words"],
+        "ref_chars": tot["ref_chars"],
+        "utterances": n,
+        "rtf": statistics.median(rtfs),
+        "rtf_rounds": [round(r, 6) for r in rtfs],
+        "synthesis_seconds": round(sum(x[2] for x in first), 6),
+        "audio_seconds": round(audio_total, 6),
+        "ttfa_s": statistics.median(ttfas) if ttfas else None,
+        "ttfa_p95_s": float(np.percentile(ttfas, 95)) if ttfas else None,
+        "sec_per_char_min": min(r["sec_per_char"] for r in rows),
+        "sec_per_char_max": max(r["sec_per_char"] for r in rows),
+        "clipping_ratio_max": max(r["clipping_ratio"] for r in rows),
+        "leading_silence_max_s": max(r["leading_silence_s"] for r in rows),
+        "trailing_silence_max_s": max(r["trailing_silence_s"] for r in rows),
+        "rms_dbfs_min": min(r["rms_dbfs"] for r in rows),
+        "rms_dbfs_max": max(r["rms_dbfs"] for r in rows),
+        "nonfinite_samples": sum(r["nonfinite"] for r in rows),
+        "sample_rate_mismatches": sum(1 for r in rows if r["sample_rate"] != int(model.sample_rate)),
+    }
+    deterministic = all(
+        all(a.shape == b.shape and np.array_equal(a, b, equal_nan=True) for (a, *_), (b, *_) in zip(rnd, first, strict=True))
+        for rnd in done[1:]
+    )
+    judge_ident = judge.ident() if hasattr(judge, "ident") else {
+        "backend": type(judge).__name__, "decode": dict(getattr(judge, "decode_settings", {}))
+    }
+    return TTSResult(
+        dataset=name,
+        metrics=metrics,
+        rows=rows,
+        decode=dict(getattr(model, "decode_settings", {})),
+        normalizer=norm_ident,
+        judge=judge_ident,
+        audio_dir=out_dir,
+        deterministic=deterministic,
+        sample_rate=int(model.sample_rate),
+        thresholds=dict(thresholds or {}),
+    )
+
+
+def _safe(uid: str) -> str:
+    """A file-name-safe form of a sentence id."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in uid)[:80] or "sentence"
+
+
+def _write_wav(sf: Any, path: Path, audio: Audio, sample_rate: int) -> None:
+    """Write float WAV atomically (NaN/inf kept: a person listening should hear what the model made)."""
+    import os
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".wav")
+    os.close(fd)
+    try:
+        sf.write(tmp, audio if audio.size else np.zeros(1, dtype=np.float32), max(int(sample_rate), 1), subtype="FLOAT")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
