@@ -1,0 +1,256 @@
+"""speechlab.yaml: load, validate (every message names the file and the key), and expose typed specs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .backends.base import DEVICES, TASKS, ModelSpec
+
+STAGES = ("experimental", "candidate", "production", "deprecated")
+ALL_DEVICES = (*DEVICES, "remote")
+GATES = ("strict", "statistical")
+
+# Tolerances used when speechlab.yaml sets none.  Production gates tighter than candidate: a model that
+# ships is held to its baseline more strictly than one still being evaluated.
+DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
+    "production": {"wer_abs": 0.01, "cer_abs": 0.01, "rtf_rel": 0.5},
+    "candidate": {"wer_abs": 0.02, "cer_abs": 0.02, "rtf_rel": 0.5},
+}
+THRESHOLD_KEYS = {
+    "wer_abs": "WER may exceed the golden by this much (absolute)",
+    "cer_abs": "CER may exceed the golden by this much (absolute)",
+    "rtf_rel": "RTF may exceed the golden by this fraction (0.5 = 50% slower)",
+    "entity_abs": "entity accuracy may fall below the golden by this much",
+    "confidence": "confidence level of the statistical gate's bootstrap interval",
+    # TTS audio sanity (checked against absolute bands, not the golden)
+    "clipping_max": "largest share of clipped samples",
+    "silence_max_s": "longest leading or trailing silence in seconds",
+    "rms_min_dbfs": "quietest RMS level in dBFS",
+    "sec_per_char_min": "shortest plausible duration per input character",
+    "sec_per_char_max": "longest plausible duration per input character",
+}
+MODEL_KEYS = {"backend", "weights", "devices", "stage", "task", "thresholds", "real_e2e", "description"}
+DATASET_KEYS = {
+    "manifest", "normalizer", "markers", "thresholds", "task", "real_e2e", "allow_outside_paths",
+    "description", "language", "entities",
+}
+TOP_KEYS = {"models", "datasets", "thresholds", "golden_dir", "gate", "rounds", "bootstrap", "judge", "history_dir"}
+
+
+class ConfigError(Exception):
+    """speechlab.yaml is invalid; the message names the file, the key and the fix."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One entry of ``datasets:``: where the data is and how to score it."""
+
+    name: str
+    manifest: Path
+    normalizer: str = "whisper-en"
+    markers: tuple[str, ...] = ()
+    task: str = "asr"
+    thresholds: dict[str, float] = field(default_factory=dict)
+    real_e2e: bool = False
+    allow_outside_paths: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SpeechlabConfig:
+    """The whole validated config."""
+
+    path: Path
+    models: dict[str, ModelSpec]
+    datasets: dict[str, DatasetSpec]
+    thresholds: dict[str, float]
+    golden_dir: Path
+    gate: str = "strict"
+    rounds: int = 3
+    bootstrap: int = 2000
+    judge: str | None = None
+    history_dir: Path | None = None
+
+    def thresholds_for(self, model: str, dataset: str) -> dict[str, float]:
+        """Tolerances for one case: stage defaults < global < model < dataset (later wins)."""
+        spec = self.models[model]
+        out = dict(DEFAULT_THRESHOLDS.get(spec.stage, DEFAULT_THRESHOLDS["candidate"]))
+        out.update(self.thresholds)
+        out.update(spec.thresholds)
+        out.update(self.datasets[dataset].thresholds)
+        return out
+
+
+def _err(path: Path, key: str, msg: str) -> ConfigError:
+    return ConfigError(f"{path}: {key}: {msg}")
+
+
+def _thresholds(path: Path, key: str, raw: Any) -> dict[str, float]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _err(path, key, f"must be a mapping of tolerances, got {type(raw).__name__}")
+    out: dict[str, float] = {}
+    for k, v in raw.items():
+        if k not in THRESHOLD_KEYS:
+            raise _err(path, f"{key}.{k}", f"unknown tolerance; known: {', '.join(sorted(THRESHOLD_KEYS))}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise _err(path, f"{key}.{k}", f"must be a finite number, got {v!r}")
+        if k not in ("rms_min_dbfs",) and v < 0:
+            raise _err(path, f"{key}.{k}", f"must be >= 0, got {v!r}")
+        out[str(k)] = float(v)
+    return out
+
+
+def _str_list(path: Path, key: str, raw: Any) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise _err(path, key, f"must be a list of strings, got {raw!r}")
+    return tuple(raw)
+
+
+def _model(path: Path, name: str, raw: Any) -> ModelSpec:
+    key = f"models.{name}"
+    if not isinstance(raw, dict):
+        raise _err(path, key, "must be a mapping with at least 'backend:'")
+    from .backends import REGISTRY
+
+    backend = raw.get("backend")
+    if not isinstance(backend, str):
+        raise _err(path, f"{key}.backend", f"is required; one of: {', '.join(sorted(REGISTRY))}")
+    if backend not in REGISTRY:
+        raise _err(path, f"{key}.backend", f"unknown backend {backend!r}; known: {', '.join(sorted(REGISTRY))}")
+    devices = _str_list(path, f"{key}.devices", raw.get("devices", ["cpu"]))
+    for d in devices:
+        if d not in ALL_DEVICES:
+            raise _err(path, f"{key}.devices", f"unknown device {d!r}; known: {', '.join(ALL_DEVICES)}")
+    stage = raw.get("stage", "candidate")
+    if stage not in STAGES:
+        raise _err(path, f"{key}.stage", f"unknown stage {stage!r}; one of: {', '.join(STAGES)}")
+    task = raw.get("task", "asr")
+    if task not in TASKS:
+        raise _err(path, f"{key}.task", f"unknown task {task!r}; one of: {', '.join(TASKS)}")
+    weights = raw.get("weights")
+    if weights is not None and not isinstance(weights, str):
+        raise _err(path, f"{key}.weights", f"must be a string (a path or bundled:NAME), got {weights!r}")
+    options = {k: v for k, v in raw.items() if k not in MODEL_KEYS}
+    return ModelSpec(
+        name=name,
+        backend=backend,
+        weights=weights,
+        devices=devices,
+        stage=stage,
+        task=task,
+        options=options,
+        thresholds=_thresholds(path, f"{key}.thresholds", raw.get("thresholds")),
+        config_path=path,
+        real_e2e=bool(raw.get("real_e2e", False)),
+    )
+
+
+def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
+    from .metrics import NORMALIZERS
+
+    key = f"datasets.{name}"
+    if not isinstance(raw, dict):
+        raise _err(path, key, "must be a mapping with at least 'manifest:'")
+    unknown = set(raw) - DATASET_KEYS
+    if unknown:
+        raise _err(path, f"{key}.{sorted(unknown)[0]}", f"unknown key; known: {', '.join(sorted(DATASET_KEYS))}")
+    manifest = raw.get("manifest")
+    if not isinstance(manifest, str):
+        raise _err(path, f"{key}.manifest", "is required: a JSONL manifest or a folder of audio + .txt files, relative to this file")
+    mpath = Path(manifest).expanduser()
+    if not mpath.is_absolute():
+        mpath = path.parent / mpath
+    normalizer = raw.get("normalizer", "whisper-en")
+    if normalizer not in NORMALIZERS:
+        raise _err(path, f"{key}.normalizer", f"unknown normaliser {normalizer!r}; one of: {', '.join(NORMALIZERS)}")
+    task = raw.get("task", "asr")
+    if task not in TASKS:
+        raise _err(path, f"{key}.task", f"unknown task {task!r}; one of: {', '.join(TASKS)}")
+    markers = _str_list(path, f"{key}.markers", raw.get("markers", []))
+    for m in markers:
+        if not m.isidentifier():
+            raise _err(path, f"{key}.markers", f"{m!r} is not a valid marker name (letters, digits, _)")
+    return DatasetSpec(
+        name=name,
+        manifest=mpath,
+        normalizer=normalizer,
+        markers=markers,
+        task=task,
+        thresholds=_thresholds(path, f"{key}.thresholds", raw.get("thresholds")),
+        real_e2e=bool(raw.get("real_e2e", False)),
+        allow_outside_paths=bool(raw.get("allow_outside_paths", False)),
+        options={k: raw[k] for k in ("language", "entities", "description") if k in raw},
+    )
+
+
+def load_config(path: Path) -> SpeechlabConfig:
+    """Read and validate ``path``; raise :class:`ConfigError` naming the file and key on any problem."""
+    path = Path(path).resolve()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; create it or pass --speechlab-config PATH") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}; fix the syntax (yaml.safe_load must parse it)") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping with 'models:' and 'datasets:'")
+    unknown = set(raw) - TOP_KEYS
+    if unknown:
+        raise _err(path, sorted(unknown)[0], f"unknown top-level key; known: {', '.join(sorted(TOP_KEYS))}")
+    models_raw = raw.get("models") or {}
+    datasets_raw = raw.get("datasets") or {}
+    if not isinstance(models_raw, dict):
+        raise _err(path, "models", "must be a mapping of model name -> settings")
+    if not isinstance(datasets_raw, dict):
+        raise _err(path, "datasets", "must be a mapping of dataset name -> settings")
+    models = {str(k): _model(path, str(k), v) for k, v in models_raw.items()}
+    datasets = {str(k): _dataset(path, str(k), v) for k, v in datasets_raw.items()}
+    for name in list(models) + list(datasets):
+        if not all(c.isalnum() or c in "-_." for c in name):
+            raise _err(path, name, "names may hold only letters, digits, '-', '_' and '.' (they become test ids and folder names)")
+    golden = raw.get("golden_dir", "golden")
+    if not isinstance(golden, str):
+        raise _err(path, "golden_dir", f"must be a path string, got {golden!r}")
+    gate = raw.get("gate", "strict")
+    if gate not in GATES:
+        raise _err(path, "gate", f"unknown gate {gate!r}; one of: {', '.join(GATES)}")
+    rounds = raw.get("rounds", 3)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise _err(path, "rounds", f"must be an integer >= 1 (timed passes over each dataset), got {rounds!r}")
+    bootstrap = raw.get("bootstrap", 2000)
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 100:
+        raise _err(path, "bootstrap", f"must be an integer >= 100 (bootstrap resamples), got {bootstrap!r}")
+    judge = raw.get("judge")
+    if judge is not None and judge not in models:
+        raise _err(path, "judge", f"names no model in models: ({judge!r}); the TTS judge must be a configured ASR model")
+    history = raw.get("history_dir")
+    return SpeechlabConfig(
+        path=path,
+        models=models,
+        datasets=datasets,
+        thresholds=_thresholds(path, "thresholds", raw.get("thresholds")),
+        golden_dir=(path.parent / golden).resolve(),
+        gate=gate,
+        rounds=rounds,
+        bootstrap=bootstrap,
+        judge=judge,
+        history_dir=(path.parent / history).resolve() if isinstance(history, str) else None,
+    )

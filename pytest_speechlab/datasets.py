@@ -1,0 +1,152 @@
+"""Datasets: NeMo-style JSONL manifests or folders of audio + same-named .txt; audio loading and resampling."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backends.base import Audio
+
+AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+class DatasetError(Exception):
+    """A dataset or one of its files is unusable; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One row of a dataset: audio (ASR) or text only (TTS) and its reference text."""
+
+    id: str
+    text: str
+    audio_path: Path | None = None
+    duration: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A loaded dataset: its name, where it came from and its utterances (no audio read yet)."""
+
+    name: str
+    source: Path
+    utterances: tuple[Utterance, ...]
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def load_manifest(path: Path, *, allow_outside_paths: bool = False, task: str = "asr") -> list[Utterance]:
+    """Read a JSONL manifest: ``audio_filepath`` (relative to the manifest), ``text``, optional ``duration``/``id``.
+
+    TTS manifests need only ``text`` (and optional ``id``).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: manifest not found; fix 'manifest:' in speechlab.yaml or the --speechlab-dataset path")
+    try:
+        raw = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DatasetError(f"{path}:{line}: manifest is not UTF-8 ({exc.reason}); re-save it as UTF-8") from None
+    rows: list[Utterance] = []
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
+        if not isinstance(obj, dict):
+            raise DatasetError(f"{path}:{lineno}: each line must be a JSON object, got {type(obj).__name__}")
+        if "text" not in obj or not isinstance(obj["text"], str):
+            raise DatasetError(f"{path}:{lineno}: row has no 'text' (the reference transcript); add \"text\": \"...\"")
+        audio: Path | None = None
+        if task == "asr":
+            af = obj.get("audio_filepath")
+            if not isinstance(af, str) or not af:
+                raise DatasetError(f"{path}:{lineno}: row has no 'audio_filepath'; add the audio path relative to the manifest")
+            audio = Path(af)
+            if not audio.is_absolute():
+                audio = path.parent / audio
+            if not allow_outside_paths and not _inside(audio, path.parent):
+                raise DatasetError(
+                    f"{path}:{lineno}: audio_filepath {af!r} points outside the manifest folder {path.parent}; "
+                    "refused. Move the audio under that folder, or set 'allow_outside_paths: true' on the dataset"
+                )
+        uid = str(obj.get("id") or (Path(str(obj.get("audio_filepath"))).stem if audio else f"{lineno:04d}"))
+        if uid in seen:
+            raise DatasetError(f"{path}:{lineno}: duplicate id {uid!r} (first on line {seen[uid]}); ids must be unique")
+        seen[uid] = lineno
+        duration = obj.get("duration")
+        extra = {k: v for k, v in obj.items() if k not in ("audio_filepath", "text", "duration", "id")}
+        rows.append(Utterance(uid, obj["text"], audio, float(duration) if duration is not None else None, extra))
+    if not rows:
+        raise DatasetError(f"{path}: manifest has no rows; add at least one JSON line")
+    return rows
+
+
+def load_folder(path: Path) -> list[Utterance]:
+    """A folder of ``*.wav``/``*.flac`` each with a same-named ``*.txt`` reference."""
+    rows: list[Utterance] = []
+    for audio in sorted(p for p in Path(path).iterdir() if p.suffix.lower() in AUDIO_SUFFIXES):
+        txt = audio.with_suffix(".txt")
+        if not txt.exists():
+            raise DatasetError(f"{audio}: no reference transcript {txt.name} beside it; add it or remove the audio")
+        rows.append(Utterance(audio.stem, txt.read_text(encoding="utf-8").strip(), audio))
+    if not rows:
+        raise DatasetError(f"{path}: folder holds no .wav or .flac files")
+    return rows
+
+
+def load_dataset(name: str, source: Path, *, allow_outside_paths: bool = False, task: str = "asr") -> Dataset:
+    """Load a dataset from a manifest file or a folder."""
+    source = Path(source)
+    if source.is_dir():
+        rows = load_folder(source)
+    else:
+        rows = load_manifest(source, allow_outside_paths=allow_outside_paths, task=task)
+    return Dataset(name, source, tuple(rows))
+
+
+def load_audio(path: Path, sample_rate: int, *, reference: str | None = None) -> tuple[Audio, float]:
+    """Read ``path`` with soundfile, downmix to mono, resample to ``sample_rate`` with soxr.
+
+    Returns ``(samples, duration_seconds)``.  Unreadable, empty, non-finite audio, and silent audio whose
+    reference has words, are errors: the audio would not match its transcript.
+    """
+    import soundfile as sf
+    import soxr
+
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: audio file not found; fix the manifest row or restore the file")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError by format
+        raise DatasetError(f"{path}: cannot read audio ({exc}); re-export it as WAV or FLAC") from None
+    if data.shape[0] == 0:
+        raise DatasetError(f"{path}: audio is empty (0 samples); re-export it or remove the row")
+    if not np.isfinite(data).all():
+        raise DatasetError(f"{path}: audio holds NaN or infinite samples; re-export it as PCM WAV or FLAC")
+    mono: Audio = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    if reference is not None and reference.strip() and float(np.max(np.abs(mono))) == 0.0:
+        raise DatasetError(f"{path}: audio is all silence but its reference has text; the audio does not match its transcript")
+    duration = data.shape[0] / float(sr)
+    if sr != sample_rate:
+        mono = soxr.resample(mono, sr, sample_rate, quality="HQ").astype(np.float32, copy=False)
+    return np.ascontiguousarray(mono, dtype=np.float32), duration

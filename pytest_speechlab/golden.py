@@ -1,0 +1,241 @@
+"""Golden baselines: ``golden/<model>/<dataset>/<device>.json`` — read, compare with tolerances, write atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .metrics import bootstrap_delta
+
+SCHEMA = 1
+
+
+class GoldenError(Exception):
+    """A golden file is unreadable or invalid; the message names the file and the fix."""
+
+
+def golden_path(golden_dir: Path, model: str, dataset: str, device: str) -> Path:
+    """Where the baseline of one case lives."""
+    return Path(golden_dir) / model / dataset / f"{device}.json"
+
+
+def read_golden(path: Path) -> dict[str, Any] | None:
+    """The golden at ``path``, None when there is none; :class:`GoldenError` when it is not valid."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GoldenError(f"{path}: cannot read golden file ({exc}); restore it from git or re-create it with --speechlab-update-golden") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GoldenError(
+            f"{path}: golden file is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+            "restore it with `git checkout -- <file>` or re-create it with --speechlab-update-golden"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+        raise GoldenError(f"{path}: golden file has no 'metrics' object; restore it from git or re-create it with --speechlab-update-golden")
+    return data
+
+
+@contextlib.contextmanager
+def _dir_lock(directory: Path) -> Iterator[None]:
+    """An exclusive lock on a golden folder, so two processes updating it at once take turns."""
+    import fcntl
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".speechlab.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a partial one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_golden(golden_dir: Path, path: Path, data: dict[str, Any]) -> None:
+    """Atomically write one golden file while holding the golden folder's lock."""
+    with _dir_lock(Path(golden_dir)):
+        atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+@dataclass
+class Check:
+    """One metric compared with its golden."""
+
+    metric: str
+    obtained: float | None
+    golden: float | None
+    tolerance: str
+    status: str  # pass | improved | fail | not-comparable | off | noise
+    note: str = ""
+
+
+@dataclass
+class Verdict:
+    """The outcome of comparing a run with its golden."""
+
+    status: str  # pass | improved | fail | missing
+    checks: list[Check] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # mismatches that make the comparison meaningless
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("fail", "missing")
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def compare(
+    golden: dict[str, Any],
+    obtained: dict[str, Any],
+    thresholds: dict[str, float],
+    *,
+    gate: str = "strict",
+    rtf_gate: bool = True,
+    force_rtf: bool = False,
+    bootstrap: int = 2000,
+) -> Verdict:
+    """Compare an obtained case record with its golden; one-sided (only getting worse fails)."""
+    v = Verdict("pass")
+    if golden.get("normalizer") != obtained.get("normalizer"):
+        v.problems.append(
+            f"normaliser mismatch: golden used {golden.get('normalizer')}, this run {obtained.get('normalizer')}; "
+            "scores are not comparable"
+        )
+    gd, od = golden.get("decode") or {}, obtained.get("decode") or {}
+    diff = sorted(k for k in set(gd) | set(od) if gd.get(k) != od.get(k))
+    if diff:
+        v.problems.append(
+            "decode settings differ from the golden: "
+            + ", ".join(f"{k}: golden {gd.get(k)!r} vs now {od.get(k)!r}" for k in diff)
+        )
+    gm, om = golden["metrics"], obtained["metrics"]
+    for metric, tol_key in (("wer", "wer_abs"), ("cer", "cer_abs")):
+        if metric not in gm or metric not in om:
+            continue
+        tol = thresholds.get(tol_key, 0.0)
+        g, o = float(gm[metric]), float(om[metric])
+        check = Check(metric.upper(), o, g, f"+{tol:.4f} abs", "pass")
+        if o > g + tol + 1e-12:
+            check.status = "fail"
+            check.note = f"+{o - g:.4f} over the golden"
+        elif o < g - 1e-12:
+            check.status = "improved"
+            check.note = f"{o - g:+.4f}, better than the golden"
+        if gate == "statistical" and check.status == "fail":
+            _statistical(check, metric, golden, obtained, tol, bootstrap, thresholds.get("confidence", 0.95))
+        v.checks.append(check)
+    if "entity_acc" in gm and "entity_acc" in om:
+        tol = thresholds.get("entity_abs", 0.02)
+        g, o = float(gm["entity_acc"]), float(om["entity_acc"])
+        check = Check("ENTITY", o, g, f"-{tol:.4f} abs", "pass")
+        if o < g - tol - 1e-12:
+            check.status, check.note = "fail", f"{o - g:+.4f} under the golden"
+        elif o > g + 1e-12:
+            check.status, check.note = "improved", f"{o - g:+.4f}, better than the golden"
+        v.checks.append(check)
+    if "rtf" in gm and "rtf" in om and gm["rtf"] is not None and om["rtf"] is not None:
+        tol = thresholds.get("rtf_rel", 0.5)
+        g, o = float(gm["rtf"]), float(om["rtf"])
+        check = Check("RTF", o, g, f"x{1 + tol:.2f}", "pass")
+        gmach, omach = golden.get("machine") or {}, obtained.get("machine") or {}
+        keys = ("device_name", "cpu_model", "threads")
+        comparable = all(gmach.get(k) == omach.get(k) for k in keys)
+        if not rtf_gate:
+            check.status, check.note = "off", "RTF gate off for this run (see summary)"
+        elif not comparable and not force_rtf:
+            check.status = "not-comparable"
+            check.note = (
+                f"golden measured on {gmach.get('device_name')} ({gmach.get('threads')} threads), this run on "
+                f"{omach.get('device_name')} ({omach.get('threads')} threads); --speechlab-force-rtf compares anyway"
+            )
+        elif o > g * (1 + tol):
+            check.status, check.note = "fail", f"{o / g:.2f}x the golden" if g else "slower than the golden"
+        elif o < g:
+            check.status, check.note = "improved", f"{o / g:.2f}x the golden" if g else ""
+        spread = (om.get("rtf_rounds") or [])
+        if len(spread) > 1:
+            check.note = (check.note + "; " if check.note else "") + f"rounds {min(spread):.4f}..{max(spread):.4f}"
+        v.checks.append(check)
+    if v.problems or any(c.status == "fail" for c in v.checks):
+        v.status = "fail"
+    elif any(c.status == "improved" for c in v.checks):
+        v.status = "improved"
+    return v
+
+
+def _statistical(check: Check, metric: str, golden: dict[str, Any], obtained: dict[str, Any], tol: float,
+                 resamples: int, confidence: float) -> None:
+    """Keep a strict failure only when a paired bootstrap over utterances says the regression is real."""
+    key_e, key_n = ("word_errors", "ref_words") if metric == "wer" else ("char_errors", "ref_chars")
+    g_rows = {r["id"]: r for r in golden.get("utterances", [])}
+    o_rows = {r["id"]: r for r in obtained.get("utterances", [])}
+    if set(g_rows) != set(o_rows) or not g_rows or any(key_e not in r for r in g_rows.values()):
+        check.note += "; statistical gate needs the same utterances with per-utterance errors in the golden: judged strictly"
+        return
+    ids = sorted(g_rows)
+    delta, low, high = bootstrap_delta(
+        [(g_rows[i][key_e], g_rows[i][key_n]) for i in ids],
+        [(o_rows[i][key_e], o_rows[i][key_n]) for i in ids],
+        resamples=resamples,
+        confidence=confidence,
+    )
+    interval = f"delta {delta:+.4f}, {confidence:.0%} CI [{low:+.4f}, {high:+.4f}] over {len(ids)} utterances"
+    if low <= 0:
+        check.status = "noise"
+        check.note = f"within noise: {interval} includes 0"
+    else:
+        check.note = f"real regression: {interval} excludes 0 and exceeds the +{tol:.4f} tolerance"
+
+
+def render_failure(case_id: str, verdict: Verdict, path: Path, changed: list[dict[str, str]], accept: str) -> str:
+    """The one block a failing case prints."""
+    lines = [f"speechlab: {case_id} is worse than its golden baseline" if verdict.status == "fail"
+             else f"speechlab: {case_id} has no golden baseline"]
+    for p in verdict.problems:
+        lines.append(f"  ! {p}")
+    if verdict.checks:
+        lines.append(f"  {'metric':<8}{'obtained':>10}{'golden':>10}  {'tolerance':<12}verdict")
+        for c in verdict.checks:
+            lines.append(f"  {c.metric:<8}{_fmt(c.obtained):>10}{_fmt(c.golden):>10}  {c.tolerance:<12}{c.status.upper()}"
+                         + (f" ({c.note})" if c.note else ""))
+    lines.append(f"  golden: {path}")
+    if changed:
+        lines.append(f"  utterances whose hypothesis changed ({len(changed)}):")
+        for row in changed[:20]:
+            lines.append(f"    [{row['id']}] REF:    {row['reference']}")
+            lines.append(f"    {'':{len(row['id']) + 2}} GOLDEN: {row['golden']}")
+            lines.append(f"    {'':{len(row['id']) + 2}} NOW:    {row['hypothesis']}")
+        if len(changed) > 20:
+            lines.append(f"    ... and {len(changed) - 20} more (see --speechlab-json)")
+    for n in verdict.notes:
+        lines.append(f"  note: {n}")
+    lines.append(f"  to accept the new values as the baseline, run:\n    {accept}")
+    return "\n".join(lines)

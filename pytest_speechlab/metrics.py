@@ -1,0 +1,194 @@
+"""Normalisers (named and versioned), WER/CER with S/D/I pooled over a corpus (jiwer), RTF, latency, memory."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import resource
+import sys
+import unicodedata
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """A text normaliser applied to references and hypotheses before scoring."""
+
+    name: str
+    version: str
+    fn: Callable[[str], str]
+
+    def __call__(self, text: str) -> str:
+        return " ".join(self.fn(text).split())
+
+    def ident(self) -> dict[str, str]:
+        """What a golden records, so a later run can refuse to compare across normalisers."""
+        return {"name": self.name, "version": self.version}
+
+
+def _basic(text: str) -> str:
+    # Lower-case, drop punctuation and symbols (keep letters/digits/apostrophes inside words).
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = "".join(c if (c.isalnum() or c == "'" or c.isspace()) else " " for c in text)
+    return re.sub(r"(?<!\w)'|'(?!\w)", " ", text)
+
+
+@cache
+def _whisper_en() -> Callable[[str], str]:
+    with warnings.catch_warnings():  # whisper-normalizer has an invalid escape in a docstring
+        warnings.simplefilter("ignore", SyntaxWarning)
+        from whisper_normalizer.english import EnglishTextNormalizer
+    fn: Callable[[str], str] = EnglishTextNormalizer()
+    return fn
+
+
+def _whisper_en_call(text: str) -> str:
+    return _whisper_en()(text)
+
+
+def _pkg_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"
+
+
+NORMALIZERS: dict[str, Callable[[], Normalizer]] = {
+    "whisper-en": lambda: Normalizer("whisper-en", f"whisper-normalizer=={_pkg_version('whisper-normalizer')}", _whisper_en_call),
+    "basic": lambda: Normalizer("basic", "1", _basic),
+    "none": lambda: Normalizer("none", "1", lambda s: s),
+}
+
+
+def get_normalizer(name: str) -> Normalizer:
+    """The normaliser registered under ``name`` (``whisper-en``, ``basic``, ``none``)."""
+    try:
+        return NORMALIZERS[name]()
+    except KeyError:
+        raise KeyError(f"unknown normaliser {name!r}; one of: {', '.join(NORMALIZERS)}") from None
+
+
+def utterance_errors(reference: str, hypothesis: str) -> dict[str, int]:
+    """Word and character edit counts of one (already normalised) pair.
+
+    An empty reference is defined, not an error: every hypothesis word is an insertion, so the utterance
+    adds errors but no reference words to the pooled corpus WER (and per-utterance WER is 0 if the
+    hypothesis is empty too, else 1).
+    """
+    import jiwer
+
+    if not reference:
+        words = len(hypothesis.split())
+        chars = len(hypothesis)
+        return {"ref_words": 0, "word_errors": words, "sub": 0, "del": 0, "ins": words,
+                "ref_chars": 0, "char_errors": chars}
+    w = jiwer.process_words(reference, hypothesis if hypothesis else "")
+    c = jiwer.process_characters(reference, hypothesis if hypothesis else "")
+    ref_words = w.hits + w.substitutions + w.deletions
+    ref_chars = c.hits + c.substitutions + c.deletions
+    return {
+        "ref_words": ref_words,
+        "word_errors": w.substitutions + w.deletions + w.insertions,
+        "sub": w.substitutions,
+        "del": w.deletions,
+        "ins": w.insertions,
+        "ref_chars": ref_chars,
+        "char_errors": c.substitutions + c.deletions + c.insertions,
+    }
+
+
+def utterance_wer(errors: dict[str, int]) -> float:
+    """WER of one utterance from :func:`utterance_errors` (empty reference: 0 or 1, see there)."""
+    if errors["ref_words"] == 0:
+        return 0.0 if errors["word_errors"] == 0 else 1.0
+    return errors["word_errors"] / errors["ref_words"]
+
+
+def corpus_scores(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, Any]:
+    """WER, CER and S/D/I pooled over the corpus (errors summed over utterances / reference units summed).
+
+    Equals ``jiwer.wer(references, hypotheses)`` when no reference is empty.
+    """
+    rows = [utterance_errors(r, h) for r, h in zip(references, hypotheses, strict=True)]
+    return pool(rows)
+
+
+def pool(rows: Sequence[dict[str, int]]) -> dict[str, Any]:
+    """Pool per-utterance edit counts into corpus metrics."""
+    tot = {k: sum(r[k] for r in rows) for k in ("ref_words", "word_errors", "sub", "del", "ins", "ref_chars", "char_errors")}
+    wer = tot["word_errors"] / tot["ref_words"] if tot["ref_words"] else (0.0 if tot["word_errors"] == 0 else 1.0)
+    cer = tot["char_errors"] / tot["ref_chars"] if tot["ref_chars"] else (0.0 if tot["char_errors"] == 0 else 1.0)
+    return {
+        "wer": wer,
+        "cer": cer,
+        "substitutions": tot["sub"],
+        "deletions": tot["del"],
+        "insertions": tot["ins"],
+        "ref_words": tot["ref_words"],
+        "ref_chars": tot["ref_chars"],
+        "utterances": len(rows),
+    }
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation; NaN for no values."""
+    if not values:
+        return float("nan")
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def cuda_peak_mb() -> float | None:
+    """Peak CUDA memory allocated by torch in this process (MiB), or None when torch/cuda is not in use."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    try:
+        if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+            return None
+        return float(torch.cuda.max_memory_allocated()) / (1024 * 1024)
+    except Exception:  # noqa: BLE001 - a broken CUDA runtime must not break the report
+        return None
+
+
+def bootstrap_delta(
+    golden_errors: Sequence[tuple[int, int]],
+    new_errors: Sequence[tuple[int, int]],
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Paired bootstrap over utterances of the pooled error-rate difference (new - golden).
+
+    Each item is ``(errors, reference_units)`` for one utterance, in the same utterance order for both runs.
+    Returns ``(delta, low, high)`` where ``[low, high]`` is the ``confidence`` percentile interval.
+    """
+    g = np.asarray(golden_errors, dtype=np.float64)
+    n = np.asarray(new_errors, dtype=np.float64)
+    if g.shape != n.shape or g.ndim != 2 or len(g) == 0:
+        raise ValueError("paired bootstrap needs the same utterances in both runs")
+    ref = g[:, 1]
+
+    def rate(err: np.ndarray, ref_units: np.ndarray) -> np.ndarray:
+        tot = ref_units.sum(axis=-1)
+        return np.where(tot > 0, err.sum(axis=-1) / np.maximum(tot, 1), 0.0)
+
+    delta = float(rate(n[:, 0], ref) - rate(g[:, 0], ref))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(g), size=(resamples, len(g)))
+    d = rate(n[idx, 0], ref[idx]) - rate(g[idx, 0], ref[idx])
+    alpha = (1.0 - confidence) / 2
+    low, high = np.quantile(d, [alpha, 1 - alpha])
+    return delta, float(low), float(high)

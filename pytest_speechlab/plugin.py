@@ -1,0 +1,450 @@
+"""pytest-speechlab: the module pytest loads.  Options, markers, collection of the matrix, fixtures, hooks.
+
+The work is done elsewhere (session.py, evaluation.py, golden.py, report.py); nothing heavy is imported here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .config import ALL_DEVICES, GATES, ConfigError, SpeechlabConfig, load_config
+from .session import Case, Options, SpeechlabSession
+
+SESSION_KEY = pytest.StashKey["SpeechlabSession | None"]()
+CONFIG_ERROR_KEY = pytest.StashKey["str | None"]()
+
+MARKERS = {
+    "smoke": "the bundled regression suite: bundled model(s) on the bundled fixtures/smoke audio",
+    "real_e2e": "needs weights or data that are not bundled; skips with a reason when they are absent",
+    "cuda": "runs on an NVIDIA GPU (cuda); selected with -m cuda, skipped with a reason where none is present",
+    "mps": "runs on an Apple GPU (mps); selected with -m mps, skipped with a reason off macOS",
+    "cpu": "runs on the CPU",
+    "remote": "runs against a deployed HTTP service",
+    "speechlab(model=None, dataset=None, device=None)": "pick the model, dataset and device the speech_* fixtures use",
+}
+
+
+def _device_arg(value: str) -> str:
+    choices = ("auto", "all", *ALL_DEVICES)
+    if value not in choices:
+        raise argparse.ArgumentTypeError(f"unknown device {value!r}; choose from {', '.join(choices)}")
+    return value
+
+
+def _shard_arg(value: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--speechlab-shard wants I/N (e.g. 1/2), got {value!r}") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"--speechlab-shard {value}: I must be between 1 and N")
+    return i, n
+
+
+def _rtf_gate_arg(value: str) -> str:
+    if value not in ("auto", "on", "off"):
+        raise argparse.ArgumentTypeError(f"--speechlab-rtf-gate wants auto, on or off, got {value!r}")
+    return value
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("speechlab", "speech model regression testing (pytest-speechlab)")
+    group.addoption("--speechlab-config", metavar="PATH", default=None,
+                    help="speechlab.yaml to use (default: ini speechlab_config, else speechlab.yaml in the rootdir)")
+    group.addoption("--speechlab-device", action="append", type=_device_arg, default=None, metavar="DEV",
+                    help="device(s) to run: auto|cpu|cuda|mps|remote|all; repeatable (default: each model's devices)")
+    group.addoption("--speechlab-dataset", action="append", default=None, metavar="NAME|PATH",
+                    help="dataset(s) to run: a configured name or a manifest/folder path; repeatable")
+    group.addoption("--speechlab-model", action="append", default=None, metavar="NAME",
+                    help="model(s) to run (configured names); repeatable")
+    group.addoption("--speechlab-update-golden", action="store_true", default=False,
+                    help="write/refresh the golden baselines of the cases that ran (atomic writes)")
+    group.addoption("--speechlab-json", metavar="PATH", default=None, help="write the session's run record as JSON")
+    group.addoption("--speechlab-save", action="store_true", default=False,
+                    help="also save the run record under the history folder (history_dir in speechlab.yaml)")
+    group.addoption("--speechlab-force-rtf", action="store_true", default=False,
+                    help="compare RTF with the golden even when it was measured on other hardware")
+    group.addoption("--speechlab-rtf-gate", type=_rtf_gate_arg, default=None, metavar="auto|on|off",
+                    help="gate RTF: auto = off when several xdist workers share the CPUs (default: ini or auto)")
+    group.addoption("--speechlab-gate", choices=GATES, default=None,
+                    help="override the config's gate policy (strict or statistical)")
+    group.addoption("--speechlab-rounds", type=int, default=None, metavar="N",
+                    help="timed passes over each dataset (default: rounds in speechlab.yaml, else 3)")
+    group.addoption("--speechlab-shard", type=_shard_arg, default=None, metavar="I/N",
+                    help="run only slice I of N of the matrix (deterministic), for CI matrix jobs")
+    parser.addini("speechlab_config", "path of speechlab.yaml, relative to the rootdir", default=None)
+    parser.addini("speechlab_devices", "default devices (auto|cpu|cuda|mps|remote|all)", type="args", default=[])
+    parser.addini("speechlab_rtf_gate", "auto|on|off: gate RTF (auto: off with several xdist workers)", default="auto")
+
+
+def _config_path(config: pytest.Config) -> tuple[Path | None, bool]:
+    opt = config.getoption("speechlab_config")
+    if opt:
+        return Path(opt).expanduser().resolve(), True
+    ini = config.getini("speechlab_config")
+    if ini:
+        return (config.rootpath / str(ini)).resolve(), True
+    default = config.rootpath / "speechlab.yaml"
+    return (default.resolve() if default.exists() else None), False
+
+
+def _n_workers(config: pytest.Config) -> int:
+    if hasattr(config, "workerinput"):
+        return int(config.workerinput.get("workercount", 1))  # type: ignore[attr-defined]
+    n = getattr(config.option, "numprocesses", None)
+    dist = getattr(config.option, "dist", "no")
+    if isinstance(n, int) and dist != "no":
+        return n
+    return 0
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    for name, desc in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {desc}")
+    config.stash[SESSION_KEY] = None
+    config.stash[CONFIG_ERROR_KEY] = None
+    path, explicit = _config_path(config)
+    if path is None:
+        return
+    if not path.exists():
+        if explicit:
+            raise pytest.UsageError(f"speechlab config {path} does not exist; fix --speechlab-config or ini speechlab_config")
+        return
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        # Reported as a collection error of speechlab.yaml, so the message names the file and key.
+        config.stash[CONFIG_ERROR_KEY] = str(exc)
+        return
+    for ds in cfg.datasets.values():
+        for m in ds.markers:
+            config.addinivalue_line("markers", f"{m}: dataset marker from {path.name}")
+    devices = config.getoption("speechlab_device") or list(config.getini("speechlab_devices"))
+    for d in devices:
+        _device_arg(d) if d in ("auto", "all", *ALL_DEVICES) else (_ for _ in ()).throw(
+            pytest.UsageError(f"ini speechlab_devices: unknown device {d!r}"))
+    models = config.getoption("speechlab_model") or []
+    for m in models:
+        if m not in cfg.models:
+            raise pytest.UsageError(f"--speechlab-model {m}: no such model in {path} (known: {', '.join(cfg.models)})")
+    rounds = config.getoption("speechlab_rounds")
+    if rounds is not None and rounds < 1:
+        raise pytest.UsageError("--speechlab-rounds must be >= 1")
+    opts = Options(
+        devices=devices,
+        datasets=config.getoption("speechlab_dataset") or [],
+        models=models,
+        update=config.getoption("speechlab_update_golden"),
+        json_path=Path(config.getoption("speechlab_json")).resolve() if config.getoption("speechlab_json") else None,
+        save=config.getoption("speechlab_save"),
+        force_rtf=config.getoption("speechlab_force_rtf"),
+        rtf_gate=config.getoption("speechlab_rtf_gate") or str(config.getini("speechlab_rtf_gate") or "auto"),
+        gate=config.getoption("speechlab_gate"),
+        rounds=rounds,
+        shard=config.getoption("speechlab_shard"),
+    )
+    config.stash[SESSION_KEY] = SpeechlabSession(cfg, opts, config.rootpath, _n_workers(config))
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(), "speechlab-xdist")
+
+
+def get_session(config: pytest.Config) -> SpeechlabSession:
+    """The session object, or a usage error saying how to configure one."""
+    sess = config.stash.get(SESSION_KEY, None)
+    if sess is None:
+        err = config.stash.get(CONFIG_ERROR_KEY, None)
+        if err:
+            raise pytest.UsageError(err)
+        raise pytest.UsageError("pytest-speechlab found no speechlab.yaml in the rootdir; create one or pass --speechlab-config PATH")
+    return sess
+
+
+# ---- collection ----------------------------------------------------------------------------------
+
+class SpeechlabFile(pytest.Module):
+    """speechlab.yaml collected as a module whose one test is parametrised over the matrix."""
+
+    def _getobj(self) -> Any:
+        from . import _matrix
+
+        return _matrix
+
+
+class _ConfigErrorItem(pytest.Item):
+    def runtest(self) -> None:
+        raise ConfigError(self.config.stash[CONFIG_ERROR_KEY] or "")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        return str(excinfo.value)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, "speechlab config"
+
+
+class _ConfigErrorFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        yield _ConfigErrorItem.from_parent(self, name="config")
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    config = parent.config
+    path, _ = _config_path(config)
+    if path is None or file_path.resolve() != path:
+        return None
+    if config.stash.get(CONFIG_ERROR_KEY, None):
+        return _ConfigErrorFile.from_parent(parent, path=file_path)
+    return SpeechlabFile.from_parent(parent, path=file_path)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "speechlab_case" not in metafunc.fixturenames or metafunc.module.__name__ != "pytest_speechlab._matrix":
+        return
+    sess = get_session(metafunc.config)
+    xdist = metafunc.config.pluginmanager.hasplugin("xdist")
+    params = []
+    for case in sess.cases():
+        spec = sess.cfg.models[case.model]
+        dspec = sess.dataset_spec(case.dataset)
+        marks: list[Any] = [getattr(pytest.mark, m) for m in dspec.markers]
+        if case.device in ("cuda", "mps", "cpu", "remote"):
+            marks.append(getattr(pytest.mark, case.device))
+        if spec.real_e2e or dspec.real_e2e:
+            marks.append(pytest.mark.real_e2e)
+        if xdist:  # keep a model's cases on one worker so it loads once per device
+            marks.append(pytest.mark.xdist_group(name=f"{case.model}@{case.device}"))
+        if spec.stage == "experimental":
+            marks.append(pytest.mark.xfail(strict=False, reason=f"{case.model} is experimental: reported, not gated"))
+        params.append(pytest.param(case, id=case.id, marks=marks))
+    metafunc.parametrize("speechlab_case", params)
+
+
+# ---- running a matrix case ---------------------------------------------------------------------
+
+def _accept_command(item: pytest.Item) -> str:
+    return f"pytest {shlex.quote(item.nodeid)} --speechlab-update-golden"
+
+
+def _progress(request: pytest.FixtureRequest, case_id: str) -> Callable[[int, int], None] | None:
+    config = request.config
+    if config.get_verbosity() < 0 or hasattr(config, "workerinput"):
+        return None
+    tr = config.pluginmanager.getplugin("terminalreporter")
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if tr is None:
+        return None
+    start = time.monotonic()
+    last = [start]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        # Only cases that run for more than a few seconds show progress, every 2 s at most.
+        if now - start < 3 or (now - last[0] < 2 and done != total):
+            return
+        last[0] = now
+        text = f" [{done}/{total} utterances]"
+        if capman is not None:
+            with capman.global_and_fixture_disabled():
+                tr.write(text)
+        else:
+            tr.write(text)
+
+    return progress
+
+
+def _benchmark_runner(request: pytest.FixtureRequest, case: Case) -> tuple[Any, Callable[[Callable[[], None], int], None]]:
+    from .evaluation import loop_runner
+
+    if not request.config.pluginmanager.hasplugin("pytest_benchmark") and not request.config.pluginmanager.hasplugin("benchmark"):
+        return None, loop_runner
+    try:
+        bench = request.getfixturevalue("benchmark")
+    except pytest.FixtureLookupError:
+        return None, loop_runner
+    bench.group = f"{case.dataset}-{case.device}"
+
+    def runner(fn: Callable[[], None], rounds: int) -> None:
+        bench.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
+
+    return bench, runner
+
+
+def run_matrix_case(case: Any, request: pytest.FixtureRequest) -> None:
+    """Run a collected matrix case end to end (used by the built-in matrix test)."""
+    __tracebackhide__ = True
+    sess = get_session(request.config)
+    assert isinstance(case, Case)
+    spec = sess.cfg.models[case.model]
+    sess.skip_if_unrunnable(case)
+    if spec.task != "asr":
+        from . import tasks
+
+        tasks.run_task_case(sess, case, request)
+        return
+    bench, runner = _benchmark_runner(request, case)
+    result = sess.run_asr(case, runner=runner, progress=_progress(request, case.id), accept=_accept_command(request.node))
+    if bench is not None:
+        m = result.metrics
+        bench.extra_info.update({"wer": m["wer"], "cer": m["cer"], "rtf": m["rtf"], "rtf_rounds": m["rtf_rounds"],
+                                 "audio_seconds": m["audio_seconds"], "decode": result.record["decode"],
+                                 "model": case.model, "device": case.device, "dataset": case.dataset})
+    _junit_properties(request, result.record)
+    result.check_golden()
+
+
+def _junit_properties(request: pytest.FixtureRequest, record: dict[str, Any]) -> None:
+    m = record.get("metrics") or {}
+    for k in ("wer", "cer", "rtf"):
+        if m.get(k) is not None:
+            request.node.user_properties.append((f"speechlab_{k}", f"{m[k]:.6f}"))
+
+
+# ---- fixtures for users' own tests -----------------------------------------------------------------
+
+def _marker_kwargs(request: pytest.FixtureRequest) -> dict[str, Any]:
+    mark = request.node.get_closest_marker("speechlab")
+    return dict(mark.kwargs) if mark else {}
+
+
+@pytest.fixture
+def speech_device(request: pytest.FixtureRequest) -> str:
+    """The device a test runs on: ``@pytest.mark.speechlab(device=...)``, else the first of
+    ``--speechlab-device`` (``auto`` resolves cuda -> mps -> cpu), else cpu.  Skips with the reason when
+    the device is not on this machine."""
+    from .devices import resolve_auto, unavailable_reason
+
+    sess = get_session(request.config)
+    dev = _marker_kwargs(request).get("device") or (sess.opts.devices[0] if sess.opts.devices else "cpu")
+    if dev in ("auto", "all"):
+        dev = resolve_auto(("cuda", "mps", "cpu"))
+    reason = unavailable_reason(dev)
+    if reason:
+        pytest.skip(reason)
+    return str(dev)
+
+
+@pytest.fixture
+def speech_model(request: pytest.FixtureRequest, speech_device: str) -> Any:
+    """The loaded model named by ``@pytest.mark.speechlab(model=...)`` (else the first configured model)
+    on ``speech_device``.  Loaded once per model x device per process and reused across tests."""
+    sess = get_session(request.config)
+    name = _marker_kwargs(request).get("model") or next(iter(sess.cfg.models), None)
+    if name is None or name not in sess.cfg.models:
+        raise pytest.UsageError(f"speech_model: no model {name!r} in {sess.cfg.path}")
+    spec = sess.cfg.models[name]
+    from .backends import MissingExtraError, get_backend
+
+    reason = get_backend(spec.backend).unsupported_reason(speech_device)
+    if reason:
+        pytest.skip(reason)
+    try:
+        return sess.model(spec, speech_device)
+    except MissingExtraError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def speech_dataset(request: pytest.FixtureRequest) -> Any:
+    """The dataset named by ``@pytest.mark.speechlab(dataset=...)`` (else the first configured one),
+    as a :class:`pytest_speechlab.datasets.Dataset` of utterances (audio is read when used)."""
+    sess = get_session(request.config)
+    name = _marker_kwargs(request).get("dataset") or next(iter(sess.cfg.datasets), None)
+    if name is None:
+        raise pytest.UsageError(f"speech_dataset: no datasets in {sess.cfg.path}")
+    return sess.dataset(name)
+
+
+@pytest.fixture
+def asr_eval(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """A function ``asr_eval(model=None, dataset=None, device=None)`` that runs a configured model over a
+    dataset and returns a result with ``.metrics``, ``.record`` and ``.check_golden()`` (which fails the
+    test with the obtained-vs-golden block when the case got worse)."""
+    sess = get_session(request.config)
+
+    def run(model: str | None = None, dataset: str | None = None, device: str | None = None) -> Any:
+        __tracebackhide__ = True
+        kw = _marker_kwargs(request)
+        model = model or kw.get("model") or next(iter(sess.cfg.models))
+        dataset = dataset or kw.get("dataset") or next(iter(sess.cfg.datasets))
+        device = device or kw.get("device") or "cpu"
+        if device in ("auto", "all"):
+            from .devices import resolve_auto
+
+            device = resolve_auto(sess.cfg.models[model].devices)
+        case = Case(model, dataset, device)
+        return sess.run_asr(case, progress=_progress(request, case.id),
+                            accept=f"pytest {shlex.quote(request.node.nodeid)} --speechlab-update-golden")
+
+    return run
+
+
+# ---- end of session ------------------------------------------------------------------------------
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    sess = config.stash.get(SESSION_KEY, None)
+    if sess is None:
+        return
+    if hasattr(config, "workerinput"):
+        # Workers hand their results to the controller, which alone writes files and prints the summary.
+        config.workeroutput["speechlab_results"] = sess.results  # type: ignore[attr-defined]
+        config.workeroutput["speechlab_loads"] = sess.load_counts  # type: ignore[attr-defined]
+        return
+    written = sess.write_goldens() if sess.opts.update else []
+    sess.written = written  # type: ignore[attr-defined]
+    _write_records(sess)
+
+
+def _write_records(sess: SpeechlabSession) -> None:
+    from .report import run_record, write_json
+
+    if not (sess.opts.json_path or sess.opts.save):
+        return
+    settings = {"devices": sess.opts.devices, "datasets": sess.opts.datasets, "rounds": sess.rounds,
+                "gate": sess.opts.gate or sess.cfg.gate, "rtf_gate": not sess.rtf_gate_off,
+                "xdist_workers": sess.n_workers, "update_golden": sess.opts.update, "shard": sess.opts.shard,
+                "config": str(sess.cfg.path), "model_loads": sess.load_counts, "notes": sess.notes}
+    record = run_record(sess.results, sess.rootdir, settings)
+    if sess.opts.json_path:
+        write_json(sess.opts.json_path, record)
+    if sess.opts.save:
+        hist = sess.cfg.history_dir or (sess.cfg.path.parent / ".speechlab" / "history")
+        stamp = record["created"].replace(":", "").replace("-", "")
+        write_json(hist / f"run-{stamp}-{os.getpid()}.json", record)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    sess = config.stash.get(SESSION_KEY, None)
+    if sess is None or not sess.results:
+        return
+    from .report import summary_lines
+
+    terminalreporter.write_sep("=", "speechlab summary")
+    for line in summary_lines(sess.results, sess.notes):
+        terminalreporter.write_line(line)
+    for path in getattr(sess, "written", []):
+        terminalreporter.write_line(f"golden written: {path}")
+    if sess.opts.json_path:
+        terminalreporter.write_line(f"run record: {sess.opts.json_path}")
+
+
+class _XdistHooks:
+    """Registered only when pytest-xdist is active: merge workers' results on the controller."""
+
+    @pytest.hookimpl
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        sess = node.config.stash.get(SESSION_KEY, None)
+        out = getattr(node, "workeroutput", None) or {}
+        if sess is None:
+            return
+        sess.results.extend(out.get("speechlab_results", []))
+        for k, v in (out.get("speechlab_loads") or {}).items():
+            sess.load_counts[k] = sess.load_counts.get(k, 0) + v

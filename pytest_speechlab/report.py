@@ -1,0 +1,105 @@
+"""Terminal summary, JSON run records and provenance."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import subprocess
+import sys
+import time
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from .golden import atomic_write_text
+
+PACKAGES = ("pytest-speechlab", "pytest", "faster-whisper", "ctranslate2", "openai-whisper", "torch", "piper-tts",
+            "onnxruntime", "liquid-audio", "jiwer", "whisper-normalizer", "soundfile", "soxr", "numpy")
+RECORD_SCHEMA = 1
+
+
+@cache
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages that shape results (missing ones are left out)."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+@cache
+def git_commit(cwd: str) -> str | None:
+    """The current git commit of ``cwd``'s repository, or None outside one."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def provenance(root: Path) -> dict[str, Any]:
+    """Where and with what a run happened."""
+    from .devices import cpu_model
+
+    return {
+        "versions": versions(),
+        "platform": platform.platform(),
+        "cpu_model": cpu_model(),
+        "git_commit": git_commit(str(root)),
+        "argv": sys.argv[1:],
+    }
+
+
+def run_record(results: list[dict[str, Any]], root: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The session's run record: every case (ran, failed or skipped) plus provenance."""
+    return {
+        "schema": RECORD_SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "provenance": provenance(root),
+        "settings": extra or {},
+        "cases": sorted(results, key=lambda r: r.get("case", "")),
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomically write a JSON document."""
+    atomic_write_text(Path(path), json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
+
+
+def _f(x: Any, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def vs_golden(r: dict[str, Any]) -> str:
+    """A short 'vs golden' cell: WER/CER deltas and the RTF ratio."""
+    g = r.get("golden_metrics") or {}
+    m = r.get("metrics") or {}
+    parts = []
+    for k in ("wer", "cer"):
+        if g.get(k) is not None and m.get(k) is not None:
+            parts.append(f"{k.upper()} {m[k] - g[k]:+.4f}")
+    if g.get("rtf") and m.get("rtf") is not None:
+        rtf_check = next((c for c in r.get("checks", []) if c["metric"] == "RTF"), None)
+        tag = f" ({rtf_check['status']})" if rtf_check and rtf_check["status"] in ("not-comparable", "off") else ""
+        parts.append(f"RTF x{m['rtf'] / g['rtf']:.2f}{tag}")
+    return ", ".join(parts) or "-"
+
+
+def summary_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
+    """The end-of-session table: case, WER, CER, RTF, vs golden, verdict."""
+    rows = [("case", "WER", "CER", "RTF", "vs golden", "verdict")]
+    for r in sorted(results, key=lambda r: r.get("case", "")):
+        m = r.get("metrics") or {}
+        verdict = r.get("verdict") or r.get("status", "?")
+        if r.get("status") == "skipped":
+            verdict = f"skipped: {r.get('reason', '')}"
+        elif r.get("status") == "error":
+            verdict = f"error: {r.get('reason', '')}"
+        rows.append((r.get("case", "?"), _f(m.get("wer")), _f(m.get("cer")), _f(m.get("rtf")), vs_golden(r), verdict))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row[:5], widths, strict=True)) + "  " + row[5] for row in rows]
+    return lines + [f"note: {n}" for n in notes]

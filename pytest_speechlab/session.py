@@ -1,0 +1,269 @@
+"""The run's state, kept in ``config.stash``: resolved options, the case matrix, loaded models, results."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .backends import BackendError, MissingExtraError, get_backend
+from .backends.base import ModelSpec
+from .config import DatasetSpec, SpeechlabConfig
+from .datasets import Dataset, DatasetError, load_dataset
+from .evaluation import CaseResult, GateSettings, Runner, evaluate_asr, golden_payload, loop_runner
+from .golden import write_golden
+
+
+@dataclass(frozen=True)
+class Case:
+    """One cell of the matrix: a model on a device over a dataset."""
+
+    model: str
+    dataset: str
+    device: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}-{self.device}-{self.dataset}"
+
+
+@dataclass
+class Options:
+    """Command-line/ini choices that shape the session."""
+
+    devices: list[str] = field(default_factory=list)  # empty: each model's configured devices
+    datasets: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    update: bool = False
+    json_path: Path | None = None
+    save: bool = False
+    force_rtf: bool = False
+    rtf_gate: str = "auto"  # auto | on | off
+    gate: str | None = None
+    rounds: int | None = None
+    shard: tuple[int, int] | None = None
+
+
+class SpeechlabSession:
+    """Owns everything a session knows: config, matrix, model cache, results, golden writes."""
+
+    def __init__(self, cfg: SpeechlabConfig, opts: Options, rootdir: Path, n_workers: int = 0) -> None:
+        self.cfg = cfg
+        self.opts = opts
+        self.rootdir = rootdir
+        self.n_workers = n_workers
+        self.results: list[dict[str, Any]] = []
+        self.notes: list[str] = []
+        self.load_counts: dict[str, int] = {}
+        self._models: dict[tuple[str, str], Any] = {}
+        self._datasets: dict[str, Dataset] = {}
+        self.adhoc: dict[str, DatasetSpec] = {}
+        self._resolve_adhoc()
+        if self.rtf_gate_off:
+            self.notes.append(
+                f"RTF gate off: {n_workers} xdist workers share {os.cpu_count()} CPUs, so timings are noisy "
+                "(--speechlab-rtf-gate on forces it); RTF is still measured and recorded"
+            )
+
+    # ---- options -------------------------------------------------------------------------------
+    @property
+    def rtf_gate_off(self) -> bool:
+        if self.opts.rtf_gate == "on":
+            return False
+        if self.opts.rtf_gate == "off":
+            return True
+        return self.n_workers > 1
+
+    def gate_settings(self) -> GateSettings:
+        return GateSettings(
+            gate=self.opts.gate or self.cfg.gate,
+            rtf_gate=not self.rtf_gate_off,
+            force_rtf=self.opts.force_rtf,
+            update=self.opts.update,
+            bootstrap=self.cfg.bootstrap,
+        )
+
+    @property
+    def rounds(self) -> int:
+        return self.opts.rounds or self.cfg.rounds
+
+    def _resolve_adhoc(self) -> None:
+        for item in self.opts.datasets:
+            if item in self.cfg.datasets:
+                continue
+            path = Path(item).expanduser()
+            if not path.is_absolute():
+                path = Path.cwd() / path
+            if not path.exists():
+                known = ", ".join(self.cfg.datasets) or "none"
+                raise pytest.UsageError(
+                    f"--speechlab-dataset {item}: no dataset of that name in {self.cfg.path} (known: {known}) "
+                    "and no manifest or folder at that path"
+                )
+            name = path.stem if path.is_file() else path.name
+            if path.is_file() and path.stem == "manifest":
+                name = path.parent.name
+            self.adhoc[name] = DatasetSpec(name=name, manifest=path, allow_outside_paths=True)
+
+    def dataset_spec(self, name: str) -> DatasetSpec:
+        return self.cfg.datasets.get(name) or self.adhoc[name]
+
+    def thresholds_for(self, model: str, dataset: str) -> dict[str, float]:
+        if dataset in self.cfg.datasets:
+            return self.cfg.thresholds_for(model, dataset)
+        from .config import DEFAULT_THRESHOLDS
+
+        out = dict(DEFAULT_THRESHOLDS.get(self.cfg.models[model].stage, DEFAULT_THRESHOLDS["candidate"]))
+        out.update(self.cfg.thresholds)
+        out.update(self.cfg.models[model].thresholds)
+        return out
+
+    # ---- matrix --------------------------------------------------------------------------------
+    def cases(self) -> list[Case]:
+        """Every model x device x dataset the options select, in a stable order (skips included)."""
+        from .devices import resolve_auto
+
+        if self.opts.datasets:
+            names = [d for d in self.opts.datasets if d in self.cfg.datasets] + list(self.adhoc)
+        else:
+            names = list(self.cfg.datasets)
+        models = self.opts.models or list(self.cfg.models)
+        out: list[Case] = []
+        for m in models:
+            spec = self.cfg.models[m]
+            devices: list[str] = []
+            for d in self.opts.devices or ["<config>"]:
+                if d == "<config>":
+                    devices += list(spec.devices)
+                elif d == "all":
+                    devices += ["cpu", "cuda", "mps"] + (["remote"] if "remote" in spec.devices else [])
+                elif d == "auto":
+                    devices.append(resolve_auto(spec.devices))
+                else:
+                    devices.append(d)
+            for dev in dict.fromkeys(devices):
+                for ds in names:
+                    if self.dataset_spec(ds).task != spec.task and not (spec.task == "chat" and self.dataset_spec(ds).task == "asr"):
+                        continue
+                    out.append(Case(m, ds, dev))
+        if self.opts.shard:
+            i, n = self.opts.shard
+            out = [c for k, c in enumerate(sorted(out, key=lambda c: c.id)) if k % n == i - 1]
+        return out
+
+    def skip_reason(self, case: Case) -> str | None:
+        """Why a case cannot run here (device or backend support), or None."""
+        from .backends import REGISTRY
+        from .devices import unavailable_reason
+
+        spec = self.cfg.models[case.model]
+        if spec.stage == "deprecated":
+            return f"{case.model} is deprecated (stage: deprecated in {self.cfg.path.name})"
+        if spec.backend not in REGISTRY:
+            return f"unknown backend {spec.backend!r}"
+        backend = get_backend(spec.backend)
+        reason = backend.unsupported_reason(case.device)
+        if reason:
+            return reason
+        return unavailable_reason(case.device)
+
+    def base_record(self, case: Case) -> dict[str, Any]:
+        """The identifying fields every case record starts with."""
+        spec = self.cfg.models[case.model]
+        return {"case": case.id, "model": case.model, "dataset": case.dataset, "device": case.device,
+                "task": spec.task, "backend": spec.backend, "stage": spec.stage}
+
+    def skip_if_unrunnable(self, case: Case) -> None:
+        """Skip (and record why) a case whose device or backend cannot run here."""
+        reason = self.skip_reason(case)
+        if reason:
+            self.results.append({**self.base_record(case), "status": "skipped", "reason": reason})
+            pytest.skip(reason)
+
+    # ---- resources ------------------------------------------------------------------------------
+    def model(self, spec: ModelSpec, device: str) -> Any:
+        """The loaded model for ``spec`` on ``device``, loaded once per process and reused."""
+        key = (spec.name, device)
+        if key not in self._models:
+            backend = get_backend(spec.backend)
+            t0 = time.perf_counter()
+            loaded = backend.load(spec, device)
+            self.load_counts[f"{spec.name}@{device}"] = self.load_counts.get(f"{spec.name}@{device}", 0) + 1
+            loaded.load_seconds = time.perf_counter() - t0  # type: ignore[union-attr]
+            self._models[key] = loaded
+        return self._models[key]
+
+    def dataset(self, name: str) -> Dataset:
+        """The dataset ``name`` (configured or ad hoc), read once per process."""
+        if name not in self._datasets:
+            spec = self.dataset_spec(name)
+            self._datasets[name] = load_dataset(name, spec.manifest, allow_outside_paths=spec.allow_outside_paths, task=spec.task)
+        return self._datasets[name]
+
+    # ---- running --------------------------------------------------------------------------------
+    def run_asr(self, case: Case, *, runner: Runner = loop_runner, progress: Any = None, accept: str = "") -> CaseResult:
+        """Run one ASR case and return its (not yet gated) result; skips and errors are recorded."""
+        from .devices import machine_fingerprint
+        from .metrics import get_normalizer
+        from .report import versions
+
+        spec = self.cfg.models[case.model]
+        dspec = self.dataset_spec(case.dataset)
+        base = self.base_record(case)
+        self.skip_if_unrunnable(case)
+        try:
+            model = self.model(spec, case.device)
+        except MissingExtraError as exc:
+            self.results.append({**base, "status": "skipped", "reason": str(exc)})
+            pytest.skip(str(exc))
+        except BackendError as exc:
+            if spec.real_e2e or dspec.real_e2e:
+                self.results.append({**base, "status": "skipped", "reason": str(exc)})
+                pytest.skip(f"real_e2e: {exc}")
+            self.results.append({**base, "status": "error", "reason": str(exc)})
+            raise
+        try:
+            data = self.dataset(case.dataset)
+        except DatasetError as exc:
+            if dspec.real_e2e and not dspec.manifest.exists():
+                self.results.append({**base, "status": "skipped", "reason": str(exc)})
+                pytest.skip(f"real_e2e: {exc}")
+            self.results.append({**base, "status": "error", "reason": str(exc)})
+            pytest.fail(str(exc), pytrace=False)
+        normalizer = get_normalizer(dspec.normalizer)
+        try:
+            out = evaluate_asr(model, data, normalizer, rounds=self.rounds, runner=runner, progress=progress)
+        except DatasetError as exc:
+            self.results.append({**base, "status": "error", "reason": str(exc)})
+            pytest.fail(str(exc), pytrace=False)
+        threads = int(spec.options.get("cpu_threads") or 0) or None
+        record = {
+            **base,
+            "status": "ran",
+            "normalizer": normalizer.ident(),
+            "decode": model.decode_settings,
+            "metrics": {**out["metrics"], "load_seconds": getattr(model, "load_seconds", None)},
+            "deterministic": out["deterministic"],
+            "rounds": self.rounds,
+            "machine": machine_fingerprint(case.device, threads),
+            "provenance": {"versions": versions()},
+            "utterances": out["utterances"],
+        }
+        self.results.append(record)
+        return CaseResult(record, self.cfg.golden_dir, self.thresholds_for(case.model, case.dataset),
+                          self.gate_settings(), accept)
+
+    # ---- end of session -------------------------------------------------------------------------
+    def write_goldens(self) -> list[Path]:
+        """Write the goldens of every case that ran under --speechlab-update-golden (controller only)."""
+        written = []
+        for r in self.results:
+            if r.get("verdict") == "updated" and r.get("golden_path"):
+                path = Path(r["golden_path"])
+                write_golden(self.cfg.golden_dir, path, golden_payload(r))
+                written.append(path)
+        return written
