@@ -17,17 +17,19 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from .backends.base import Audio, BackendError, ModelSpec
+from .datasets import DatasetError
+from .metrics import Normalizer, get_normalizer, pool, utterance_errors, utterance_wer
 
 Progress = Callable[[int, int], None]
 Runner = Callable[[Callable[[], None], int], None]
 
 
-class TTSDatasetError(ValueError):
+class TTSDatasetError(DatasetError, ValueError):
     """A TTS text dataset is unusable; the message names the file (and line) and the fix."""
 
 
@@ -167,16 +169,16 @@ def load_judge(spec: ModelSpec | None = None, device: str = "cpu") -> JudgeASR:
 
 # --------------------------------------------------------------------------------------------- sanity
 
-# Thresholds of the audio sanity checks (speechlab.yaml ``thresholds:`` may override each).
+# Thresholds of the audio sanity checks: absolute bands, not golden-relative.  speechlab.yaml
+# ``thresholds:`` (global, per model, per dataset) may override each under the same key.
 SANITY_DEFAULTS: dict[str, float] = {
-    "tts_sec_per_char_min": 0.03,  # faster than ~33 chars/s is truncated or garbled audio
-    "tts_sec_per_char_max": 0.25,  # slower than 4 chars/s is stretched audio or padding (numbers expand: keep slack)
-    "tts_clipping_max": 0.001,  # fraction of samples at full scale; a peak-normalised voice has a handful
-    "tts_leading_silence_max_s": 0.5,
-    "tts_trailing_silence_max_s": 0.5,
-    "tts_rms_dbfs_min": -35.0,
-    "tts_rms_dbfs_max": -6.0,
-    "tts_roundtrip_wer_max": 0.5,  # absolute ceiling on pooled round-trip WER, golden or not
+    "sec_per_char_min": 0.03,  # faster than ~33 chars/s is truncated or garbled audio
+    "sec_per_char_max": 0.25,  # slower than 4 chars/s is stretched audio or padding (numbers expand: keep slack)
+    "clipping_max": 0.001,  # share of samples at full scale; a peak-normalised voice has a handful
+    "silence_max_s": 0.5,  # longest leading or trailing silence
+    "rms_min_dbfs": -35.0,
+    "rms_max_dbfs": -6.0,
+    "roundtrip_wer_max": 0.5,  # absolute ceiling on pooled round-trip WER, golden or not
 }
 
 CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped (float audio in [-1, 1])
@@ -222,51 +224,6 @@ def audio_sanity(audio: Audio, sample_rate: int, text: str) -> dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------------------------- scoring
-
-
-def _normalizer(name: str) -> tuple[Callable[[str], str], dict[str, str]]:
-    """A named normaliser and its identity (name + version) for the golden."""
-    import importlib.metadata
-    import warnings
-
-    if name == "whisper-en":
-        with warnings.catch_warnings():  # whisper-normalizer has an invalid escape in a docstring
-            warnings.simplefilter("ignore", SyntaxWarning)
-            from whisper_normalizer.english import EnglishTextNormalizer
-        fn: Callable[[str], str] = EnglishTextNormalizer()
-        version = importlib.metadata.version("whisper-normalizer")
-        return (lambda s: " ".join(fn(s).split())), {"name": name, "version": f"whisper-normalizer=={version}"}
-    if name == "none":
-        return (lambda s: " ".join(s.split())), {"name": "none", "version": "1"}
-    raise KeyError(f"unknown normaliser {name!r}; one of: whisper-en, none")
-
-
-def _errors(reference: str, hypothesis: str) -> dict[str, int]:
-    import jiwer
-
-    if not reference:
-        words = len(hypothesis.split())
-        return {"ref_words": 0, "word_errors": words, "ref_chars": 0, "char_errors": len(hypothesis)}
-    w = jiwer.process_words(reference, hypothesis)
-    c = jiwer.process_characters(reference, hypothesis)
-    return {
-        "ref_words": w.hits + w.substitutions + w.deletions,
-        "word_errors": w.substitutions + w.deletions + w.insertions,
-        "sub": w.substitutions,
-        "del": w.deletions,
-        "ins": w.insertions,
-        "ref_chars": c.hits + c.substitutions + c.deletions,
-        "char_errors": c.substitutions + c.deletions + c.insertions,
-    }
-
-
-def _rate(errors: int, units: int) -> float:
-    if units == 0:
-        return 0.0 if errors == 0 else 1.0
-    return errors / units
-
-
 # --------------------------------------------------------------------------------------------- evaluation
 
 
@@ -306,7 +263,8 @@ class TTSResult:
     ``metrics``: pooled round-trip ``wer``/``cer`` (and S/D/I counts), ``rtf`` (synthesis seconds / audio
     seconds, median over rounds), ``ttfa_s``/``ttfa_p95_s`` when the model streams, and sanity aggregates.
     ``rows``: one dict per sentence (``id``, ``reference`` = input text, ``hypothesis`` = what the judge heard,
-    ``wer``, ``cer``, ``duration``, ``seconds``, sanity values, ``audio`` = path of the kept WAV).
+    ``wer``, ``cer``, ``duration``, ``seconds``, sanity values).  ``audio_files`` maps each id to the WAV
+    kept under ``audio_dir`` (outside the rows, so goldens do not record temp paths).
     """
 
     dataset: str
@@ -316,6 +274,7 @@ class TTSResult:
     normalizer: dict[str, str]
     judge: dict[str, Any]
     audio_dir: Path
+    audio_files: dict[str, str]
     deterministic: bool
     sample_rate: int
     thresholds: dict[str, float] = field(default_factory=dict)
@@ -335,20 +294,20 @@ class TTSResult:
         if row["duration"] <= 0:
             out.append("no audio (0 samples)")
         spc = row["sec_per_char"]
-        if spc < t["tts_sec_per_char_min"]:
-            out.append(f"{spc:.4f} s/char < min {t['tts_sec_per_char_min']} (tts_sec_per_char_min): audio too short, truncated?")
-        elif spc > t["tts_sec_per_char_max"]:
-            out.append(f"{spc:.4f} s/char > max {t['tts_sec_per_char_max']} (tts_sec_per_char_max): audio too long, padded or stretched?")
-        if row["clipping_ratio"] > t["tts_clipping_max"]:
-            out.append(f"clipping ratio {row['clipping_ratio']:.4f} > max {t['tts_clipping_max']} (tts_clipping_max)")
-        if row["leading_silence_s"] > t["tts_leading_silence_max_s"]:
-            out.append(f"leading silence {row['leading_silence_s']:.2f} s > max {t['tts_leading_silence_max_s']} s (tts_leading_silence_max_s)")
-        if row["trailing_silence_s"] > t["tts_trailing_silence_max_s"]:
-            out.append(f"trailing silence {row['trailing_silence_s']:.2f} s > max {t['tts_trailing_silence_max_s']} s (tts_trailing_silence_max_s)")
-        if row["duration"] > 0 and not t["tts_rms_dbfs_min"] <= row["rms_dbfs"] <= t["tts_rms_dbfs_max"]:
+        if spc < t["sec_per_char_min"]:
+            out.append(f"{spc:.4f} s/char < min {t['sec_per_char_min']} (sec_per_char_min): audio too short, truncated?")
+        elif spc > t["sec_per_char_max"]:
+            out.append(f"{spc:.4f} s/char > max {t['sec_per_char_max']} (sec_per_char_max): audio too long, padded or stretched?")
+        if row["clipping_ratio"] > t["clipping_max"]:
+            out.append(f"clipping ratio {row['clipping_ratio']:.4f} > max {t['clipping_max']} (clipping_max)")
+        if row["leading_silence_s"] > t["silence_max_s"]:
+            out.append(f"leading silence {row['leading_silence_s']:.2f} s > max {t['silence_max_s']} s (silence_max_s)")
+        if row["trailing_silence_s"] > t["silence_max_s"]:
+            out.append(f"trailing silence {row['trailing_silence_s']:.2f} s > max {t['silence_max_s']} s (silence_max_s)")
+        if row["duration"] > 0 and not t["rms_min_dbfs"] <= row["rms_dbfs"] <= t["rms_max_dbfs"]:
             out.append(
-                f"RMS level {row['rms_dbfs']:.1f} dBFS outside [{t['tts_rms_dbfs_min']}, {t['tts_rms_dbfs_max']}] "
-                "(tts_rms_dbfs_min/max)"
+                f"RMS level {row['rms_dbfs']:.1f} dBFS outside [{t['rms_min_dbfs']}, {t['rms_max_dbfs']}] "
+                "(rms_min_dbfs/rms_max_dbfs)"
             )
         return out
 
@@ -362,16 +321,16 @@ class TTSResult:
         out: list[str] = []
         for row in self.rows:
             for v in self.row_violations(row, t):
-                out.append(f"{row['id']} {_short(row['reference'])!r}: {v}; listen: {row['audio']}")
+                out.append(f"{row['id']} {_short(row['reference'])!r}: {v}; listen: {self.audio_files[row['id']]}")
         wer = self.metrics["wer"]
-        if wer > t["tts_roundtrip_wer_max"]:
+        if wer > t["roundtrip_wer_max"]:
             worst = sorted(self.rows, key=lambda r: -r["wer"])[:3]
             heard = "; ".join(
-                f"{r['id']} input {r['reference']!r} heard {r['hypothesis']!r} (WER {r['wer']:.2f}, listen: {r['audio']})"
+                f"{r['id']} input {r['reference']!r} heard {r['hypothesis']!r} (WER {r['wer']:.2f}, listen: {self.audio_files[r['id']]})"
                 for r in worst
             )
             out.append(
-                f"round-trip WER {wer:.4f} > max {t['tts_roundtrip_wer_max']} (tts_roundtrip_wer_max): the judge "
+                f"round-trip WER {wer:.4f} > max {t['roundtrip_wer_max']} (roundtrip_wer_max): the judge "
                 f"cannot understand the voice; worst: {heard}"
             )
         return out
@@ -380,14 +339,14 @@ class TTSResult:
         """WAV paths of the sentences that violate a sanity check or were mostly misheard (WER > ceiling)."""
         t = self.sanity_thresholds(thresholds)
         return [
-            Path(r["audio"]) for r in self.rows
-            if self.row_violations(r, t) or r["wer"] > t["tts_roundtrip_wer_max"]
+            Path(self.audio_files[r["id"]]) for r in self.rows
+            if self.row_violations(r, t) or r["wer"] > t["roundtrip_wer_max"]
         ]
 
     def audio_paths(self, ids: Sequence[str] | None = None) -> list[Path]:
         """WAV paths of the given sentence ids (all when None), for a person to listen to."""
         want = None if ids is None else set(ids)
-        return [Path(r["audio"]) for r in self.rows if want is None or r["id"] in want]
+        return [Path(self.audio_files[r["id"]]) for r in self.rows if want is None or r["id"] in want]
 
     def record(self) -> dict[str, Any]:
         """Plain JSON-able data in the shape of an ASR case record (``metrics``, ``utterances``, ...)."""
@@ -400,6 +359,7 @@ class TTSResult:
             "normalizer": self.normalizer,
             "deterministic": self.deterministic,
             "audio_dir": str(self.audio_dir),
+            "audio_files": self.audio_files,
         }
 
 
@@ -408,7 +368,7 @@ def evaluate_tts(
     dataset: TTSDataset | Sequence[TTSItem],
     judge: Any,
     *,
-    normalizer: str = "whisper-en",
+    normalizer: str | Normalizer = "whisper-en",
     rounds: int = 1,
     runner: Runner = _loop,
     stream: bool | None = None,
@@ -432,12 +392,12 @@ def evaluate_tts(
     name = dataset.name if isinstance(dataset, TTSDataset) else "adhoc"
     if not items:
         raise TTSDatasetError(f"dataset {name!r} has no sentences")
-    norm, norm_ident = _normalizer(normalizer)
+    norm = get_normalizer(normalizer) if isinstance(normalizer, str) else normalizer
     for it in items:
         if not norm(it.text):
             where = f"{dataset.source}:{it.line}" if isinstance(dataset, TTSDataset) else f"sentence {it.id!r}"
             raise TTSDatasetError(
-                f"{where}: text {it.text!r} is empty after the {normalizer} normaliser, so round-trip WER is "
+                f"{where}: text {it.text!r} is empty after the {norm.name} normaliser, so round-trip WER is "
                 "undefined; give the sentence words"
             )
     use_stream = hasattr(model, "synthesize_stream") if stream is None else stream
@@ -467,10 +427,12 @@ def evaluate_tts(
 
     judge_sr = int(judge.sample_rate)
     rows: list[dict[str, Any]] = []
+    audio_files: dict[str, str] = {}
     errs: list[dict[str, int]] = []
     for i, (it, (audio, sr, secs, ttfa)) in enumerate(zip(items, first, strict=True)):
         s = audio_sanity(audio, sr, it.text)
-        wav = out_dir / f"{_safe(it.id)}.wav"
+        wav = out_dir / f"{i:04d}-{_safe(it.id)}.wav"  # the index keeps ids that sanitise alike apart
+        audio_files[it.id] = str(wav)
         _write_wav(sf, wav, audio, sr)
         clean = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
         if clean.size == 0:
@@ -479,7 +441,7 @@ def evaluate_tts(
             x = clean if sr == judge_sr else soxr.resample(clean, sr, judge_sr, quality="HQ").astype(np.float32)
             heard = judge.transcribe(x)
         ref_n, hyp_n = norm(it.text), norm(heard)
-        e = _errors(ref_n, hyp_n)
+        e = utterance_errors(ref_n, hyp_n)
         errs.append(e)
         rows.append({
             "id": it.id,
@@ -487,8 +449,8 @@ def evaluate_tts(
             "hypothesis": heard,
             "ref_norm": ref_n,
             "hyp_norm": hyp_n,
-            "wer": round(_rate(e["word_errors"], e["ref_words"]), 6),
-            "cer": round(_rate(e["char_errors"], e["ref_chars"]), 6),
+            "wer": round(utterance_wer(e), 6),
+            "cer": round(e["char_errors"] / e["ref_chars"], 6),  # ref_chars > 0: empty texts were refused above
             "word_errors": e["word_errors"],
             "ref_words": e["ref_words"],
             "char_errors": e["char_errors"],
@@ -497,24 +459,15 @@ def evaluate_tts(
             "ttfa_s": None if ttfa is None else round(ttfa, 6),
             "sample_rate": sr,
             **s,
-            "audio": str(wav),
         })
         if progress is not None:
             progress(rounds * n + i + 1, n * (rounds + 1))
 
-    tot = {k: sum(e.get(k, 0) for e in errs) for k in ("ref_words", "word_errors", "sub", "del", "ins", "ref_chars", "char_errors")}
     audio_total = sum(r["duration"] for r in rows)
     rtfs = [sum(x[2] for x in rnd) / audio_total if audio_total > 0 else float("inf") for rnd in done]
     ttfas = [x[3] for rnd in done for x in rnd if x[3] is not None]
     metrics: dict[str, Any] = {
-        "wer": _rate(tot["word_errors"], tot["ref_words"]),
-        "cer": _rate(tot["char_errors"], tot["ref_chars"]),
-        "substitutions": tot["sub"],
-        "deletions": tot["del"],
-        "insertions": tot["ins"],
-        "ref_words": tot["ref_words"],
-        "ref_chars": tot["ref_chars"],
-        "utterances": n,
+        **pool(errs),  # wer, cer, S/D/I, ref_words, ref_chars, utterances: pooled over the corpus
         "rtf": statistics.median(rtfs),
         "rtf_rounds": [round(r, 6) for r in rtfs],
         "synthesis_seconds": round(sum(x[2] for x in first), 6),
@@ -543,9 +496,10 @@ def evaluate_tts(
         metrics=metrics,
         rows=rows,
         decode=dict(getattr(model, "decode_settings", {})),
-        normalizer=norm_ident,
+        normalizer=norm.ident(),
         judge=judge_ident,
         audio_dir=out_dir,
+        audio_files=audio_files,
         deterministic=deterministic,
         sample_rate=int(model.sample_rate),
         thresholds=dict(thresholds or {}),
@@ -569,3 +523,184 @@ def _write_wav(sf: Any, path: Path, audio: Audio, sample_rate: int) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# --------------------------------------------------------------------------------------------- matrix cases
+
+
+def worse_sentences(golden: dict[str, Any], record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Sentences whose round-trip WER rose against the golden: input, what was heard then and now, the WAV."""
+    g = {r["id"]: r for r in golden.get("utterances", [])}
+    out = []
+    for row in record.get("utterances", []):
+        old = g.get(row["id"])
+        if old is None or row["wer"] > float(old.get("wer", 0.0)) + 1e-9:
+            out.append({
+                "id": row["id"], "input": row["reference"], "golden_heard": None if old is None else old.get("hypothesis"),
+                "heard": row["hypothesis"], "golden_wer": None if old is None else old.get("wer"), "wer": row["wer"],
+                "audio": (record.get("audio_files") or {}).get(row["id"]),
+            })
+    return out
+
+
+def render_worse(rows: list[dict[str, Any]]) -> str:
+    """The block listing the sentences that got worse (input vs heard), with the WAV to listen to."""
+    lines = [f"  sentences that got worse ({len(rows)}): input vs what the judge heard"]
+    for r in rows[:20]:
+        pad = " " * (len(r["id"]) + 2)
+        gw = "new" if r["golden_wer"] is None else f"{r['golden_wer']:.2f}"
+        lines.append(f"    [{r['id']}] INPUT:        {r['input']}")
+        if r["golden_heard"] is not None:
+            lines.append(f"    {pad} GOLDEN HEARD: {r['golden_heard']}")
+        lines.append(f"    {pad} NOW HEARD:    {r['heard']}   (WER {gw} -> {r['wer']:.2f})")
+        lines.append(f"    {pad} listen:       {r['audio']}")
+    if len(rows) > 20:
+        lines.append(f"    ... and {len(rows) - 20} more (see --speechlab-json)")
+    return "\n".join(lines)
+
+
+def judge_spec(sess: Any) -> ModelSpec:
+    """The judge of a session: ``judge:`` in speechlab.yaml (a configured ASR model), else bundled tiny.en."""
+    name = getattr(sess.cfg, "judge", None)
+    return sess.cfg.models[name] if name else DEFAULT_JUDGE
+
+
+def session_judge(sess: Any) -> JudgeASR:
+    """Load the session's judge once per process (through the session's model cache), on cpu.
+
+    The judge runs on cpu whatever device the voice runs on, so round-trip scores of one voice on
+    different devices are heard by the same listener.
+    """
+    spec = judge_spec(sess)
+    key = "_speechlab_tts_judge"
+    cached: JudgeASR | None = getattr(sess, key, None)
+    if cached is not None:
+        return cached
+    from .backends import REGISTRY, get_backend
+
+    where = f"TTS judge {spec.name!r} ({spec.backend} {spec.weights or ''})".replace(" )", ")")
+    if spec.backend not in REGISTRY:
+        raise JudgeUnavailable(f"{where}: unknown backend {spec.backend!r}; known: {', '.join(sorted(REGISTRY))}")
+    backend = get_backend(spec.backend)
+    if "asr" not in backend.tasks:
+        raise JudgeUnavailable(f"{where}: backend {spec.backend!r} does not transcribe; set judge: to an ASR model")
+    device = "cpu" if backend.unsupported_reason("cpu") is None else spec.devices[0]
+    try:
+        model = sess.model(spec, device)
+    except BackendError as exc:
+        raise JudgeUnavailable(f"{where} is not available: {exc}") from exc
+    judge = JudgeASR(model, spec, device)
+    setattr(sess, key, judge)
+    return judge
+
+
+def run_tts_case(sess: Any, case: Any, request: Any) -> Any:
+    """Run one TTS matrix case (voice x device x text dataset) and gate it.
+
+    Fails with one block when the audio breaks a sanity band, when round-trip WER/CER or RTF got worse than
+    the golden (listing the sentences that got worse: input vs heard, and the WAV to listen to), or when
+    the golden is missing.  Skips with the reason when the voice or the judge cannot be loaded here.
+    """
+    __tracebackhide__ = True
+    import pytest
+
+    from .devices import machine_fingerprint
+    from .evaluation import CaseResult
+    from .golden import GoldenError, read_golden
+    from .plugin import _accept_command, _benchmark_runner, _junit_properties, _progress
+    from .report import versions
+
+    spec = sess.cfg.models[case.model]
+    dspec = sess.dataset_spec(case.dataset)
+    base = sess.base_record(case)
+
+    def skip(reason: str) -> NoReturn:
+        sess.results.append({**base, "status": "skipped", "reason": reason})
+        pytest.skip(reason)
+
+    def error(reason: str) -> NoReturn:
+        sess.results.append({**base, "status": "error", "reason": reason})
+        pytest.fail(reason, pytrace=False)
+
+    try:
+        voice = sess.model(spec, case.device)
+    except BackendError as exc:
+        from .backends import MissingExtraError
+
+        if isinstance(exc, MissingExtraError) or spec.real_e2e or dspec.real_e2e:
+            skip(f"{'real_e2e: ' if not isinstance(exc, MissingExtraError) else ''}{exc}")
+        error(str(exc))
+    try:
+        judge = session_judge(sess)
+    except JudgeUnavailable as exc:
+        skip(str(exc))
+    try:
+        data = load_tts_manifest(dspec.manifest, case.dataset)
+    except DatasetError as exc:
+        if dspec.real_e2e and not Path(dspec.manifest).exists():
+            skip(f"real_e2e: {exc}")
+        error(str(exc))
+    thresholds = sess.thresholds_for(case.model, case.dataset)
+    bench, runner = _benchmark_runner(request, case)
+    audio_dir = request.getfixturevalue("tmp_path_factory").mktemp(f"tts-{case.id}", numbered=True)
+    try:
+        result = evaluate_tts(voice, data, judge, normalizer=get_normalizer(dspec.normalizer), rounds=sess.rounds,
+                              runner=runner, audio_dir=audio_dir, progress=_progress(request, case.id),
+                              thresholds=thresholds)
+    except (DatasetError, BackendError) as exc:
+        error(str(exc))
+    threads = int(spec.options.get("cpu_threads") or 0) or None
+    m = result.metrics
+    record: dict[str, Any] = {
+        **base,
+        "status": "ran",
+        "normalizer": result.normalizer,
+        # The judge is part of the decode settings: another judge hears differently, so scores would not compare.
+        "decode": {**result.decode, "judge": result.judge},
+        "metrics": {**m, "load_seconds": getattr(voice, "load_seconds", None)},
+        "deterministic": result.deterministic,
+        "rounds": sess.rounds,
+        "machine": machine_fingerprint(case.device, threads),
+        "provenance": {"versions": versions()},
+        "utterances": result.rows,
+        "audio_dir": str(result.audio_dir),
+        "audio_files": result.audio_files,
+    }
+    sess.results.append(record)
+    if bench is not None:
+        bench.extra_info.update({"wer": m["wer"], "cer": m["cer"], "rtf": m["rtf"], "ttfa_s": m["ttfa_s"],
+                                 "audio_seconds": m["audio_seconds"], "decode": record["decode"],
+                                 "model": case.model, "device": case.device, "dataset": case.dataset})
+    _junit_properties(request, record)
+    ttfa = f", time to first audio {m['ttfa_s']:.3f} s" if m.get("ttfa_s") is not None else ""
+    sess.notes.append(
+        f"{case.id}: WER/CER are round-trip (the judge {judge.spec.backend} {judge.spec.weights} heard the voice), "
+        f"synthesis RTF {m['rtf']:.4f}{ttfa}; audio kept in {result.audio_dir}"
+    )
+    problems = result.check_sanity(thresholds)
+    accept = _accept_command(request.node)
+    gate = CaseResult(record, sess.cfg.golden_dir, thresholds, sess.gate_settings(), accept)
+    if problems and sess.opts.update:
+        # Never bless broken audio as the baseline.
+        record["verdict"] = "fail"
+        pytest.fail(f"speechlab: {case.id}: audio sanity failed, golden NOT updated:\n  "
+                    + "\n  ".join(problems), pytrace=False)
+    failure = ""
+    try:
+        gate.check_golden()
+    except pytest.fail.Exception as exc:
+        failure = str(exc.msg)
+        try:
+            golden = read_golden(gate.golden_path)
+        except GoldenError:
+            golden = None  # check_golden already said what is wrong with the file
+        worse = worse_sentences(golden, record) if golden else []
+        if worse:
+            failure += "\n" + render_worse(worse)
+    if problems:
+        record["verdict"] = "fail"
+        block = f"speechlab: {case.id}: audio sanity failed ({len(problems)}):\n  " + "\n  ".join(problems)
+        failure = f"{failure}\n{block}" if failure else block
+    if failure:
+        pytest.fail(failure, pytrace=False)
+    return gate

@@ -151,7 +151,7 @@ def test_round_trip_of_the_smoke_sentences(smoke_result: Any) -> None:
     for row in r.rows:
         assert row["hypothesis"].strip(), row
         assert row["sample_rate"] == 22050 and row["nonfinite"] == 0
-        audio, sr = sf.read(row["audio"], dtype="float32")
+        audio, sr = sf.read(r.audio_files[row["id"]], dtype="float32")
         assert sr == 22050 and audio.size / sr == pytest.approx(row["duration"], abs=1e-3)
     pangram = next(x for x in r.rows if x["id"] == "pangram")
     assert pangram["wer"] == 0.0
@@ -227,10 +227,10 @@ def test_the_gate_bites_on_degraded_audio(voice: Any, judge: Any, tmp_path: Path
 
 
 def test_threshold_overrides_apply(smoke_result: Any) -> None:
-    strict = smoke_result.check_sanity({"tts_trailing_silence_max_s": 0.0, "tts_roundtrip_wer_max": 0.0})
-    assert any("trailing silence" in p and "tts_trailing_silence_max_s" in p for p in strict)
+    strict = smoke_result.check_sanity({"silence_max_s": 0.0, "roundtrip_wer_max": 0.0})
+    assert any("trailing silence" in p and "(silence_max_s)" in p for p in strict)
     assert any(p.startswith("round-trip WER") and "heard" in p for p in strict)
-    assert set(SANITY_DEFAULTS) >= {"tts_clipping_max", "tts_rms_dbfs_min", "tts_sec_per_char_max"}
+    assert set(SANITY_DEFAULTS) >= {"clipping_max", "rms_min_dbfs", "rms_max_dbfs", "sec_per_char_max", "silence_max_s"}
 
 
 def test_audio_sanity_measurements() -> None:
