@@ -696,7 +696,9 @@ def run_tts_case(sess: Any, case: Any, request: Any) -> Any:
             golden = None  # check_golden already said what is wrong with the file
         worse = worse_sentences(golden, record) if golden else []
         if worse:
-            failure += "\n" + render_worse(worse)
+            # Before the accept command, which stays the block's last line.
+            head, sep, tail = failure.rpartition("\n  to accept the new values")
+            failure = f"{head}\n{render_worse(worse)}{sep}{tail}" if sep else f"{failure}\n{render_worse(worse)}"
     if problems:
         record["verdict"] = "fail"
         block = f"speechlab: {case.id}: audio sanity failed ({len(problems)}):\n  " + "\n  ".join(problems)
