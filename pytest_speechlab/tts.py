@@ -77,8 +77,8 @@ def load_tts_manifest(path: Path | str, name: str | None = None) -> TTSDataset:
     try:
         raw = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise TTSDatasetError(f"{path}:{line}: manifest is not UTF-8 ({exc.reason}); re-save it as UTF-8") from None
+        bad_line = data[: exc.start].count(b"\n") + 1
+        raise TTSDatasetError(f"{path}:{bad_line}: manifest is not UTF-8 ({exc.reason}); re-save it as UTF-8") from None
     items: list[TTSItem] = []
     seen: dict[str, int] = {}
     for lineno, line in enumerate(raw.splitlines(), start=1):
@@ -199,7 +199,7 @@ def audio_sanity(audio: Audio, sample_rate: int, text: str) -> dict[str, Any]:
     duration = n / sample_rate if sample_rate > 0 else 0.0
     chars = len("".join(text.split())) or 1
     rms = float(np.sqrt(np.mean(a * a))) if n else 0.0
-    frame = max(1, int(round(FRAME_S * sample_rate)))
+    frame = max(1, round(FRAME_S * sample_rate))
     nframes = n // frame
     if nframes:
         f = a[: nframes * frame].reshape(nframes, frame)

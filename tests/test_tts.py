@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pytest_speechlab.backends import REGISTRY, BackendError, MissingExtraError, ModelSpec, get_backend
+from pytest_speechlab.backends import (
+    REGISTRY,
+    BackendError,
+    MissingExtraError,
+    ModelSpec,
+    get_backend,
+)
 from pytest_speechlab.tts import (
     SANITY_DEFAULTS,
     JudgeUnavailable,
