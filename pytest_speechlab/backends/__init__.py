@@ -11,6 +11,7 @@ REGISTRY: dict[str, str] = {
     "faster-whisper": "pytest_speechlab.backends.faster_whisper:FasterWhisperBackend",
     "http": "pytest_speechlab.backends.http:HTTPBackend",
     "liquid-audio": "pytest_speechlab.backends.lfm:LiquidAudioBackend",
+    "piper": "pytest_speechlab.backends.piper:PiperBackend",
 }
 
 
