@@ -146,9 +146,32 @@ def _native_modules_loaded() -> None:
         import whisper_normalizer.english  # noqa: F401
 
 
+_WHISPER_MODELS: dict[tuple[Any, ...], Any] = {}
+
+
+def _shared_whisper_model_factory(real: Any) -> Any:
+    def shared(model_size_or_path: str, device: str = "auto", compute_type: str = "default", cpu_threads: int = 0,
+               **kwargs: Any) -> Any:
+        key = (str(model_size_or_path), device, compute_type, cpu_threads, tuple(sorted(kwargs.items())))
+        if key not in _WHISPER_MODELS:
+            _WHISPER_MODELS[key] = real(model_size_or_path, device=device, compute_type=compute_type,
+                                        cpu_threads=cpu_threads, **kwargs)
+        return _WHISPER_MODELS[key]
+
+    return shared
+
+
 @pytest.fixture
-def project(pytester: pytest.Pytester, _native_modules_loaded: None) -> SpeechProject:
-    """A fresh speechlab project in the pytester temp dir (nothing written yet)."""
+def project(pytester: pytest.Pytester, _native_modules_loaded: None, monkeypatch: pytest.MonkeyPatch) -> SpeechProject:
+    """A fresh speechlab project in the pytester temp dir (nothing written yet).
+
+    In-process sessions share the CTranslate2 model object (same weights and settings) instead of reading
+    it from disk again each run: the plugin still loads (and counts) its model per session, the suite
+    saves a second or so per run.  Subprocess and xdist-worker sessions load their own.
+    """
+    import faster_whisper
+
+    monkeypatch.setattr(faster_whisper, "WhisperModel", _shared_whisper_model_factory(faster_whisper.WhisperModel))
     return SpeechProject(pytester)
 
 
