@@ -12,6 +12,9 @@ from collections.abc import Sequence
 # sets ``func`` (``Callable[[argparse.Namespace], int]``) as its default.
 COMMAND_MODULES: tuple[str, ...] = (
     "pytest_speechlab.convert",
+    "pytest_speechlab.validate",
+    "pytest_speechlab.serve",
+    "pytest_speechlab.loadcheck",
 )
 
 
