@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from conftest import DEFAULT_MODEL, SMOKE, TEST_THRESHOLDS, SpeechProject, smoke_rows
 
 CASE = "fw-tiny-en-cpu-smoke"
@@ -152,14 +153,14 @@ def test_manifest_path_does_not_exist(project: SpeechProject) -> None:
     result = project.run()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        f"{project.path / 'data/nope.jsonl'}: manifest not found; fix 'manifest:' in speechlab.yaml "
-        "or the --speechlab-dataset path"])
+        (f"{project.path / 'data/nope.jsonl'}: manifest not found; fix 'manifest:' in speechlab.yaml "
+        "or the --speechlab-dataset path")])
 
     result = project.run("--speechlab-dataset", "data/nothing-here.jsonl")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([
-        f"*--speechlab-dataset data/nothing-here.jsonl: no dataset of that name in {project.path / 'speechlab.yaml'} "
-        "(known: smoke) and no manifest or folder at that path"])
+        (f"*--speechlab-dataset data/nothing-here.jsonl: no dataset of that name in {project.path / 'speechlab.yaml'} "
+        "(known: smoke) and no manifest or folder at that path")])
 
 
 def test_path_escaping_manifest_folder_refused(project: SpeechProject) -> None:
@@ -167,8 +168,8 @@ def test_path_escaping_manifest_folder_refused(project: SpeechProject) -> None:
     result = project.run()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        f"{manifest}:1: audio_filepath '../../etc/passwd' points outside the manifest folder {manifest.parent}; "
-        "refused. Move the audio under that folder, or set 'allow_outside_paths: true' on the dataset"])
+        (f"{manifest}:1: audio_filepath '../../etc/passwd' points outside the manifest folder {manifest.parent}; "
+        "refused. Move the audio under that folder, or set 'allow_outside_paths: true' on the dataset")])
 
 
 def test_path_outside_allowed_when_configured(project: SpeechProject) -> None:
@@ -285,8 +286,8 @@ def test_golden_not_valid_json(project: SpeechProject, content: str) -> None:
     result = project.run()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        f"{golden}: golden file is not valid JSON (* at line 1, column *); "
-        "restore it with `git checkout -- <file>` or re-create it with --speechlab-update-golden"])
+        (f"{golden}: golden file is not valid JSON (* at line 1, column *); "
+        "restore it with `git checkout -- <file>` or re-create it with --speechlab-update-golden")])
     assert golden.read_text(encoding="utf-8") == content  # a plain run never touches a golden
 
 
@@ -364,9 +365,9 @@ def test_missing_backend_extra_skips_naming_the_extra(project: SpeechProject) ->
     result = project.run("-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines([
-        "SKIPPED [[]1[]] *: backend 'faster-whisper' needs the Python package 'faster_whisper_not_installed', "
+        ("SKIPPED [[]1[]] *: backend 'faster-whisper' needs the Python package 'faster_whisper_not_installed', "
         "which is not installed; install the extra: uv add 'pytest-speechlab[[]faster-whisper[]]' "
-        "(or pip install 'pytest-speechlab[[]faster-whisper[]]')"])
+        "(or pip install 'pytest-speechlab[[]faster-whisper[]]')")])
 
 
 def test_weights_path_missing(project: SpeechProject) -> None:
@@ -374,8 +375,8 @@ def test_weights_path_missing(project: SpeechProject) -> None:
     result = project.run()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        f"model 'fw-tiny-en': weights folder {project.path / 'models/tiny-missing'} does not exist; set 'weights:' in "
-        f"{project.path / 'speechlab.yaml'} to a CTranslate2 model folder or to bundled:tiny.en"])
+        (f"model 'fw-tiny-en': weights folder {project.path / 'models/tiny-missing'} does not exist; set 'weights:' in "
+        f"{project.path / 'speechlab.yaml'} to a CTranslate2 model folder or to bundled:tiny.en")])
     # The message alone, not buried under a traceback through the plugin's internals.
     assert "raise BackendError" not in result.stdout.str()
     assert "pytest_speechlab/backends/weights.py" not in result.stdout.str()

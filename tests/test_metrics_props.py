@@ -111,7 +111,7 @@ def test_bootstrap_detects_a_real_regression() -> None:
     """A consistent +1 error on each of 30 utterances is real: the interval excludes 0."""
     golden = [(1, 10)] * 30
     new = [(2, 10)] * 30
-    delta, low, high = bootstrap_delta(golden, new)
+    delta, low, _high = bootstrap_delta(golden, new)
     assert delta == pytest.approx(0.1) and low > 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import DEFAULT_MODEL, SMOKE, SpeechProject, smoke_rows
 
 CASE = "fw-tiny-en-cpu-smoke"
@@ -328,8 +329,8 @@ def test_normaliser_mismatch_fails(project: SpeechProject) -> None:
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         f"*speechlab: {CASE} is worse than its golden baseline",
-        "*! normaliser mismatch: golden used {'name': 'whisper-en', 'version': 'whisper-normalizer==0.0.1'}, "
-        "this run {'name': 'whisper-en', 'version': 'whisper-normalizer==*'}; scores are not comparable",
+        ("*! normaliser mismatch: golden used {'name': 'whisper-en', 'version': 'whisper-normalizer==0.0.1'}, "
+        "this run {'name': 'whisper-en', 'version': 'whisper-normalizer==*'}; scores are not comparable"),
         ACCEPT,
     ])
 
@@ -382,8 +383,8 @@ def test_rtf_not_comparable_names_both_machines(project: SpeechProject) -> None:
     project.edit_golden(other_machine)
     result = project.run()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*RTF*NOT-COMPARABLE (golden measured on *Golden CPU 9000*this run on*"
-                                 "--speechlab-force-rtf compares anyway*"])
+    result.stdout.fnmatch_lines([("*RTF*NOT-COMPARABLE (golden measured on *Golden CPU 9000*this run on*"
+                                 "--speechlab-force-rtf compares anyway*")])
 
 
 # ---- lifecycle stages ----------------------------------------------------------------------------
