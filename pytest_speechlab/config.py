@@ -33,6 +33,8 @@ THRESHOLD_KEYS = {
     "rms_min_dbfs": "quietest RMS level in dBFS",
     "sec_per_char_min": "shortest plausible duration per input character",
     "sec_per_char_max": "longest plausible duration per input character",
+    "rms_max_dbfs": "loudest RMS level in dBFS (TTS audio sanity)",
+    "roundtrip_wer_max": "highest pooled round-trip WER of a TTS voice through its judge, golden or not",
 }
 MODEL_KEYS = {"backend", "weights", "devices", "stage", "task", "thresholds", "real_e2e", "description"}
 DATASET_KEYS = {
@@ -101,7 +103,7 @@ def _thresholds(path: Path, key: str, raw: Any) -> dict[str, float]:
             raise _err(path, f"{key}.{k}", f"unknown tolerance; known: {', '.join(sorted(THRESHOLD_KEYS))}")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise _err(path, f"{key}.{k}", f"must be a finite number, got {v!r}")
-        if k not in ("rms_min_dbfs",) and v < 0:
+        if k not in ("rms_min_dbfs", "rms_max_dbfs") and v < 0:
             raise _err(path, f"{key}.{k}", f"must be >= 0, got {v!r}")
         out[str(k)] = float(v)
     return out
@@ -113,6 +115,16 @@ def _str_list(path: Path, key: str, raw: Any) -> tuple[str, ...]:
     if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
         raise _err(path, key, f"must be a list of strings, got {raw!r}")
     return tuple(raw)
+
+
+def _backend_options(backend: str) -> tuple[str, ...] | None:
+    """The model keys a backend declares it reads (None when it declares none or cannot be imported)."""
+    from .backends import get_backend
+
+    try:
+        return getattr(get_backend(backend), "options", None)
+    except ImportError:
+        return None
 
 
 def _model(path: Path, name: str, raw: Any) -> ModelSpec:
@@ -140,6 +152,12 @@ def _model(path: Path, name: str, raw: Any) -> ModelSpec:
     if weights is not None and not isinstance(weights, str):
         raise _err(path, f"{key}.weights", f"must be a string (a path or bundled:NAME), got {weights!r}")
     options = {k: v for k, v in raw.items() if k not in MODEL_KEYS}
+    known = _backend_options(backend)
+    if known is not None:
+        unknown = sorted(str(k) for k in options if k not in known)
+        if unknown:
+            raise _err(path, f"{key}.{unknown[0]}",
+                       f"unknown key for backend {backend!r}; known: {', '.join(sorted(MODEL_KEYS | set(known)))}")
     return ModelSpec(
         name=name,
         backend=backend,
