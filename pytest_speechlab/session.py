@@ -59,6 +59,8 @@ class SpeechlabSession:
         self.results: list[dict[str, Any]] = []
         self.notes: list[str] = []
         self.load_counts: dict[str, int] = {}
+        # xdist facts for the run record: dist mode, group policy, worker id, pinned GPU, loads per worker.
+        self.xdist: dict[str, Any] = {}
         self._models: dict[tuple[str, str], Any] = {}
         self._datasets: dict[str, Dataset] = {}
         self.adhoc: dict[str, DatasetSpec] = {}
