@@ -19,7 +19,12 @@ from typing import Any
 import pytest
 
 from pytest_speechlab.cli import main as speechlab_main
-from pytest_speechlab.records import MergeError, failed_cases, load_record, merge_records
+from pytest_speechlab.records import (
+    MergeError,
+    failed_cases,
+    load_record,
+    merge_records,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "fixtures" / "smoke"
@@ -162,7 +167,7 @@ def _check_with_speechlab_check_if_present(merged_path: Path) -> None:
     """`speechlab check RUN.json` (issue 6) gates a saved record; use it once it exists."""
     from pytest_speechlab.cli import build_parser
 
-    sub = next(a for a in build_parser()._actions if a.dest == "command")  # noqa: SLF001
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
     if "check" not in getattr(sub, "choices", {}):
         return
     assert speechlab_main(["check", str(merged_path)]) == 0
