@@ -71,7 +71,7 @@ def probe_gpu_count() -> int:
 
     probe = _torch_probe()
     if probe is not None and probe.get("cuda"):
-        return int(probe.get("cuda_count") or 0)
+        return int(str(probe.get("cuda_count") or 0))
     return int(_ct2_cuda_count() or 0)
 
 

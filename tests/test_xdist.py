@@ -128,6 +128,8 @@ def comparable(case: dict[str, Any]) -> dict[str, Any]:
     """A case record without what may differ between runs of the same code on the same machine."""
     c = {k: v for k, v in case.items() if k not in VOLATILE_CASE_KEYS}
     c["metrics"] = {k: v for k, v in (c.get("metrics") or {}).items() if k not in TIMING_METRICS}
+    # the machine is the same; its load at the moment the case ran is not
+    c["machine"] = {k: v for k, v in (c.get("machine") or {}).items() if k != "load_avg_1m"}
     c["utterances"] = [{k: v for k, v in u.items() if k != "seconds"} for u in c.get("utterances") or []]
     c["checks"] = [ch if ch["metric"] != "RTF" else {**ch, "obtained": None} for ch in c.get("checks") or []]
     return c

@@ -73,7 +73,7 @@ class FasterWhisperASR:
                 beam_size=d["beam_size"], patience=1.0, length_penalty=1.0, repetition_penalty=1.0,
                 no_repeat_ngram_size=0, max_length=m.max_length, return_scores=True, return_no_speech_prob=True,
                 suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
-                max_initial_timestamp_index=int(round(1.0 / m.time_precision)),
+                max_initial_timestamp_index=round(1.0 / m.time_precision),
             )
             for i, r in zip(idx, results, strict=True):
                 tokens = r.sequences_ids[0]
