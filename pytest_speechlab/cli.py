@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pytest_speechlab.validate",
     "pytest_speechlab.serve",
     "pytest_speechlab.loadcheck",
+    "pytest_speechlab.records",
 )
 
 
