@@ -287,6 +287,13 @@ def _row(e: Entry) -> list[str]:
             ratio, e.verdict, e.grade]
 
 
+def _group_pick(best: Entry, md: bool) -> str:
+    b = "**" if md else ""
+    if best.grade == "C":  # a C is never recommended: say so, and name the least bad
+        return f"Recommended here: none (every model is graded C); least bad: {b}{best.model}{b}."
+    return f"Recommended here: {b}{best.model}{b} (grade {best.grade})."
+
+
 def render_markdown(entries: list[Entry], records: list[dict[str, Any]], notes: list[str],
                     plots: list[tuple[str, Path]]) -> str:
     """The scorecard as Markdown (plots referenced by file name, side by side)."""
@@ -302,7 +309,7 @@ def render_markdown(entries: list[Entry], records: list[dict[str, Any]], notes: 
                      f"{p['stage']}, ran on {p['groups']} of {p['of']} dataset/device groups)")
     for (task, ds, dev), group in groups(entries).items():
         best = recommend_group(group)
-        lines += ["", f"## {task}: {ds} on {dev}", "", f"Recommended here: **{best.model}** (grade {best.grade}).", ""]
+        lines += ["", f"## {task}: {ds} on {dev}", "", _group_pick(best, md=True), ""]
         lines.append("| " + " | ".join(HEADER) + " |")
         lines.append("|" + "---|" * len(HEADER))
         for e in group:
@@ -339,8 +346,8 @@ def render_html(entries: list[Entry], records: list[dict[str, Any]], notes: list
     out.append("</ul>")
     for (task, ds, dev), group in groups(entries).items():
         best = recommend_group(group)
-        out.append(f"<h2>{esc(task)}: {esc(ds)} on {esc(dev)}</h2><p>Recommended here: <b>{esc(best.model)}</b> "
-                   f"(grade {best.grade}).</p><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in HEADER) + "</tr>")
+        out.append(f"<h2>{esc(task)}: {esc(ds)} on {esc(dev)}</h2><p>{esc(_group_pick(best, md=False))}</p>"
+                   "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in HEADER) + "</tr>")
         for e in group:
             cells = _row(e)
             out.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells[:-1]) + f"<td class='{e.grade}'>{e.grade}</td></tr>")
