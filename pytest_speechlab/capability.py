@@ -37,9 +37,9 @@ def build_matrix(records: list[dict[str, Any]]) -> tuple[list[str], list[str], d
             text = ", ".join(s if n == len(states) else f"{s} {n}/{len(states)}" for s, n in counts.items())
             why = [(c, s) for c, s in zip(cases, states, strict=True) if s != "ran"]
             if why:
-                notes.extend(f"[{len(notes) + i + 1}] {m} on {d}, {c['dataset']}: {s}: {failure_reason(c)}"
-                             for i, (c, s) in enumerate(why))
-                first = len(notes) - len(why) + 1
+                first = len(notes) + 1
+                notes.extend([f"[{first + i}] {m} on {d}, {c['dataset']}: {s}: {failure_reason(c)}"
+                              for i, (c, s) in enumerate(why)])
                 text += " [" + ",".join(str(first + i) for i in range(len(why))) + "]"
             cells[(m, d)] = text
     return models, devices, cells, notes

@@ -224,9 +224,11 @@ def make_plots(entries: list[Entry], out_dir: Path) -> list[tuple[str, Path]]:
             if e is not None:
                 xs.append(j + (i - (len(models) - 1) / 2) * width)
                 ys.append(e.wer)
-        ax.bar(xs, ys, width=width, color=colours[m], label=m)
+        bars = ax.bar(xs, ys, width=width, color=colours[m], label=m)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)  # a WER of 0 has no bar to see: its label shows it
     ax.set_xticks(range(len(gkeys)), [f"{d}\n{dev}" for _, d, dev in gkeys], fontsize=8)
     ax.set_ylabel("WER")
+    ax.set_ylim(0, max([e.wer for e in plotted] + [0.01]) * 1.15)
     ax.set_title("WER per model (grouped by dataset and device)")
     ax.grid(True, axis="y", alpha=0.3)
     if models:

@@ -340,6 +340,10 @@ def test_matrix_from_records(fw_runs: dict[str, Any], capsys: pytest.CaptureFixt
     cuda = next(c for c in rec["cases"] if c["device"] == "cuda")
     if cuda["status"] == "skipped":
         assert f"fw-int8-b5 on cuda, {cuda['dataset']}: skipped: {cuda['reason']}" in out
+    # Every footnote mark in the table has its footnote, numbered 1..N without gaps.
+    marks = [int(n) for group in re.findall(r"\[([\d,]+)\]", "\n".join(lines.values())) for n in group.split(",")]
+    assert marks == list(range(1, len(marks) + 1))
+    assert all(f"[{n}] fw-" in out for n in marks)
 
 
 # ---- lifecycle stages, pytest-benchmark, JUnit, GitHub step summary (pytester, in-process) ------------------
