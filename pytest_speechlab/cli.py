@@ -13,6 +13,8 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "pytest_speechlab.convert",
     "pytest_speechlab.validate",
+    "pytest_speechlab.serve",
+    "pytest_speechlab.loadcheck",
     "pytest_speechlab.check",
     "pytest_speechlab.scorecard",
     "pytest_speechlab.capability",

@@ -33,6 +33,8 @@ THRESHOLD_KEYS = {
     "rms_min_dbfs": "quietest RMS level in dBFS",
     "sec_per_char_min": "shortest plausible duration per input character",
     "sec_per_char_max": "longest plausible duration per input character",
+    "rms_max_dbfs": "loudest RMS level in dBFS (TTS audio sanity)",
+    "roundtrip_wer_max": "highest pooled round-trip WER of a TTS voice through its judge, golden or not",
 }
 MODEL_KEYS = {"backend", "weights", "devices", "stage", "task", "thresholds", "real_e2e", "description"}
 DATASET_KEYS = {
@@ -101,7 +103,7 @@ def _thresholds(path: Path, key: str, raw: Any) -> dict[str, float]:
             raise _err(path, f"{key}.{k}", f"unknown tolerance; known: {', '.join(sorted(THRESHOLD_KEYS))}")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise _err(path, f"{key}.{k}", f"must be a finite number, got {v!r}")
-        if k not in ("rms_min_dbfs",) and v < 0:
+        if k not in ("rms_min_dbfs", "rms_max_dbfs") and v < 0:
             raise _err(path, f"{key}.{k}", f"must be >= 0, got {v!r}")
         out[str(k)] = float(v)
     return out

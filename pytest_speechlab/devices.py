@@ -104,8 +104,13 @@ def cpu_model() -> str:
 
 def machine_fingerprint(device: str, threads: int | None = None) -> dict[str, object]:
     """What makes speed comparable: device name, CPU model and thread count."""
+    try:
+        load1 = round(os.getloadavg()[0], 2)
+    except OSError:  # not available on this platform
+        load1 = None
     return {
         "device": device,
+        "load_avg_1m": load1,  # not part of comparability, but a saturated CPU makes speed meaningless
         "device_name": device_name(device),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),

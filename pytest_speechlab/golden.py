@@ -179,6 +179,12 @@ def compare(
                 f"golden measured on {gmach.get('device_name')} ({gmach.get('threads')} threads), this run on "
                 f"{omach.get('device_name')} ({omach.get('threads')} threads); --speechlab-force-rtf compares anyway"
             )
+        elif _saturated(omach) and not force_rtf:
+            check.status = "not-comparable"
+            check.note = (
+                f"the CPU was saturated while this case ran (1-minute load {omach.get('load_avg_1m')} on "
+                f"{omach.get('cpu_count')} CPUs), so its speed says nothing; --speechlab-force-rtf compares anyway"
+            )
         elif o > g * (1 + tol):
             check.status, check.note = "fail", f"{o / g:.2f}x the golden" if g else "slower than the golden"
         elif o < g:
@@ -192,6 +198,12 @@ def compare(
     elif any(c.status == "improved" for c in v.checks):
         v.status = "improved"
     return v
+
+
+def _saturated(machine: dict[str, Any]) -> bool:
+    """Whether other work left this run's CPU-bound timings meaningless (load above 1.5x the CPU count)."""
+    load, cpus = machine.get("load_avg_1m"), machine.get("cpu_count")
+    return machine.get("device") == "cpu" and isinstance(load, (int, float)) and isinstance(cpus, int) and load > 1.5 * cpus
 
 
 def _statistical(check: Check, metric: str, golden: dict[str, Any], obtained: dict[str, Any], tol: float,

@@ -25,12 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "fixtures" / "bench"
 SMOKE = ROOT / "fixtures" / "smoke"
 
-# Imported at collection on purpose: pytester's in-process runs drop the modules an inner run imported when it
-# ends, and re-importing a native extension (soxr, ctranslate2) in a later inner run aborts the interpreter.
-# Modules already imported before any test starts are kept.
-import soundfile  # noqa: F401
-import soxr  # noqa: F401
-
 try:  # the bundled weights come with the faster-whisper extra
     import ctranslate2  # noqa: F401
     import faster_whisper  # noqa: F401

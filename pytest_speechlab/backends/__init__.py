@@ -9,6 +9,9 @@ from .base import BackendError, BaseBackend, MissingExtraError, ModelSpec
 
 REGISTRY: dict[str, str] = {
     "faster-whisper": "pytest_speechlab.backends.faster_whisper:FasterWhisperBackend",
+    "http": "pytest_speechlab.backends.http:HTTPBackend",
+    "liquid-audio": "pytest_speechlab.backends.lfm:LiquidAudioBackend",
+    "piper": "pytest_speechlab.backends.piper:PiperBackend",
 }
 
 

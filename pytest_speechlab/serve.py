@@ -1,0 +1,378 @@
+"""``speechlab serve``: serve any configured model over an OpenAI-compatible HTTP API.
+
+Endpoints: ``GET /health``, ``POST /v1/audio/transcriptions`` (ASR models), ``POST /v1/audio/speech`` (TTS
+models).  Errors are OpenAI-style JSON ``{"error": {"message": ..., "type": ...}}``.  The model is loaded
+once, at startup, through the same backend registry the pytest plugin uses, so the server runs exactly
+the model (and decode settings) a local case runs: that is what lets the ``http`` backend be gated against
+the local model's golden.
+
+FastAPI, uvicorn and python-multipart (the ``serve`` extra) are imported only when the app is built.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the endpoint signatures at runtime and the
+# types they name (UploadFile...) are imported inside create_app, where string annotations cannot see them.
+
+import argparse
+import hmac
+import io
+import json
+import os
+import sys
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+
+from .backends import get_backend
+from .backends.base import BackendError, MissingExtraError, ModelSpec
+
+DEFAULT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # OpenAI's own limit for audio uploads
+SERVE_REQUIRES = ("fastapi", "uvicorn", "multipart")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class UploadTooLarge(Exception):
+    """The request body grew past the upload limit while it was being read."""
+
+
+def error_body(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
+    """The OpenAI error shape."""
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+def _status_type(status: int) -> str:
+    return {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        404: "not_found_error",
+        413: "invalid_request_error",
+        422: "invalid_request_error",
+        503: "server_error",
+    }.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
+class GuardMiddleware:
+    """Pure ASGI middleware for ``/v1/``: the API key first, then the upload size.
+
+    The size is checked on ``Content-Length`` before a byte of the body is read, and counted while the body
+    streams in (chunked uploads have no length), so an oversized upload is refused without buffering it.
+    """
+
+    def __init__(self, app: ASGIApp, api_key: str | None, max_upload_bytes: int) -> None:
+        self.app = app
+        self.api_key = api_key
+        self.max_upload_bytes = max_upload_bytes
+
+    async def _reply(self, send: Send, status: int, message: str, code: str | None = None) -> None:
+        body = json.dumps(error_body(message, _status_type(status), code)).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _limit_text(self, size: int) -> str:
+        return (
+            f"the upload is {size / 1e6:.2f} MB, above this server's limit of "
+            f"{self.max_upload_bytes / 1e6:.2f} MB; send a shorter clip or restart the server with a larger --max-upload-mb"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if self.api_key is not None:
+            auth = headers.get("authorization", "")
+            scheme, _, given = auth.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.api_key.encode()):
+                # Never echo what the client sent: it may be a real key meant for another server.
+                why = "missing" if not auth else "incorrect"
+                await self._reply(
+                    send, 401, f"API key {why}: send 'Authorization: Bearer <key>' with this server's key", "invalid_api_key"
+                )
+                return
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_upload_bytes:
+            await self._reply(send, 413, self._limit_text(int(length)), "upload_too_large")
+            return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_upload_bytes:
+                    raise UploadTooLarge(self._limit_text(seen))
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except UploadTooLarge as exc:
+            if not started:
+                await self._reply(send, 413, str(exc), "upload_too_large")
+
+
+def read_upload(data: bytes, filename: str, target_rate: int) -> np.ndarray:
+    """Decode an uploaded audio file, downmix to mono and resample to ``target_rate`` (soxr, HQ).
+
+    Raises ValueError with a message naming the upload and the problem.
+    """
+    import soundfile as sf
+
+    if not data:
+        raise ValueError(f"the uploaded file {filename!r} is empty; send a WAV, FLAC or OGG file")
+    try:
+        audio, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"could not read the uploaded file {filename!r} as audio ({exc}); send a WAV, FLAC or OGG file"
+        ) from exc
+    if audio.shape[0] == 0:
+        raise ValueError(f"the uploaded file {filename!r} holds no audio samples (0 frames)")
+    mono = audio.mean(axis=1, dtype=np.float32) if audio.shape[1] > 1 else audio[:, 0]
+    if int(sr) != target_rate:
+        import soxr
+
+        mono = soxr.resample(mono, int(sr), target_rate, quality="HQ")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def encode_wav_response(audio: np.ndarray, sample_rate: int) -> bytes:
+    """16-bit PCM WAV bytes for the speech endpoint (what OpenAI's ``response_format=wav`` returns)."""
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    pcm = np.clip(np.round(np.asarray(audio, dtype=np.float64).reshape(-1) * 32768.0), -32768, 32767).astype(np.int16)
+    sf.write(buf, pcm, int(sample_rate), format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def create_app(
+    model_name: str,
+    spec: ModelSpec,
+    device: str,
+    api_key: str | None = None,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    model: Any = None,
+) -> Any:
+    """The FastAPI app serving ``spec`` on ``device``.
+
+    The model is loaded once when the app starts (its lifespan), with
+    ``get_backend(spec.backend).load(spec, device)``, unless an already loaded ``model`` is given.
+    ``api_key`` (when not None) is required as ``Authorization: Bearer <key>`` on ``/v1/`` endpoints;
+    ``/health`` stays open so that orchestrators can probe it.
+    """
+    for mod in SERVE_REQUIRES:
+        import importlib.util
+
+        if importlib.util.find_spec(mod) is None:
+            raise MissingExtraError("serve", "serve", mod)
+    from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    backend = get_backend(spec.backend)
+    state: dict[str, Any] = {"model": model, "error": None}
+    # Backends are not all thread-safe (piper, torch models): one inference at a time; concurrent requests
+    # queue here, which the load check then measures honestly as latency.
+    lock = threading.Lock()
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> Any:
+        if state["model"] is None:
+            state["model"] = await run_in_threadpool(backend.load, spec, device)
+        yield
+
+    app = FastAPI(title=f"speechlab serve: {model_name}", lifespan=lifespan)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI turns any error while parsing the body into a 400; the size guard's is a 413.
+        if isinstance(exc.__cause__, UploadTooLarge):
+            return JSONResponse(error_body(str(exc.__cause__), "invalid_request_error", "upload_too_large"), status_code=413)
+        return JSONResponse(error_body(str(exc.detail), _status_type(exc.status_code)), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+            parts.append(f"{loc}: {err.get('msg')}")
+        return JSONResponse(error_body("invalid request: " + "; ".join(parts), "invalid_request_error"), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        # Still OpenAI-shaped, so clients quote something useful; the traceback goes to the server log.
+        return JSONResponse(error_body(f"internal error: {type(exc).__name__}: {exc}", "server_error"), status_code=500)
+
+    def _model() -> Any:
+        m = state["model"]
+        if m is None:
+            raise HTTPException(503, f"model {model_name!r} is not loaded yet")
+        return m
+
+    def _check_model_field(requested: str | None) -> None:
+        if requested and requested != model_name:
+            raise HTTPException(
+                400, f"this server serves model {model_name!r}, not {requested!r}; send model={model_name!r} or omit it"
+            )
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        m = state["model"]
+        return {
+            "model": model_name,
+            "backend": spec.backend,
+            "device": device,
+            "task": spec.task,
+            "ready": m is not None,
+            "sample_rate": getattr(m, "sample_rate", None),
+            "decode_settings": getattr(m, "decode_settings", None),
+        }
+
+    @app.post("/v1/audio/transcriptions")
+    def transcriptions(
+        file: Annotated[UploadFile, File()],
+        model: Annotated[str | None, Form()] = None,
+        language: Annotated[str | None, Form()] = None,
+        response_format: Annotated[str, Form()] = "json",
+    ) -> Any:
+        m = _model()
+        if not hasattr(m, "transcribe"):
+            raise HTTPException(400, f"model {model_name!r} is a {spec.task} model; it does not transcribe")
+        _check_model_field(model)
+        fixed = (getattr(m, "decode_settings", None) or {}).get("language")
+        if language and fixed and language != fixed:
+            raise HTTPException(
+                400, f"model {model_name!r} is configured for language {fixed!r}; the request asked for {language!r}"
+            )
+        if response_format not in ("json", "text"):
+            raise HTTPException(400, f"response_format {response_format!r} is not supported; use json or text")
+        data = file.file.read()
+        try:
+            audio = read_upload(data, file.filename or "file", int(m.sample_rate))
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        with lock:
+            try:
+                text = m.transcribe(audio)
+            except BackendError as exc:
+                raise HTTPException(500, f"model {model_name!r} failed: {exc}") from exc
+        if response_format == "text":
+            return Response(text, media_type="text/plain")
+        return {"text": text}
+
+    @app.post("/v1/audio/speech")
+    def speech(payload: dict[str, Any]) -> Any:
+        m = _model()
+        if not hasattr(m, "synthesize"):
+            raise HTTPException(400, f"model {model_name!r} is a {spec.task} model; it does not synthesise speech")
+        text = payload.get("input")
+        if not isinstance(text, str) or not text.strip():
+            raise HTTPException(400, "'input' must be a non-empty string (the text to speak)")
+        _check_model_field(payload.get("model"))
+        fmt = payload.get("response_format", "wav")
+        if fmt != "wav":
+            raise HTTPException(400, f"response_format {fmt!r} is not supported; use wav")
+        with lock:
+            try:
+                audio, sr = m.synthesize(text)
+            except BackendError as exc:
+                raise HTTPException(500, f"model {model_name!r} failed: {exc}") from exc
+        return Response(encode_wav_response(audio, sr), media_type="audio/wav")
+
+    app.add_middleware(GuardMiddleware, api_key=api_key, max_upload_bytes=int(max_upload_bytes))
+    return app
+
+
+# --- config -------------------------------------------------------------------------------------------
+
+
+def load_model_spec(config_path: Path, name: str) -> ModelSpec:
+    """The validated ModelSpec named ``name`` in ``config_path`` (the core's loader; ConfigError on a bad file)."""
+    from .config import ConfigError, load_config
+
+    cfg = load_config(config_path)
+    if name not in cfg.models:
+        known = ", ".join(sorted(cfg.models)) or "none"
+        raise ConfigError(f"{cfg.path}: models.{name}: no model {name!r} under models: (known: {known})")
+    return cfg.models[name]
+
+
+# --- CLI ----------------------------------------------------------------------------------------------
+
+
+def register(subparsers: Any) -> None:
+    """Add ``speechlab serve`` to the ``speechlab`` command."""
+    p = subparsers.add_parser(
+        "serve",
+        help="serve a configured model over an OpenAI-compatible HTTP API",
+        description="Serve one model from speechlab.yaml over /v1/audio/transcriptions and /v1/audio/speech.",
+    )
+    p.add_argument("--model", required=True, help="model name under models: in the config")
+    p.add_argument("--config", default="speechlab.yaml", type=Path, help="path to speechlab.yaml (default: ./speechlab.yaml)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1, loopback only)")
+    p.add_argument("--port", default=8000, type=int, help="TCP port (default 8000)")
+    p.add_argument("--device", default="cpu", help="device to load the model on (cpu, cuda, mps)")
+    p.add_argument(
+        "--api-key-env",
+        default=None,
+        metavar="VAR",
+        help="require 'Authorization: Bearer KEY' where KEY is read from environment variable VAR",
+    )
+    p.add_argument(
+        "--max-upload-mb", default=DEFAULT_MAX_UPLOAD_BYTES / 1e6, type=float, help="largest accepted upload in MB (default 25)"
+    )
+    p.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    p.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Load the model and run uvicorn until interrupted."""
+    api_key: str | None = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            print(f"speechlab serve: environment variable {args.api_key_env} is empty or unset; export the key in it", file=sys.stderr)
+            return 2
+    from .config import ConfigError
+
+    try:
+        spec = load_model_spec(args.config, args.model)
+        backend = get_backend(spec.backend)  # the loader has checked that the backend is registered
+    except (BackendError, ConfigError) as exc:
+        print(f"speechlab serve: {exc}", file=sys.stderr)
+        return 2
+    reason = backend.unsupported_reason(args.device)
+    if reason:
+        print(f"speechlab serve: {reason}", file=sys.stderr)
+        return 2
+    try:
+        app = create_app(args.model, spec, args.device, api_key=api_key, max_upload_bytes=int(args.max_upload_mb * 1e6))
+        import uvicorn
+    except BackendError as exc:
+        print(f"speechlab serve: {exc}", file=sys.stderr)
+        return 2
+    # The model loads in the app's lifespan, before uvicorn accepts connections; a load failure ends the
+    # process with uvicorn's lifespan error and our BackendError message in the log.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0

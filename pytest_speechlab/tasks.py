@@ -1,0 +1,86 @@
+"""Matrix cases of tasks other than ASR: dispatch to the module that runs them."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+
+def run_task_case(sess: Any, case: Any, request: Any) -> None:
+    """Run a non-ASR matrix case: ``task: tts`` (gated like ASR) or ``task: chat`` (a smoke check)."""
+    __tracebackhide__ = True
+    task = sess.cfg.models[case.model].task
+    if task == "tts":
+        from .tts import run_tts_case
+
+        run_tts_case(sess, case, request)
+        return
+    if task == "chat":
+        run_chat_case(sess, case)
+        return
+    import pytest
+
+    reason = f"{case.model}: task {task!r} has no matrix runner"
+    sess.results.append({**sess.base_record(case), "status": "skipped", "reason": reason})
+    pytest.skip(reason)
+
+
+def run_chat_case(sess: Any, case: Any) -> None:
+    """Speech-to-speech chat: each utterance's audio in, interleaved text + audio out.
+
+    A chat reply has no reference to score against, so this is a smoke check, not a golden gate: every
+    reply must carry non-empty text and finite, non-empty audio at the model's declared output rate.
+    """
+    __tracebackhide__ = True
+    import pytest
+
+    from .backends import BackendError, MissingExtraError
+    from .datasets import load_audio
+    from .devices import machine_fingerprint
+
+    spec = sess.cfg.models[case.model]
+    base = sess.base_record(case)
+    try:
+        model = sess.model(spec, case.device)
+    except MissingExtraError as exc:
+        sess.results.append({**base, "status": "skipped", "reason": str(exc)})
+        pytest.skip(str(exc))
+    except BackendError as exc:
+        if spec.real_e2e:
+            sess.results.append({**base, "status": "skipped", "reason": str(exc)})
+            pytest.skip(f"real_e2e: {exc}")
+        sess.results.append({**base, "status": "error", "reason": str(exc)})
+        raise
+    data = sess.dataset(case.dataset)
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    seconds = audio_in = 0.0
+    for u in data.utterances:
+        audio, dur = load_audio(u.audio_path, model.sample_rate, reference=u.text)
+        t0 = time.perf_counter()
+        reply = model.chat(audio=audio, sample_rate=model.sample_rate)
+        secs = time.perf_counter() - t0
+        seconds += secs
+        audio_in += dur
+        out = np.asarray(reply.audio)
+        ok_text = bool(reply.text.strip())
+        ok_audio = out.size > 0 and bool(np.isfinite(out).all())
+        if not ok_text:
+            problems.append(f"[{u.id}] reply has no text")
+        if not ok_audio:
+            problems.append(f"[{u.id}] reply audio is empty or not finite ({out.size} samples)")
+        if reply.sample_rate != getattr(model, "output_sample_rate", reply.sample_rate):
+            problems.append(f"[{u.id}] reply sample rate {reply.sample_rate} != declared {model.output_sample_rate}")
+        rows.append({"id": u.id, "reference": u.text, "hypothesis": reply.text, "seconds": round(secs, 6),
+                     "reply_audio_seconds": round(out.size / reply.sample_rate, 6) if reply.sample_rate else 0.0})
+    record = {**base, "status": "ran", "decode": model.decode_settings, "utterances": rows,
+              "machine": machine_fingerprint(case.device),
+              "metrics": {"rtf": seconds / audio_in if audio_in else None, "utterances": len(rows),
+                          "replies_with_text": sum(1 for r in rows if r["hypothesis"].strip()),
+                          "reply_audio_seconds": sum(r["reply_audio_seconds"] for r in rows)},
+              "verdict": "fail" if problems else "pass (chat smoke: text and audio came back)"}
+    sess.results.append(record)
+    if problems:
+        pytest.fail(f"speechlab: {case.id} chat smoke check failed:\n  " + "\n  ".join(problems), pytrace=False)
