@@ -26,6 +26,8 @@ A_WER_MARGIN = 0.01  # A: WER within 1 point of the best model in the same task/
 A_RTF_MAX = 0.5  # ... and at least 2x faster than real time
 C_WER_MARGIN = 0.05  # C: WER more than 5 points above the best
 C_RTF_MIN = 1.0  # C: slower than real time
+MEMORY_NOTE = ("Peak memory is the test process's peak resident memory when the case finished (plus CUDA's peak on "
+               "cuda), so it includes models loaded earlier in the same run: compare it across runs of one model.")
 STAGE_RANK = {"production": 0, "candidate": 1, "experimental": 2, "deprecated": 3}
 
 GRADE_RULE = (
@@ -304,7 +306,7 @@ def render_markdown(entries: list[Entry], records: list[dict[str, Any]], notes: 
         prov = rec.get("provenance") or {}
         lines.append(f"- run record `{rec['_path']}` ({rec.get('created', '?')}, git {str(prov.get('git_commit') or '-')[:10]}, "
                      f"CPU {prov.get('cpu_model', '?')})")
-    lines += ["", "## Grades", "", GRADE_RULE, "", "## Recommendation", "", RECOMMEND_RULE, ""]
+    lines += ["", MEMORY_NOTE, "", "## Grades", "", GRADE_RULE, "", "## Recommendation", "", RECOMMEND_RULE, ""]
     for task, rec in recommend_tasks(entries).items():
         p = rec["pick"]
         lines.append(f"- **{task}**: **{p['model']}** (grade {p['grade']}, mean WER {_f(p['wer'])}, mean RTF {_f(p['rtf'])}, "
@@ -339,7 +341,7 @@ def render_html(entries: list[Entry], records: list[dict[str, Any]], notes: list
         prov = rec.get("provenance") or {}
         out.append(f"<li>run record <code>{esc(rec['_path'])}</code> ({esc(str(rec.get('created', '?')))}, git "
                    f"{esc(str(prov.get('git_commit') or '-')[:10])}, CPU {esc(str(prov.get('cpu_model', '?')))})</li>")
-    out.append("</ul><h2>Grades</h2>")
+    out.append(f"</ul><p>{esc(MEMORY_NOTE)}</p><h2>Grades</h2>")
     out.append(f"<p class='rule'>{esc(GRADE_RULE)}</p><h2>Recommendation</h2><p class='rule'>{esc(RECOMMEND_RULE)}</p><ul>")
     for task, rec in recommend_tasks(entries).items():
         p = rec["pick"]
