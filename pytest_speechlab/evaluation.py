@@ -98,6 +98,7 @@ def evaluate_asr(
         "latency_p50_s": percentile(all_times, 50),
         "latency_p95_s": percentile(all_times, 95),
         "audio_seconds": audio_total,
+        "warmup_calls": 1,  # provenance: one untimed call before the timed rounds (see above)
         "peak_rss_mb": peak_rss_mb(),
         "cuda_peak_mb": cuda_peak_mb(),
     })

@@ -367,7 +367,7 @@ def _fw(name: str, stage: str) -> str:
 def test_stages_and_benchmark_disabled(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
                                        preloaded: None) -> None:
     models = _fw("prod", "production") + _fw("cand", "candidate") + _fw("exp", "experimental") + _fw("dep", "deprecated")
-    root = _duo_project(pytester, models)
+    root = _duo_project(pytester, models, extra="history_dir: history\n")
     off = ("--speechlab-rtf-gate", "off", "-p", "no:cacheprovider")
     r = pytester.runpytest("--speechlab-model", "prod", "--speechlab-model", "cand", "--speechlab-update-golden", *off)
     r.assert_outcomes(passed=2)
@@ -381,7 +381,7 @@ def test_stages_and_benchmark_disabled(pytester: pytest.Pytester, monkeypatch: p
     summary.write_text("earlier step\n", encoding="utf-8")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     r = pytester.runpytest("--benchmark-disable", "--junitxml", str(root / "junit.xml"),
-                           "--speechlab-json", str(root / "run.json"), "-rsx", *off)
+                           "--speechlab-json", str(root / "run.json"), "--speechlab-save", "-rsx", *off)
     r.assert_outcomes(passed=1, failed=1, xfailed=1, skipped=1)
     text = r.stdout.str()
     # production: the tighter default tolerance fails a +0.015 drift that candidate tolerates.
@@ -391,7 +391,14 @@ def test_stages_and_benchmark_disabled(pytester: pytest.Pytester, monkeypatch: p
     assert "SKIPPED" in text and "dep is deprecated (stage: deprecated in speechlab.yaml)" in text
     assert "XFAIL" in text and "exp is experimental: reported, not gated" in text
     rec = json.loads((root / "run.json").read_text(encoding="utf-8"))
+    saved = list((root / "history").glob("run-*.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text(encoding="utf-8"))["cases"] == rec["cases"]
+    prov = rec["provenance"]
+    assert {"versions", "cpu_model", "git_commit", "platform"} <= set(prov) and "faster-whisper" in prov["versions"]
     by = {c["case"]: c for c in rec["cases"]}
+    cand = by["cand-cpu-duo"]
+    assert cand["rounds"] == 2 and cand["metrics"]["warmup_calls"] == 1 and "batch_size" in cand["decode"]
+    assert cand["machine"]["cpu_model"] and cand["decode"]["beam_size"] == 1
     assert by["prod-cpu-duo"]["thresholds"]["wer_abs"] == 0.01 and by["cand-cpu-duo"]["thresholds"]["wer_abs"] == 0.02
     # --benchmark-disable: still gated (above) and still timed by the plugin itself, every round.
     assert len(by["cand-cpu-duo"]["metrics"]["rtf_rounds"]) == 2
