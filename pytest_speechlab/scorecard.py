@@ -158,7 +158,7 @@ def recommend_tasks(entries: list[Entry]) -> dict[str, dict[str, Any]]:
         per_model: dict[str, list[Entry]] = {}
         for e in mine:
             per_model.setdefault(e.model, []).append(e)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for model, es in per_model.items():
             finite_w = [e.wer for e in es if e.wer != float("inf")]
             finite_r = [e.rtf for e in es if e.rtf != float("inf")]
@@ -217,15 +217,16 @@ def make_plots(entries: list[Entry], out_dir: Path) -> list[tuple[str, Path]]:
     fig = Figure(figsize=(7, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    gkeys = list(groups(entries))
+    grouped = groups(entries)
+    gkeys = list(grouped)
     width = 0.8 / max(len(models), 1)
     for i, m in enumerate(models):
         xs, ys = [], []
         for j, key in enumerate(gkeys):
-            e = next((e for e in groups(entries)[key] if e.model == m and e.wer != float("inf")), None)
-            if e is not None:
+            hit = next((x for x in grouped[key] if x.model == m and x.wer != float("inf")), None)
+            if hit is not None:
                 xs.append(j + (i - (len(models) - 1) / 2) * width)
-                ys.append(e.wer)
+                ys.append(hit.wer)
         bars = ax.bar(xs, ys, width=width, color=colours[m], label=m)
         ax.bar_label(bars, fmt="%.3f", fontsize=7)  # a WER of 0 has no bar to see: its label shows it
     ax.set_xticks(range(len(gkeys)), [f"{d}\n{dev}" for _, d, dev in gkeys], fontsize=8)
