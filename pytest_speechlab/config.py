@@ -117,6 +117,16 @@ def _str_list(path: Path, key: str, raw: Any) -> tuple[str, ...]:
     return tuple(raw)
 
 
+def _backend_options(backend: str) -> tuple[str, ...] | None:
+    """The model keys a backend declares it reads (None when it declares none or cannot be imported)."""
+    from .backends import get_backend
+
+    try:
+        return getattr(get_backend(backend), "options", None)
+    except ImportError:
+        return None
+
+
 def _model(path: Path, name: str, raw: Any) -> ModelSpec:
     key = f"models.{name}"
     if not isinstance(raw, dict):
@@ -142,6 +152,12 @@ def _model(path: Path, name: str, raw: Any) -> ModelSpec:
     if weights is not None and not isinstance(weights, str):
         raise _err(path, f"{key}.weights", f"must be a string (a path or bundled:NAME), got {weights!r}")
     options = {k: v for k, v in raw.items() if k not in MODEL_KEYS}
+    known = _backend_options(backend)
+    if known is not None:
+        unknown = sorted(str(k) for k in options if k not in known)
+        if unknown:
+            raise _err(path, f"{key}.{unknown[0]}",
+                       f"unknown key for backend {backend!r}; known: {', '.join(sorted(MODEL_KEYS | set(known)))}")
     return ModelSpec(
         name=name,
         backend=backend,

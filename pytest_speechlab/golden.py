@@ -108,6 +108,15 @@ class Verdict:
         return self.status in ("fail", "missing")
 
 
+def _machine(m: dict[str, Any]) -> str:
+    """A machine as the RTF note names it: device, CPU model when it is not the device, threads."""
+    name = str(m.get("device_name"))
+    cpu = m.get("cpu_model")
+    if cpu and cpu != name:
+        name += f" with CPU {cpu}"
+    return f"{name} ({m.get('threads')} threads)"
+
+
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
@@ -176,8 +185,8 @@ def compare(
         elif not comparable and not force_rtf:
             check.status = "not-comparable"
             check.note = (
-                f"golden measured on {gmach.get('device_name')} ({gmach.get('threads')} threads), this run on "
-                f"{omach.get('device_name')} ({omach.get('threads')} threads); --speechlab-force-rtf compares anyway"
+                f"golden measured on {_machine(gmach)}, this run on {_machine(omach)}; "
+                "--speechlab-force-rtf compares anyway"
             )
         elif _saturated(omach) and not force_rtf:
             check.status = "not-comparable"
@@ -187,8 +196,10 @@ def compare(
             )
         elif o > g * (1 + tol):
             check.status, check.note = "fail", f"{o / g:.2f}x the golden" if g else "slower than the golden"
-        elif o < g:
-            check.status, check.note = "improved", f"{o / g:.2f}x the golden" if g else ""
+        elif o * (1 + tol) < g:
+            # Faster only counts as an improvement beyond the same band that counts as a regression;
+            # inside it, speed differences are timing noise, not news.
+            check.status, check.note = "improved", f"{o / g:.2f}x the golden"
         spread = (om.get("rtf_rounds") or [])
         if len(spread) > 1:
             check.note = (check.note + "; " if check.note else "") + f"rounds {min(spread):.4f}..{max(spread):.4f}"

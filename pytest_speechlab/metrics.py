@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 
 
+_MAX_PASSES = 4  # extra passes of a normaliser while it still changes the text
+
+
 @dataclass(frozen=True)
 class Normalizer:
     """A text normaliser applied to references and hypotheses before scoring."""
@@ -25,7 +28,16 @@ class Normalizer:
     fn: Callable[[str], str]
 
     def __call__(self, text: str) -> str:
-        return " ".join(self.fn(text).split())
+        # Applied until the text stops changing: Whisper's English normaliser is not idempotent on some
+        # inputs ("O1" -> "0 one" -> "one"), and normalising an already normalised text (a golden's
+        # ref_norm, a merged record) must be a no-op or the same pair scores differently.
+        out = " ".join(self.fn(text).split())
+        for _ in range(_MAX_PASSES):
+            again = " ".join(self.fn(out).split())
+            if again == out:
+                break
+            out = again
+        return out
 
     def ident(self) -> dict[str, str]:
         """What a golden records, so a later run can refuse to compare across normalisers."""

@@ -12,6 +12,7 @@ REGISTRY: dict[str, str] = {
     "http": "pytest_speechlab.backends.http:HTTPBackend",
     "liquid-audio": "pytest_speechlab.backends.lfm:LiquidAudioBackend",
     "piper": "pytest_speechlab.backends.piper:PiperBackend",
+    "openai-whisper": "pytest_speechlab.backends.openai_whisper:OpenAIWhisperBackend",
 }
 
 

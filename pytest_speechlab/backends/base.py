@@ -109,6 +109,9 @@ class BaseBackend:
     tasks: ClassVar[tuple[str, ...]] = ("asr",)
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     requires: ClassVar[tuple[str, ...]] = ()
+    # Model-entry keys (decode/load settings) this backend reads; speechlab.yaml rejects any other key so a
+    # typo is an error, not a silently ignored setting.  None: not declared, so not checked.
+    options: ClassVar[tuple[str, ...] | None] = None
 
     def unsupported_reason(self, device: str) -> str | None:
         """Why this backend cannot run on ``device`` at all (whatever the machine), or None."""

@@ -1,0 +1,56 @@
+"""Static checks: the GitHub workflow is valid, and importing the plugin imports no heavy library."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+HEAVY = ("torch", "ctranslate2", "faster_whisper", "whisper", "liquid_audio", "onnxruntime", "piper")
+
+
+def test_github_workflows_valid() -> None:
+    workflows = sorted((REPO / ".github" / "workflows").glob("*.y*ml"))
+    assert workflows, "no workflow under .github/workflows"
+    exe = shutil.which("check-jsonschema") or str(Path(sys.executable).parent / "check-jsonschema")
+    if not Path(exe).exists():
+        pytest.skip("check-jsonschema is not installed (it is in the dev dependency group: uv sync)")
+    proc = subprocess.run([exe, "--builtin-schema", "vendor.github-workflows", *map(str, workflows)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_workflow_runs_the_readme_gate() -> None:
+    """The workflow runs the same gate as .ci/run: pytest -m "not real_e2e"."""
+    text = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / ".github" / "workflows").glob("*.y*ml"))
+    assert 'pytest -m "not real_e2e"' in text
+    assert 'pytest -m "not real_e2e"' in (REPO / ".ci" / "run").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("module", ["pytest_speechlab.plugin", "pytest_speechlab.cli"])
+def test_import_pulls_in_no_heavy_library(module: str) -> None:
+    code = (f"import sys, json, {module}\n"
+            f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_collecting_the_matrix_pulls_in_no_heavy_library() -> None:
+    """Collecting the project's speechlab.yaml (config with every backend, datasets, matrix) imports no
+    heavy library: only running a case does.  (--noconftest: the root conftest pre-imports native
+    extensions on purpose, for in-process pytester sessions.)"""
+    code = ("import sys, json, pytest\n"
+            "rc = pytest.main(['speechlab.yaml', '--collect-only', '-q', '-p', 'no:cacheprovider', '--noconftest'])\n"
+            f"print(json.dumps([int(rc), sorted(m for m in {HEAVY!r} if m in sys.modules)]))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=False)
+    rc, heavy = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert rc == 0, proc.stdout
+    assert "test_speech[fw-tiny-en-cpu-smoke]" in proc.stdout
+    assert heavy == [], proc.stdout
