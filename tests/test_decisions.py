@@ -6,6 +6,7 @@ Everything here runs the real bundled faster-whisper tiny.en model on the bundle
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -41,6 +42,7 @@ needs_fw = pytest.mark.skipif(not HAVE_FW, reason="faster-whisper extra (faster-
 # (substrings of the hypothesis, so the damage follows the content, not the file order).  The damage (the last
 # two words dropped) does not show in decode_settings: it is a hidden regression, like a bug in a new release.
 TEST_BACKEND = '''
+import importlib.util
 import json
 import os
 
@@ -76,6 +78,33 @@ from pytest_speechlab.backends import register
 
 register("corrupting-fw", "speechlab_testbackend:CorruptingBackend")
 '''
+
+
+# The second model of the scorecard: openai-whisper tiny.en (the bundled CTranslate2 weights converted once into
+# the speechlab cache, no download) when its extra is installed, else a second faster-whisper configuration.
+if importlib.util.find_spec("whisper") is not None and importlib.util.find_spec("torch") is not None:
+    MODEL_B = "ow-tiny-en"
+    MODEL_B_YAML = """\
+  ow-tiny-en:
+    backend: openai-whisper
+    weights: ct2:bundled:tiny.en
+    beam_size: 5
+    language: en
+    devices: [cpu]
+    stage: production
+"""
+else:
+    MODEL_B = "fw-f32-b1"
+    MODEL_B_YAML = """\
+  fw-f32-b1:
+    backend: faster-whisper
+    weights: bundled:tiny.en
+    compute_type: float32
+    beam_size: 1
+    language: en
+    devices: [cpu]
+    stage: production
+"""
 
 
 def _bench_rows() -> list[dict[str, Any]]:
@@ -138,14 +167,7 @@ def fw_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             language: en
             devices: [cpu, cuda]
             stage: candidate
-          fw-f32-b1:
-            backend: faster-whisper
-            weights: bundled:tiny.en
-            compute_type: float32
-            beam_size: 1
-            language: en
-            devices: [cpu]
-            stage: production
+        {{MODEL_B}}
         datasets:
           trio:
             manifest: {trio}
@@ -155,12 +177,12 @@ def fw_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         gate: statistical
         rounds: 1
         golden_dir: golden
-        """), encoding="utf-8")
+        """).replace("{MODEL_B}\n", MODEL_B_YAML), encoding="utf-8")
     out: dict[str, Any] = {"project": project}
     common = ("--speechlab-rtf-gate", "off")  # this machine is shared: speed is not what these tests judge
     out["run1"] = _pytest(project, "--speechlab-model", "fw-int8-b5", "--speechlab-update-golden",
                           "--speechlab-json", "run1.json", *common)
-    out["runB"] = _pytest(project, "--speechlab-model", "fw-f32-b1", "--speechlab-dataset", "trio",
+    out["runB"] = _pytest(project, "--speechlab-model", MODEL_B, "--speechlab-dataset", "trio",
                           "--speechlab-update-golden", "--speechlab-json", "runB.json", *common)
     out["run2"] = _pytest(project, "--speechlab-model", "fw-int8-b5", "--speechlab-json", "run2.json", "-rA", *common,
                           SPEECHLAB_TEST_CORRUPT=json.dumps(EVERY_THIRD))
@@ -285,20 +307,20 @@ def test_scorecard_two_real_runs(fw_runs: dict[str, Any], tmp_path: Path, capsys
     printed = capsys.readouterr().out
     assert "recommended for asr:" in printed
     page = (out_dir / "scorecard.html").read_text(encoding="utf-8")
-    for needle in ("fw-int8-b5", "fw-f32-b1", "trio on cpu", "bench on cpu", "A: passed its golden gate",
+    for needle in ("fw-int8-b5", MODEL_B, "trio on cpu", "bench on cpu", "A: passed its golden gate",
                    "B: everything else", "Recommended here", "data:image/png;base64,"):
         assert needle in page, needle
     assert "<script" not in page and "src='http" not in page  # self-contained
     md = (out_dir / "scorecard.md").read_text(encoding="utf-8")
-    assert "| fw-int8-b5 |" in md and "| fw-f32-b1 |" in md and "![WER vs RTF](wer_vs_rtf.png)" in md
+    assert "| fw-int8-b5 |" in md and f"| {MODEL_B} |" in md and "![WER vs RTF](wer_vs_rtf.png)" in md
     for png in ("wer_vs_rtf.png", "wer_by_model.png"):
         _png_ok(out_dir / png)
-    grades = re.findall(r"<td>(fw-[^<]+)</td>.*?<td class='([ABC])'>", page)
+    grades = re.findall(r"<td>((?:fw|ow)-[^<]+)</td>.*?<td class='([ABC])'>", page)
     assert len(grades) == 3, grades
     # Each grade follows the rule printed on the page, recomputed here from the Markdown table's own numbers
     # (no case regressed in these runs, so only WER against the group's best and RTF decide).
     for section in md.split("## asr: ")[1:]:
-        rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("| fw-")]
+        rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith(("| fw-", "| ow-"))]
         best = min(float(r[3]) for r in rows)
         for r in rows:
             wer, rtf, gate, got = float(r[3]), float(r[6]), r[11], r[12]
@@ -317,7 +339,7 @@ def test_scorecard_grades_a_regression_c(fw_runs: dict[str, Any], tmp_path: Path
     bench = md[md.index("## asr: bench on cpu"):]
     assert re.search(r"\| fw-int8-b5 \|.*\| fail \| C \|", bench), bench
     # The damaged model is C on trio too (WER > best + 0.05), so the clean one is recommended for asr.
-    assert "- **asr**: **fw-f32-b1**" in md
+    assert f"- **asr**: **{MODEL_B}**" in md
     print(md)
 
 
@@ -326,10 +348,10 @@ def test_matrix_from_records(fw_runs: dict[str, Any], capsys: pytest.CaptureFixt
     project = fw_runs["project"]
     assert main(["matrix", str(project / "runB.json"), str(project / "run2.json")]) == 0
     out = capsys.readouterr().out
-    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("fw-")}
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith(("fw-", "ow-"))}
     assert re.search(r"ran 1/2, failed 1/2 \[1\]", lines["fw-int8-b5"]), out
     assert "fw-int8-b5 on cpu, bench: failed: WER real regression" in out
-    assert lines["fw-f32-b1"].split()[1] == "ran"
+    assert lines[MODEL_B].split()[1] == "ran"
     rec = json.loads((project / "run2.json").read_text(encoding="utf-8"))
     cuda = next(c for c in rec["cases"] if c["device"] == "cuda")
     if cuda["status"] == "skipped":
@@ -337,7 +359,7 @@ def test_matrix_from_records(fw_runs: dict[str, Any], capsys: pytest.CaptureFixt
     # Every footnote mark in the table has its footnote, numbered 1..N without gaps.
     marks = [int(n) for group in re.findall(r"\[([\d,]+)\]", "\n".join(lines.values())) for n in group.split(",")]
     assert marks == list(range(1, len(marks) + 1))
-    assert all(f"[{n}] fw-" in out for n in marks)
+    assert all(f"[{n}] fw-int8-b5 on " in out for n in marks)
 
 
 # ---- lifecycle stages, pytest-benchmark, JUnit, GitHub step summary (pytester, in-process) ------------------
