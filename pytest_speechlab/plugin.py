@@ -342,13 +342,15 @@ def run_matrix_case(case: Any, request: pytest.FixtureRequest) -> None:
         bench.extra_info.update({"wer": m["wer"], "cer": m["cer"], "rtf": m["rtf"], "rtf_rounds": m["rtf_rounds"],
                                  "audio_seconds": m["audio_seconds"], "decode": result.record["decode"],
                                  "model": case.model, "device": case.device, "dataset": case.dataset})
+        if m.get("entity_acc") is not None:
+            bench.extra_info["entity_acc"] = m["entity_acc"]
     _junit_properties(request, result.record)
     result.check_golden()
 
 
 def _junit_properties(request: pytest.FixtureRequest, record: dict[str, Any]) -> None:
     m = record.get("metrics") or {}
-    for k in ("wer", "cer", "rtf"):
+    for k in ("wer", "cer", "rtf", "entity_acc"):
         if m.get(k) is not None:
             request.node.user_properties.append((f"speechlab_{k}", f"{m[k]:.6f}"))
 
@@ -454,6 +456,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     written = sess.write_goldens() if sess.opts.update else []
     sess.written = written  # type: ignore[attr-defined]
     _write_records(sess)
+    if os.environ.get("GITHUB_STEP_SUMMARY") and sess.results:
+        from .scorecard import append_step_summary
+
+        append_step_summary(Path(os.environ["GITHUB_STEP_SUMMARY"]), sess.results, sess.notes)
 
 
 def _write_records(sess: SpeechlabSession) -> None:
