@@ -18,3 +18,28 @@ for _name in ("soundfile", "soxr", "ctranslate2", "faster_whisper", "onnxruntime
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             importlib.import_module(_name)
+
+
+def _keep_installed_modules() -> None:
+    """Make in-process pytester sessions keep modules imported from site-packages.
+
+    pytester restores ``sys.modules`` after each in-process run, dropping what the run imported. Pure-Python
+    modules survive a second import, but C extensions (numpy.fft, soxr, torch...) refuse it ("cannot load
+    module more than once per process") or abort.  Installed packages are not what a pytester session
+    isolates (its own test modules and conftests are), so they are kept.
+    """
+    import sys
+
+    import _pytest.pytester as pytester_mod
+
+    def keep(name: str) -> bool:
+        mod = sys.modules.get(name)
+        return name.startswith(("zope", "readline")) or "site-packages" in (getattr(mod, "__file__", None) or "")
+
+    def snapshot(self: object) -> object:
+        return pytester_mod.SysModulesSnapshot(preserve=keep)
+
+    pytester_mod.Pytester._Pytester__take_sys_modules_snapshot = snapshot  # type: ignore[attr-defined]
+
+
+_keep_installed_modules()

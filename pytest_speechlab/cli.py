@@ -15,6 +15,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pytest_speechlab.validate",
     "pytest_speechlab.serve",
     "pytest_speechlab.loadcheck",
+    "pytest_speechlab.records",
+    "pytest_speechlab.check",
+    "pytest_speechlab.scorecard",
+    "pytest_speechlab.capability",
 )
 
 

@@ -94,6 +94,13 @@ def load_manifest(path: Path, *, allow_outside_paths: bool = False, task: str = 
         seen[uid] = lineno
         duration = obj.get("duration")
         extra = {k: v for k, v in obj.items() if k not in ("audio_filepath", "text", "duration", "id")}
+        if "entities" in extra:  # the entity protocol (entities.py): checked here so the error names the line
+            from .entities import EntityError, validate_entities
+
+            try:
+                extra["entities"] = validate_entities(extra["entities"], f"{path}:{lineno}")
+            except EntityError as exc:
+                raise DatasetError(str(exc)) from None
         rows.append(Utterance(uid, obj["text"], audio, float(duration) if duration is not None else None, extra))
     if not rows:
         raise DatasetError(f"{path}: manifest has no rows; add at least one JSON line")

@@ -169,6 +169,9 @@ def compare(
             check.status, check.note = "fail", f"{o - g:+.4f} under the golden"
         elif o > g + 1e-12:
             check.status, check.note = "improved", f"{o - g:+.4f}, better than the golden"
+        if gate == "statistical" and check.status == "fail":
+            # The interval is over the entity miss rate (1 - accuracy), so "worse" is positive as for WER.
+            _statistical(check, "entity", golden, obtained, tol, bootstrap, thresholds.get("confidence", 0.95))
         v.checks.append(check)
     if "rtf" in gm and "rtf" in om and gm["rtf"] is not None and om["rtf"] is not None:
         tol = thresholds.get("rtf_rel", 0.5)
@@ -217,9 +220,10 @@ def _saturated(machine: dict[str, Any]) -> bool:
 def _statistical(check: Check, metric: str, golden: dict[str, Any], obtained: dict[str, Any], tol: float,
                  resamples: int, confidence: float) -> None:
     """Keep a strict failure only when a paired bootstrap over utterances says the regression is real."""
-    key_e, key_n = ("word_errors", "ref_words") if metric == "wer" else ("char_errors", "ref_chars")
-    g_rows = {r["id"]: r for r in golden.get("utterances", [])}
-    o_rows = {r["id"]: r for r in obtained.get("utterances", [])}
+    key_e, key_n = {"wer": ("word_errors", "ref_words"), "cer": ("char_errors", "ref_chars"),
+                    "entity": ("entity_misses", "entity_total")}[metric]
+    g_rows = {r["id"]: r for r in golden.get("utterances", []) if metric != "entity" or key_n in r}
+    o_rows = {r["id"]: r for r in obtained.get("utterances", []) if metric != "entity" or key_n in r}
     if set(g_rows) != set(o_rows) or not g_rows or any(key_e not in r for r in g_rows.values()):
         check.note += "; statistical gate needs the same utterances with per-utterance errors in the golden: judged strictly"
         return
@@ -230,12 +234,13 @@ def _statistical(check: Check, metric: str, golden: dict[str, Any], obtained: di
         resamples=resamples,
         confidence=confidence,
     )
-    interval = f"delta {delta:+.4f}, {confidence:.0%} CI [{low:+.4f}, {high:+.4f}] over {len(ids)} utterances"
+    what = "miss-rate delta" if metric == "entity" else "delta"
+    interval = f"{what} {delta:+.4f}, {confidence:.0%} CI [{low:+.4f}, {high:+.4f}] over {len(ids)} utterances"
     if low <= 0:
         check.status = "noise"
         check.note = f"within noise: {interval} includes 0"
     else:
-        check.note = f"real regression: {interval} excludes 0 and exceeds the +{tol:.4f} tolerance"
+        check.note = f"real regression: {interval} excludes 0 and exceeds the {tol:.4f} tolerance"
 
 
 def render_failure(case_id: str, verdict: Verdict, path: Path, changed: list[dict[str, str]], accept: str) -> str:

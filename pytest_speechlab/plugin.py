@@ -78,10 +78,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="override the config's gate policy (strict or statistical)")
     group.addoption("--speechlab-rounds", type=int, default=None, metavar="N",
                     help="timed passes over each dataset (default: rounds in speechlab.yaml, else 3)")
+    group.addoption("--speechlab-xdist-group", choices=("auto", "model"), default=None,
+                    help="xdist grouping: model = one worker per model@device; auto = the same, but spread a model's "
+                         "cpu cases over idle workers when there are fewer models than workers (default: ini or auto)")
     group.addoption("--speechlab-shard", type=_shard_arg, default=None, metavar="I/N",
                     help="run only slice I of N of the matrix (deterministic), for CI matrix jobs")
     parser.addini("speechlab_config", "path of speechlab.yaml, relative to the rootdir", default=None)
     parser.addini("speechlab_devices", "default devices (auto|cpu|cuda|mps|remote|all)", type="args", default=[])
+    parser.addini("speechlab_xdist_group", "auto|model: how matrix cases are grouped on xdist workers", default="auto")
     parser.addini("speechlab_rtf_gate", "auto|on|off: gate RTF (auto: off with several xdist workers)", default="auto")
 
 
@@ -152,9 +156,45 @@ def pytest_configure(config: pytest.Config) -> None:
         rounds=rounds,
         shard=config.getoption("speechlab_shard"),
     )
-    config.stash[SESSION_KEY] = SpeechlabSession(cfg, opts, config.rootpath, _n_workers(config))
+    sess = SpeechlabSession(cfg, opts, config.rootpath, _n_workers(config))
+    config.stash[SESSION_KEY] = sess
     if config.pluginmanager.hasplugin("xdist"):
+        _configure_xdist(config, sess)
         config.pluginmanager.register(_XdistHooks(), "speechlab-xdist")
+
+
+def _configure_xdist(config: pytest.Config, sess: SpeechlabSession) -> None:
+    """xdist wiring on both sides: loadgroup by default, GPU pinning, grouping policy (see xdist_support)."""
+    from . import xdist_support as xs
+
+    info = sess.xdist
+    info["group_policy"] = config.getoption("speechlab_xdist_group") or str(config.getini("speechlab_xdist_group") or "auto")
+    if info["group_policy"] not in xs.GROUP_POLICIES:
+        raise pytest.UsageError(f"ini speechlab_xdist_group: {info['group_policy']!r} is not one of {', '.join(xs.GROUP_POLICIES)}")
+    wi = getattr(config, "workerinput", None)
+    if wi is not None:
+        # Worker: pin the GPU first, before anything can initialise CUDA in this process.
+        info["worker"] = str(wi.get("workerid"))
+        info["gpu_count"] = int(wi.get(xs.WI_GPU_COUNT) or 0)
+        info["pinned_gpu"] = xs.pin_worker(wi)
+        return
+    if sess.n_workers < 1:
+        return
+    try:
+        cases = sess.cases()
+    except pytest.UsageError:
+        return
+    if xs.maybe_default_loadgroup(config, bool(cases)):
+        info["dist_defaulted"] = True
+    info["dist"] = str(getattr(config.option, "dist", "no"))
+    # Probe the GPUs on the controller only (workers must not touch CUDA before they are pinned).
+    info["gpu_count"] = xs.probe_gpu_count() if any(c.device == "cuda" for c in cases) else 0
+    # The controller never collects; it computes the workers' grouping itself for the scheduler.
+    groups = xs.group_names(cases, sess.n_workers, info["group_policy"], info["gpu_count"])
+    info["groups"] = {c.id: g for c, g in groups.items()}
+    if sess.rtf_gate_off is False and sess.n_workers > 1:
+        sess.notes.append(f"RTF gated although {sess.n_workers} xdist workers share {os.cpu_count()} CPUs: "
+                          "timings are noisy (--speechlab-rtf-gate auto turns the RTF gate off under xdist)")
 
 
 def get_session(config: pytest.Config) -> SpeechlabSession:
@@ -210,8 +250,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     sess = get_session(metafunc.config)
     xdist = metafunc.config.pluginmanager.hasplugin("xdist")
+    cases = sess.cases()
+    groups: dict[Any, str] = {}
+    if xdist:
+        from .xdist_support import group_names
+
+        groups = group_names(cases, sess.n_workers, sess.xdist.get("group_policy", "auto"), sess.xdist.get("gpu_count", 0))
     params = []
-    for case in sess.cases():
+    for case in cases:
         spec = sess.cfg.models[case.model]
         dspec = sess.dataset_spec(case.dataset)
         marks: list[Any] = [getattr(pytest.mark, m) for m in dspec.markers]
@@ -220,7 +266,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if spec.real_e2e or dspec.real_e2e:
             marks.append(pytest.mark.real_e2e)
         if xdist:  # keep a model's cases on one worker so it loads once per device
-            marks.append(pytest.mark.xdist_group(name=f"{case.model}@{case.device}"))
+            marks.append(pytest.mark.xdist_group(name=groups[case]))
         if spec.stage == "experimental":
             marks.append(pytest.mark.xfail(strict=False, reason=f"{case.model} is experimental: reported, not gated"))
         params.append(pytest.param(case, id=case.id, marks=marks))
@@ -296,13 +342,15 @@ def run_matrix_case(case: Any, request: pytest.FixtureRequest) -> None:
         bench.extra_info.update({"wer": m["wer"], "cer": m["cer"], "rtf": m["rtf"], "rtf_rounds": m["rtf_rounds"],
                                  "audio_seconds": m["audio_seconds"], "decode": result.record["decode"],
                                  "model": case.model, "device": case.device, "dataset": case.dataset})
+        if m.get("entity_acc") is not None:
+            bench.extra_info["entity_acc"] = m["entity_acc"]
     _junit_properties(request, result.record)
     result.check_golden()
 
 
 def _junit_properties(request: pytest.FixtureRequest, record: dict[str, Any]) -> None:
     m = record.get("metrics") or {}
-    for k in ("wer", "cer", "rtf"):
+    for k in ("wer", "cer", "rtf", "entity_acc"):
         if m.get(k) is not None:
             request.node.user_properties.append((f"speechlab_{k}", f"{m[k]:.6f}"))
 
@@ -395,12 +443,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if hasattr(config, "workerinput"):
         # Workers hand their results to the controller, which alone writes files and prints the summary.
-        config.workeroutput["speechlab_results"] = sess.results  # type: ignore[attr-defined]
-        config.workeroutput["speechlab_loads"] = sess.load_counts  # type: ignore[attr-defined]
+        worker = sess.xdist.get("worker")
+        pinned = sess.xdist.get("pinned_gpu")
+        for r in sess.results:
+            r["xdist_worker"] = worker
+            if pinned is not None and r.get("device") == "cuda":
+                r["gpu"] = {"cuda_visible_devices": pinned, "worker": worker}
+        config.workeroutput["speechlab_results"] = _plain(sess.results)  # type: ignore[attr-defined]
+        config.workeroutput["speechlab_loads"] = dict(sess.load_counts)  # type: ignore[attr-defined]
+        config.workeroutput["speechlab_worker"] = {"id": worker, "pinned_gpu": pinned}  # type: ignore[attr-defined]
         return
     written = sess.write_goldens() if sess.opts.update else []
     sess.written = written  # type: ignore[attr-defined]
     _write_records(sess)
+    if os.environ.get("GITHUB_STEP_SUMMARY") and sess.results:
+        from .scorecard import append_step_summary
+
+        append_step_summary(Path(os.environ["GITHUB_STEP_SUMMARY"]), sess.results, sess.notes)
 
 
 def _write_records(sess: SpeechlabSession) -> None:
@@ -411,7 +470,8 @@ def _write_records(sess: SpeechlabSession) -> None:
     settings = {"devices": sess.opts.devices, "datasets": sess.opts.datasets, "rounds": sess.rounds,
                 "gate": sess.opts.gate or sess.cfg.gate, "rtf_gate": not sess.rtf_gate_off,
                 "xdist_workers": sess.n_workers, "update_golden": sess.opts.update, "shard": sess.opts.shard,
-                "config": str(sess.cfg.path), "model_loads": sess.load_counts, "notes": sess.notes}
+                "config": str(sess.cfg.path), "model_loads": sess.load_counts, "notes": sess.notes,
+                "xdist": sess.xdist}
     record = run_record(sess.results, sess.rootdir, settings)
     if sess.opts.json_path:
         write_json(sess.opts.json_path, record)
@@ -440,11 +500,52 @@ class _XdistHooks:
     """Registered only when pytest-xdist is active: merge workers' results on the controller."""
 
     @pytest.hookimpl
+    def pytest_configure_node(self, node: Any) -> None:
+        """Tell each worker (before it starts) how many GPUs there are to pin to, and which are visible."""
+        from . import xdist_support as xs
+
+        sess = node.config.stash.get(SESSION_KEY, None)
+        if sess is None:
+            return
+        node.workerinput[xs.WI_GPU_COUNT] = int(sess.xdist.get("gpu_count") or 0)
+        node.workerinput[xs.WI_VISIBLE] = os.environ.get("CUDA_VISIBLE_DEVICES")
+
+    @pytest.hookimpl
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        """Under loadgroup (the default for the matrix), schedule the matrix by model and device."""
+        sess = config.stash.get(SESSION_KEY, None)
+        if sess is None or config.getvalue("dist") != "loadgroup" or not sess.xdist.get("groups"):
+            return None
+        from .xdist_support import make_scheduler
+
+        return make_scheduler(config, log, sess.cfg.path.name, sess.xdist["groups"])
+
+    @pytest.hookimpl
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         sess = node.config.stash.get(SESSION_KEY, None)
         out = getattr(node, "workeroutput", None) or {}
         if sess is None:
             return
         sess.results.extend(out.get("speechlab_results", []))
-        for k, v in (out.get("speechlab_loads") or {}).items():
+        loads = out.get("speechlab_loads") or {}
+        for k, v in loads.items():
             sess.load_counts[k] = sess.load_counts.get(k, 0) + v
+        worker = (out.get("speechlab_worker") or {}).get("id") or getattr(getattr(node, "gateway", None), "id", "?")
+        sess.xdist.setdefault("loads_by_worker", {})[worker] = dict(loads)
+        pinned = (out.get("speechlab_worker") or {}).get("pinned_gpu")
+        if pinned is not None:
+            sess.xdist.setdefault("gpu_pinning", {})[worker] = pinned
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` with numpy scalars/arrays and tuples turned into plain Python (execnet sends only those)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if obj is None or isinstance(obj, (str, bool, int, float)):
+        return obj
+    tolist = getattr(obj, "tolist", None)  # numpy scalar or array
+    if callable(tolist):
+        return _plain(tolist())
+    return str(obj)

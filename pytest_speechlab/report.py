@@ -79,9 +79,9 @@ def vs_golden(r: dict[str, Any]) -> str:
     g = r.get("golden_metrics") or {}
     m = r.get("metrics") or {}
     parts = []
-    for k in ("wer", "cer"):
+    for k, label in (("wer", "WER"), ("cer", "CER"), ("entity_acc", "ENT")):
         if g.get(k) is not None and m.get(k) is not None:
-            parts.append(f"{k.upper()} {m[k] - g[k]:+.4f}")
+            parts.append(f"{label} {m[k] - g[k]:+.4f}")
     if g.get("rtf") and m.get("rtf") is not None:
         rtf_check = next((c for c in r.get("checks", []) if c["metric"] == "RTF"), None)
         tag = f" ({rtf_check['status']})" if rtf_check and rtf_check["status"] in ("not-comparable", "off") else ""
@@ -102,4 +102,8 @@ def summary_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
         rows.append((r.get("case", "?"), _f(m.get("wer")), _f(m.get("cer")), _f(m.get("rtf")), vs_golden(r), verdict))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:5], widths, strict=True)) + "  " + row[5] for row in rows]
-    return lines + [f"note: {n}" for n in notes]
+    # The statistical gate's verdicts (both ways) are shown with their intervals, so a pass that the
+    # strict gate would have failed is never silent.
+    gate_notes = [f"{r.get('case')}: {c['metric']} {c['note']}" for r in sorted(results, key=lambda r: r.get("case", ""))
+                  for c in r.get("checks", []) if c.get("status") == "noise" or "real regression" in (c.get("note") or "")]
+    return lines + [f"note: {n}" for n in notes] + [f"gate: {n}" for n in gate_notes]

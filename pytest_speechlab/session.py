@@ -59,6 +59,8 @@ class SpeechlabSession:
         self.results: list[dict[str, Any]] = []
         self.notes: list[str] = []
         self.load_counts: dict[str, int] = {}
+        # xdist facts for the run record: dist mode, group policy, worker id, pinned GPU, loads per worker.
+        self.xdist: dict[str, Any] = {}
         self._models: dict[tuple[str, str], Any] = {}
         self._datasets: dict[str, Dataset] = {}
         self.adhoc: dict[str, DatasetSpec] = {}
@@ -152,7 +154,11 @@ class SpeechlabSession:
                     out.append(Case(m, ds, dev))
         if self.opts.shard:
             i, n = self.opts.shard
-            out = [c for k, c in enumerate(sorted(out, key=lambda c: c.id)) if k % n == i - 1]
+            # Contiguous slices of the id-sorted matrix: a partition (every case in exactly one shard),
+            # balanced to within one case, and a model@device's cases stay together (ids start with
+            # model-device), so each CI job loads as few models as possible.
+            ordered = sorted(out, key=lambda c: c.id)
+            out = ordered[(i - 1) * len(ordered) // n: i * len(ordered) // n]
         return out
 
     def skip_reason(self, case: Case) -> str | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
 from .base import Audio, BackendError, BaseBackend, ModelSpec
 from .weights import resolve_ct2_weights
 
@@ -34,6 +36,51 @@ class FasterWhisperASR:
             "without_timestamps": d["without_timestamps"],
             "vad_filter": d["vad_filter"],
         }
+
+    def transcribe_batch(self, audios: list[Audio]) -> list[str]:
+        """Transcribe several utterances with one encoder pass and one batched beam search.
+
+        ``BatchedInferencePipeline`` batches the 30 s windows of *one* long recording, which cannot speed up
+        a corpus of short utterances (each is a single window).  This batches *across* utterances instead:
+        each one's features are padded to the 30 s window exactly as the sequential path pads them, the
+        batch is encoded at once and decoded by one ``generate`` call with the sequential path's decode
+        options (beam size, patience, suppressed tokens, no-speech rule), so hypotheses match the
+        sequential ones.  Utterances longer than one window, sampling temperatures, a prompt or language
+        detection are outside that equivalence: those fall back to :meth:`transcribe`, one at a time.
+        """
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        m = self.model
+        d = self.decode_settings
+        window = m.feature_extractor.n_samples  # 30 s at 16 kHz
+        temps = d["temperature"] if isinstance(d["temperature"], (list, tuple)) else [d["temperature"]]
+        language = d["language"] or (None if m.model.is_multilingual else "en")
+        batchable = language is not None and len(temps) == 1 and float(temps[0]) == 0.0
+        out: list[str | None] = [None] * len(audios)
+        idx = [i for i, a in enumerate(audios) if batchable and 0 < len(a) <= window]
+        for i, a in enumerate(audios):
+            if i not in idx:
+                out[i] = self.transcribe(a)
+        if idx:
+            tokenizer = Tokenizer(m.hf_tokenizer, m.model.is_multilingual, task="transcribe", language=language)
+            feats = np.stack([pad_or_trim(m.feature_extractor(audios[i])[..., :-1]) for i in idx])
+            encoder_output = m.encode(feats)
+            prompt = m.get_prompt(tokenizer, [], without_timestamps=d["without_timestamps"])
+            results = m.model.generate(
+                encoder_output, [list(prompt) for _ in idx],
+                beam_size=d["beam_size"], patience=1.0, length_penalty=1.0, repetition_penalty=1.0,
+                no_repeat_ngram_size=0, max_length=m.max_length, return_scores=True, return_no_speech_prob=True,
+                suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+                max_initial_timestamp_index=round(1.0 / m.time_precision),
+            )
+            for i, r in zip(idx, results, strict=True):
+                tokens = r.sequences_ids[0]
+                avg_logprob = r.scores[0] * len(tokens) / (len(tokens) + 1)
+                # the sequential path's no-speech rule (faster-whisper defaults 0.6 and -1.0)
+                out[i] = "" if (r.no_speech_prob > 0.6 and avg_logprob <= -1.0) else tokenizer.decode(tokens).strip()
+        return [o or "" for o in out]
 
     def transcribe(self, audio: Audio) -> str:
         if self._batched is not None:

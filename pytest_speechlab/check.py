@@ -1,0 +1,123 @@
+"""``speechlab check RUN.json``: apply the golden gate to a saved run record, outside pytest.
+
+A CI job can gate from an artifact: the run happens once (``pytest --speechlab-json run.json``) and any later
+step re-judges it against the goldens with the same rules (``golden.compare``) and the same failure block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+from typing import Any
+
+from .config import DEFAULT_THRESHOLDS, GATES
+from .golden import GoldenError, Verdict, compare, golden_path, read_golden, render_failure
+from .runs import RunRecordError, load_run
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``check`` subcommand."""
+    p = subparsers.add_parser(
+        "check",
+        help="gate a saved run record against the golden baselines (exit 1 on regression)",
+        description="Apply the golden gate to every case that ran in a run record written by "
+                    "pytest --speechlab-json. Exit status: 0 all pass, 1 a regression (or a missing golden or an "
+                    "errored case), 2 the record cannot be read.",
+    )
+    p.add_argument("run", type=Path, metavar="RUN.json", help="run record written by pytest --speechlab-json")
+    p.add_argument("--golden", type=Path, default=None, metavar="DIR",
+                   help="golden folder (default: the golden path each case recorded)")
+    p.add_argument("--gate", choices=GATES, default=None, help="gate policy (default: the one the run used)")
+    p.add_argument("--force-rtf", action="store_true", help="compare RTF even when measured on other hardware")
+    p.add_argument("--rtf-gate", choices=("recorded", "on", "off"), default="recorded",
+                   help="gate RTF: as the run did (default), always, or never")
+    p.set_defaults(func=run_check)
+
+
+def _accept(record: dict[str, Any], case: dict[str, Any]) -> str:
+    cfg = (record.get("settings") or {}).get("config") or "speechlab.yaml"
+    return (f"pytest {shlex.quote(str(cfg))} --speechlab-model {shlex.quote(case['model'])} "
+            f"--speechlab-dataset {shlex.quote(case['dataset'])} --speechlab-device {shlex.quote(case['device'])} "
+            "--speechlab-update-golden")
+
+
+def _golden_file(args: argparse.Namespace, case: dict[str, Any]) -> Path:
+    if args.golden is not None:
+        return golden_path(args.golden, case["model"], case["dataset"], case["device"])
+    if case.get("golden_path"):
+        return Path(case["golden_path"])
+    return golden_path(Path("golden"), case["model"], case["dataset"], case["device"])
+
+
+def check_case(record: dict[str, Any], case: dict[str, Any], golden_file: Path, gate: str,
+               force_rtf: bool = False, rtf_gate: bool | None = None) -> tuple[Verdict, str]:
+    """Judge one ran case of ``record`` against ``golden_file``; returns the verdict and its printable block."""
+    from .evaluation import changed_utterances
+
+    settings = record.get("settings") or {}
+    thresholds = case.get("thresholds") or dict(DEFAULT_THRESHOLDS.get(case.get("stage", "candidate"),
+                                                                       DEFAULT_THRESHOLDS["candidate"]))
+    golden = read_golden(golden_file)
+    if golden is None:
+        verdict = Verdict("missing")
+        return verdict, render_failure(case["case"], verdict, golden_file, [], _accept(record, case))
+    if rtf_gate is None:
+        rtf_gate = bool(settings.get("rtf_gate", True))
+    verdict = compare(golden, case, thresholds, gate=gate, rtf_gate=rtf_gate,
+                      force_rtf=force_rtf or bool(settings.get("force_rtf", False)))
+    if verdict.failed:
+        return verdict, render_failure(case["case"], verdict, golden_file, changed_utterances(golden, case),
+                                       _accept(record, case))
+    lines = [f"{c.metric} {c.status}" + (f" ({c.note})" if c.note else "") for c in verdict.checks]
+    return verdict, f"{case['case']}: {verdict.status}: " + "; ".join(lines)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Gate every ran case of the record; print one block per failing case and a closing count."""
+    try:
+        record = load_run(args.run)
+    except RunRecordError as exc:
+        print(f"speechlab check: {exc}")
+        return 2
+    gate = args.gate or (record.get("settings") or {}).get("gate") or "strict"
+    failed: list[str] = []
+    passed = skipped = 0
+    for case in record["cases"]:
+        cid = case["case"]
+        experimental = case.get("stage") == "experimental"
+        if case["status"] == "skipped":
+            skipped += 1
+            print(f"{cid}: skipped: {case.get('reason', '')}")
+            continue
+        if case["status"] != "ran":
+            print(f"{cid}: {case['status']}: {case.get('reason', '')}")
+            if not experimental:
+                failed.append(cid)
+            continue
+        if case.get("task", "asr") not in ("asr", "tts"):
+            # Tasks without a golden baseline (the chat smoke) carry their own verdict: report it as recorded.
+            verdict_text = str(case.get("verdict") or "ran")
+            print(f"{cid}: {verdict_text} (as recorded; this task has no golden baseline)")
+            if verdict_text.startswith("fail") and not experimental:
+                failed.append(cid)
+            else:
+                passed += 1
+            continue
+        try:
+            rtf_gate = None if args.rtf_gate == "recorded" else args.rtf_gate == "on"
+            verdict, block = check_case(record, case, _golden_file(args, case), gate, args.force_rtf, rtf_gate)
+        except GoldenError as exc:
+            print(f"{cid}: {exc}")
+            failed.append(cid)
+            continue
+        if verdict.failed and experimental:
+            print(block + f"\n  ({cid} is experimental: reported, not gated)")
+        elif verdict.failed:
+            print(block)
+            failed.append(cid)
+        else:
+            print(block)
+            passed += 1
+    print(f"speechlab check: {passed} passed, {len(failed)} failed, {skipped} skipped ({gate} gate, {args.run})")
+    return 1 if failed else 0

@@ -1,0 +1,167 @@
+"""``speechlab merge``: join the run records of several shards (CI matrix jobs) into one.
+
+Each CI job runs ``pytest --speechlab-shard I/N --speechlab-json run-I.json``; the shards partition the matrix,
+so their records hold disjoint cases.  ``speechlab merge run-*.json -o run.json`` joins them into one run
+record with the same schema (so ``speechlab check``, the summary and history tools read it like any other).
+
+A case present in two records is accepted only when both say the same thing (same status, verdict and
+scores, e.g. the same shard merged twice); a conflicting duplicate is refused with a message naming both
+files, because picking one silently could hide a regression.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .report import RECORD_SCHEMA, summary_lines, write_json
+
+# What must agree for two copies of one case to count as the same result.
+_SAME_RESULT_FIELDS = ("status", "verdict", "normalizer", "decode")
+_SAME_METRICS = ("wer", "cer", "word_errors", "ref_words", "char_errors", "ref_chars")
+_FAILED_VERDICTS = ("fail", "missing", "error")
+
+
+class MergeError(Exception):
+    """Run records that cannot be merged; the message names the files and the fix."""
+
+
+def load_record(path: Path) -> dict[str, Any]:
+    """A run record from ``path``, checked to look like one (``cases`` list of objects with a ``case`` id)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MergeError(f"{path}: no such run record; pass files written by pytest --speechlab-json") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MergeError(f"{path}: cannot read run record ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise MergeError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); was the job interrupted? "
+                         "re-run that shard") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
+        raise MergeError(f"{path}: not a speechlab run record (no 'cases' list); pass files written by --speechlab-json")
+    if data.get("schema") != RECORD_SCHEMA:
+        raise MergeError(f"{path}: run record schema {data.get('schema')!r}, this speechlab reads schema {RECORD_SCHEMA}; "
+                         "merge records written by the same pytest-speechlab version")
+    for i, c in enumerate(data["cases"]):
+        if not isinstance(c, dict) or not isinstance(c.get("case"), str):
+            raise MergeError(f"{path}: cases[{i}] has no 'case' id; the file is not a run record or was edited by hand")
+    return data
+
+
+def _result_key(case: dict[str, Any]) -> tuple[Any, ...]:
+    """What two copies of a case must share to be the same result (timings and provenance may differ)."""
+    m = case.get("metrics") or {}
+    hyps = tuple((u.get("id"), u.get("hypothesis")) for u in case.get("utterances") or [])
+    return (*(json.dumps(case.get(k), sort_keys=True) for k in _SAME_RESULT_FIELDS),
+            *(m.get(k) for k in _SAME_METRICS), hyps)
+
+
+def _describe(case: dict[str, Any]) -> str:
+    m = case.get("metrics") or {}
+    parts = [f"status {case.get('status')}", f"verdict {case.get('verdict')}"]
+    if m.get("wer") is not None:
+        parts.append(f"WER {m['wer']:.4f}")
+    if m.get("cer") is not None:
+        parts.append(f"CER {m['cer']:.4f}")
+    return ", ".join(parts)
+
+
+def merge_records(records: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
+    """One run record holding every case of ``records`` (``sources`` names them in messages).
+
+    Raises :class:`MergeError` on a conflicting duplicate case.  ``settings.merged_from`` lists each input
+    (file, created, shard, git commit); notes say when inputs come from different commits or when shards
+    of an N-way split are missing.
+    """
+    if not records:
+        raise MergeError("nothing to merge: pass at least one run record")
+    cases: dict[str, dict[str, Any]] = {}
+    where: dict[str, str] = {}
+    notes: list[str] = []
+    loads: dict[str, int] = {}
+    merged_from = []
+    for rec, src in zip(records, sources, strict=True):
+        settings = rec.get("settings") or {}
+        merged_from.append({"file": src, "created": rec.get("created"), "shard": settings.get("shard"),
+                            "git_commit": (rec.get("provenance") or {}).get("git_commit")})
+        for k, v in (settings.get("model_loads") or {}).items():
+            loads[k] = loads.get(k, 0) + int(v)
+        for n in settings.get("notes") or []:
+            if n not in notes:
+                notes.append(n)
+        for case in rec["cases"]:
+            cid = case["case"]
+            if cid in cases:
+                if _result_key(cases[cid]) != _result_key(case):
+                    raise MergeError(
+                        f"case {cid} is in both {where[cid]} ({_describe(cases[cid])}) and {src} "
+                        f"({_describe(case)}) with different results; merge the records of disjoint shards "
+                        "(--speechlab-shard I/N with the same N), or leave one of the two files out"
+                    )
+                continue  # the same result twice (e.g. one shard passed twice): keep the first
+            cases[cid] = case
+            where[cid] = src
+    commits = {m["git_commit"] for m in merged_from if m["git_commit"]}
+    if len(commits) > 1:
+        notes.append(f"merged records come from {len(commits)} different git commits: {', '.join(sorted(commits))}")
+    shards = [m["shard"] for m in merged_from if m["shard"]]
+    if shards:
+        totals = {int(s[1]) for s in shards}
+        if len(totals) > 1:
+            notes.append(f"merged shards of different splits (N = {', '.join(map(str, sorted(totals)))}); "
+                         "the matrix may be covered unevenly")
+        else:
+            n = totals.pop()
+            missing = sorted(set(range(1, n + 1)) - {int(s[0]) for s in shards})
+            if missing:
+                notes.append(f"shard(s) {', '.join(map(str, missing))} of {n} missing from the merge: "
+                             "their cases are not in this record")
+    first = records[0]
+    return {
+        "schema": RECORD_SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "provenance": {**(first.get("provenance") or {}), "merged": True},
+        "settings": {**(first.get("settings") or {}), "shard": None, "model_loads": loads, "notes": notes,
+                     "merged_from": merged_from},
+        "cases": sorted(cases.values(), key=lambda c: c["case"]),
+    }
+
+
+def failed_cases(record: dict[str, Any]) -> list[str]:
+    """Ids of the cases whose verdict fails the gate (fail, missing golden, error)."""
+    return [c["case"] for c in record["cases"]
+            if c.get("verdict") in _FAILED_VERDICTS or c.get("status") == "error"]
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    try:
+        records = [load_record(Path(p)) for p in args.records]
+        merged = merge_records(records, [str(p) for p in args.records])
+    except MergeError as exc:
+        print(f"speechlab merge: {exc}", file=sys.stderr)
+        return 2
+    write_json(Path(args.output), merged)
+    for line in summary_lines(merged["cases"], merged["settings"]["notes"]):
+        print(line)
+    print(f"merged {len(args.records)} run records, {len(merged['cases'])} cases -> {args.output}")
+    failed = failed_cases(merged)
+    if args.gate and failed:
+        print(f"gate: {len(failed)} case(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``speechlab merge`` to the ``speechlab`` command."""
+    p = subparsers.add_parser("merge", help="join the run records of several shards into one",
+                              description="Join run records (pytest --speechlab-json) of CI shards into one record.")
+    p.add_argument("records", nargs="+", metavar="RUN.json", help="run records to merge")
+    p.add_argument("-o", "--output", required=True, metavar="MERGED.json", help="where to write the merged record")
+    p.add_argument("--gate", action="store_true",
+                   help="exit 1 when a merged case failed its gate (fail, missing golden, error)")
+    p.set_defaults(func=_cmd_merge)
