@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from .config import DEFAULT_THRESHOLDS, GATES
-from .golden import GoldenError, Verdict, compare, golden_path, read_golden, render_failure
+from .golden import (
+    GoldenError,
+    Verdict,
+    compare,
+    golden_path,
+    read_golden,
+    render_failure,
+)
 from .runs import RunRecordError, load_run
 
 

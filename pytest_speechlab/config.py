@@ -180,7 +180,7 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
         raise _err(path, key, "must be a mapping with at least 'manifest:'")
     unknown = set(raw) - DATASET_KEYS
     if unknown:
-        raise _err(path, f"{key}.{sorted(unknown)[0]}", f"unknown key; known: {', '.join(sorted(DATASET_KEYS))}")
+        raise _err(path, f"{key}.{min(unknown)}", f"unknown key; known: {', '.join(sorted(DATASET_KEYS))}")
     manifest = raw.get("manifest")
     if not isinstance(manifest, str):
         raise _err(path, f"{key}.manifest", "is required: a JSONL manifest or a folder of audio + .txt files, relative to this file")
@@ -232,7 +232,7 @@ def load_config(path: Path) -> SpeechlabConfig:
         raise ConfigError(f"{path}: the top level must be a mapping with 'models:' and 'datasets:'")
     unknown = set(raw) - TOP_KEYS
     if unknown:
-        raise _err(path, sorted(unknown)[0], f"unknown top-level key; known: {', '.join(sorted(TOP_KEYS))}")
+        raise _err(path, min(unknown), f"unknown top-level key; known: {', '.join(sorted(TOP_KEYS))}")
     models_raw = raw.get("models") or {}
     datasets_raw = raw.get("datasets") or {}
     if not isinstance(models_raw, dict):

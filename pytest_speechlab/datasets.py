@@ -60,8 +60,8 @@ def load_manifest(path: Path, *, allow_outside_paths: bool = False, task: str = 
     try:
         raw = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise DatasetError(f"{path}:{line}: manifest is not UTF-8 ({exc.reason}); re-save it as UTF-8") from None
+        bad_line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DatasetError(f"{path}:{bad_line}: manifest is not UTF-8 ({exc.reason}); re-save it as UTF-8") from None
     rows: list[Utterance] = []
     seen: dict[str, int] = {}
     for lineno, line in enumerate(raw.splitlines(), start=1):
@@ -144,7 +144,7 @@ def load_audio(path: Path, sample_rate: int, *, reference: str | None = None) ->
         raise DatasetError(f"{path}: audio file not found; fix the manifest row or restore the file")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError by format
+    except Exception as exc:  # noqa: BLE001 - soundfile raises LibsndfileError / RuntimeError / TypeError by format
         raise DatasetError(f"{path}: cannot read audio ({exc}); re-export it as WAV or FLAC") from None
     if data.shape[0] == 0:
         raise DatasetError(f"{path}: audio is empty (0 samples); re-export it or remove the row")

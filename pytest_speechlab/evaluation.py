@@ -11,8 +11,23 @@ from typing import Any
 
 from .backends.base import ASRModel
 from .datasets import Dataset, load_audio
-from .golden import GoldenError, Verdict, compare, golden_path, read_golden, render_failure
-from .metrics import Normalizer, cuda_peak_mb, peak_rss_mb, percentile, pool, utterance_errors, utterance_wer
+from .golden import (
+    GoldenError,
+    Verdict,
+    compare,
+    golden_path,
+    read_golden,
+    render_failure,
+)
+from .metrics import (
+    Normalizer,
+    cuda_peak_mb,
+    peak_rss_mb,
+    percentile,
+    pool,
+    utterance_errors,
+    utterance_wer,
+)
 
 # runner(one_round, rounds) calls one_round() ``rounds`` times (pytest-benchmark's pedantic, or a loop).
 Runner = Callable[[Callable[[], None], int], None]

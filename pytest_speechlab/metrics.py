@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-
 _MAX_PASSES = 4  # extra passes of a normaliser while it still changes the text
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .config import ALL_DEVICES, GATES, ConfigError, SpeechlabConfig, load_config
+from .config import ALL_DEVICES, GATES, ConfigError, load_config
 from .session import Case, Options, SpeechlabSession
 
 SESSION_KEY = pytest.StashKey["SpeechlabSession | None"]()

@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -14,7 +14,14 @@ from .backends import BackendError, MissingExtraError, get_backend
 from .backends.base import ModelSpec
 from .config import DatasetSpec, SpeechlabConfig
 from .datasets import Dataset, DatasetError, load_dataset
-from .evaluation import CaseResult, GateSettings, Runner, evaluate_asr, golden_payload, loop_runner
+from .evaluation import (
+    CaseResult,
+    GateSettings,
+    Runner,
+    evaluate_asr,
+    golden_payload,
+    loop_runner,
+)
 from .golden import write_golden
 
 
@@ -190,6 +197,31 @@ class SpeechlabSession:
             self.results.append({**self.base_record(case), "status": "skipped", "reason": reason})
             pytest.skip(reason)
 
+    def skip_case(self, case: Case, reason: str) -> NoReturn:
+        """Record that ``case`` was skipped and why, then skip the test."""
+        self.results.append({**self.base_record(case), "status": "skipped", "reason": reason})
+        pytest.skip(reason)
+
+    def fail_case(self, case: Case, reason: str) -> NoReturn:
+        """Record that ``case`` could not run and why, then fail the test with the message alone."""
+        self.results.append({**self.base_record(case), "status": "error", "reason": reason})
+        # The message names the file and the fix; a traceback through the plugin's internals only hides it.
+        pytest.fail(reason, pytrace=False)
+
+    def load_case_model(self, case: Case) -> Any:
+        """The case's loaded model.  A missing extra skips; a load error skips for real_e2e cases (their
+        weights are allowed to be absent) and fails the others; both are recorded."""
+        spec = self.cfg.models[case.model]
+        dspec = self.dataset_spec(case.dataset)
+        try:
+            return self.model(spec, case.device)
+        except MissingExtraError as exc:
+            self.skip_case(case, str(exc))
+        except BackendError as exc:
+            if spec.real_e2e or dspec.real_e2e:
+                self.skip_case(case, f"real_e2e: {exc}")
+            self.fail_case(case, str(exc))
+
     # ---- resources ------------------------------------------------------------------------------
     def model(self, spec: ModelSpec, device: str) -> Any:
         """The loaded model for ``spec`` on ``device``, loaded once per process and reused."""
@@ -221,18 +253,7 @@ class SpeechlabSession:
         dspec = self.dataset_spec(case.dataset)
         base = self.base_record(case)
         self.skip_if_unrunnable(case)
-        try:
-            model = self.model(spec, case.device)
-        except MissingExtraError as exc:
-            self.results.append({**base, "status": "skipped", "reason": str(exc)})
-            pytest.skip(str(exc))
-        except BackendError as exc:
-            if spec.real_e2e or dspec.real_e2e:
-                self.results.append({**base, "status": "skipped", "reason": str(exc)})
-                pytest.skip(f"real_e2e: {exc}")
-            self.results.append({**base, "status": "error", "reason": str(exc)})
-            # The message names the file and the fix; a traceback through the plugin's internals only hides it.
-            pytest.fail(str(exc), pytrace=False)
+        model = self.load_case_model(case)
         try:
             data = self.dataset(case.dataset)
         except DatasetError as exc:

@@ -36,23 +36,11 @@ def run_chat_case(sess: Any, case: Any) -> None:
     __tracebackhide__ = True
     import pytest
 
-    from .backends import BackendError, MissingExtraError
     from .datasets import load_audio
     from .devices import machine_fingerprint
 
-    spec = sess.cfg.models[case.model]
     base = sess.base_record(case)
-    try:
-        model = sess.model(spec, case.device)
-    except MissingExtraError as exc:
-        sess.results.append({**base, "status": "skipped", "reason": str(exc)})
-        pytest.skip(str(exc))
-    except BackendError as exc:
-        if spec.real_e2e:
-            sess.results.append({**base, "status": "skipped", "reason": str(exc)})
-            pytest.skip(f"real_e2e: {exc}")
-        sess.results.append({**base, "status": "error", "reason": str(exc)})
-        raise
+    model = sess.load_case_model(case)
     data = sess.dataset(case.dataset)
     rows: list[dict[str, Any]] = []
     problems: list[str] = []

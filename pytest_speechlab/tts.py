@@ -622,14 +622,7 @@ def run_tts_case(sess: Any, case: Any, request: Any) -> Any:
         sess.results.append({**base, "status": "error", "reason": reason})
         pytest.fail(reason, pytrace=False)
 
-    try:
-        voice = sess.model(spec, case.device)
-    except BackendError as exc:
-        from .backends import MissingExtraError
-
-        if isinstance(exc, MissingExtraError) or spec.real_e2e or dspec.real_e2e:
-            skip(f"{'real_e2e: ' if not isinstance(exc, MissingExtraError) else ''}{exc}")
-        error(str(exc))
+    voice = sess.load_case_model(case)
     try:
         judge = session_judge(sess)
     except JudgeUnavailable as exc:

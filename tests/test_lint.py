@@ -54,3 +54,22 @@ def test_collecting_the_matrix_pulls_in_no_heavy_library() -> None:
     assert rc == 0, proc.stdout
     assert "test_speech[fw-tiny-en-cpu-smoke]" in proc.stdout
     assert heavy == [], proc.stdout
+
+
+def test_mypy_clean() -> None:
+    """The package type-checks (config in pyproject.toml [tool.mypy])."""
+    pytest.importorskip("mypy", reason="mypy is in the dev dependency group: uv sync")
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental"], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Success: no issues found" in proc.stdout
+
+
+def test_ruff_clean() -> None:
+    """ruff finds nothing in the package, tests and benchmarks."""
+    exe = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    if not Path(exe).exists():
+        pytest.skip("ruff is not installed (it is in the dev dependency group: uv sync)")
+    proc = subprocess.run([exe, "check", "pytest_speechlab", "tests", "benchmarks", "conftest.py"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
