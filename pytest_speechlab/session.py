@@ -55,6 +55,21 @@ class Options:
     shard: tuple[int, int] | None = None
 
 
+def _manifest_task(path: Path) -> str:
+    """``tts`` for a text-only manifest (its first row has no ``audio_filepath``), else ``asr``."""
+    import json
+
+    if path.is_dir():
+        return "asr"
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = next((line for line in fh if line.strip()), "")
+        row = json.loads(first) if first else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "asr"  # the loader reports the problem with file and line
+    return "tts" if isinstance(row, dict) and "text" in row and "audio_filepath" not in row else "asr"
+
+
 class SpeechlabSession:
     """Owns everything a session knows: config, matrix, model cache, results, golden writes."""
 
@@ -116,7 +131,7 @@ class SpeechlabSession:
             name = path.stem if path.is_file() else path.name
             if path.is_file() and path.stem == "manifest":
                 name = path.parent.name
-            self.adhoc[name] = DatasetSpec(name=name, manifest=path, allow_outside_paths=True)
+            self.adhoc[name] = DatasetSpec(name=name, manifest=path, allow_outside_paths=True, task=_manifest_task(path))
 
     def dataset_spec(self, name: str) -> DatasetSpec:
         return self.cfg.datasets.get(name) or self.adhoc[name]

@@ -199,3 +199,20 @@ def test_repo_golden_for_the_bundled_voice_is_committed() -> None:
     ids = [json.loads(x)["id"] for x in (ROOT / "fixtures" / "tts_smoke" / "manifest.jsonl").read_text().splitlines() if x.strip()]
     assert [u["id"] for u in data["utterances"]] == ids
     assert data["task"] == "tts" and data["metrics"]["wer"] < 0.3
+
+
+def test_adhoc_text_manifest_pairs_with_tts_models(pytester: pytest.Pytester) -> None:
+    """`--speechlab-dataset PATH` with a text-only manifest makes TTS cases, not ASR ones."""
+    pytester.makefile(
+        ".yaml",
+        speechlab=(
+            "models:\n"
+            "  fw:\n    backend: faster-whisper\n    weights: bundled:tiny.en\n"
+            "  voice:\n    backend: piper\n    task: tts\n"
+            "datasets: {}\n"
+        ),
+    )
+    (pytester.path / "lines.jsonl").write_text('{"id": "a", "text": "Hello there."}\n', encoding="utf-8")
+    result = pytester.runpytest("--collect-only", "-q", "--speechlab-dataset", "lines.jsonl", "speechlab.yaml")
+    result.stdout.fnmatch_lines(["speechlab.yaml::test_speech[[]voice-cpu-lines[]]"])
+    result.stdout.no_fnmatch_line("*fw-cpu-lines*")
