@@ -434,6 +434,31 @@ def asr_eval(request: pytest.FixtureRequest) -> Callable[..., Any]:
     return run
 
 
+@pytest.fixture
+def tts_eval(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """A function ``tts_eval(model=None, dataset=None, device=None)`` that synthesises a configured text
+    dataset with a configured voice (``task: tts``), judges it by round-trip recognition and audio sanity,
+    gates it against its golden (failing the test with the block when worse, missing or insane) and returns
+    the result (``.metrics``, ``.record``).  Defaults: the marker ``speechlab(...)``, else the first TTS
+    model and dataset in speechlab.yaml, on cpu."""
+    sess = get_session(request.config)
+
+    def run(model: str | None = None, dataset: str | None = None, device: str | None = None) -> Any:
+        __tracebackhide__ = True
+        from .tts import run_tts_case
+
+        kw = _marker_kwargs(request)
+        model = model or kw.get("model") or next((m for m, s in sess.cfg.models.items() if s.task == "tts"), None)
+        dataset = dataset or kw.get("dataset") or next((d for d, s in sess.cfg.datasets.items() if s.task == "tts"), None)
+        if model is None or dataset is None:
+            raise pytest.UsageError(f"tts_eval: {sess.cfg.path} has no model and dataset with task: tts")
+        case = Case(model, dataset, device or kw.get("device") or "cpu")
+        sess.skip_if_unrunnable(case)
+        return run_tts_case(sess, case, request)
+
+    return run
+
+
 # ---- end of session ------------------------------------------------------------------------------
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -216,3 +216,19 @@ def test_adhoc_text_manifest_pairs_with_tts_models(pytester: pytest.Pytester) ->
     result = pytester.runpytest("--collect-only", "-q", "--speechlab-dataset", "lines.jsonl", "speechlab.yaml")
     result.stdout.fnmatch_lines(["speechlab.yaml::test_speech[[]voice-cpu-lines[]]"])
     result.stdout.no_fnmatch_line("*fw-cpu-lines*")
+
+
+def test_tts_eval_fixture_in_a_users_test(pytester: pytest.Pytester) -> None:
+    """Users' own tests gate a voice with the ``tts_eval`` fixture: missing golden fails, update, then pass."""
+    _project(pytester)
+    pytester.makepyfile(test_voice='''
+        def test_voice(tts_eval):
+            result = tts_eval()
+            assert result.metrics["wer"] < 0.5
+            assert result.record["model"] == "piper-joe"
+    ''')
+    first = pytester.runpytest("test_voice.py", "-q")
+    first.assert_outcomes(failed=1)
+    first.stdout.fnmatch_lines(["*piper-joe-cpu-tts_smoke has no golden baseline*"])
+    pytester.runpytest("test_voice.py", "-q", "--speechlab-update-golden").assert_outcomes(passed=1)
+    pytester.runpytest("test_voice.py", "-q").assert_outcomes(passed=1)
