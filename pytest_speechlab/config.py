@@ -36,7 +36,7 @@ THRESHOLD_KEYS = {
     "rms_max_dbfs": "loudest RMS level in dBFS (TTS audio sanity)",
     "roundtrip_wer_max": "highest pooled round-trip WER of a TTS voice through its judge, golden or not",
 }
-MODEL_KEYS = {"backend", "weights", "devices", "stage", "task", "thresholds", "real_e2e", "description"}
+MODEL_KEYS = {"backend", "weights", "devices", "stage", "task", "thresholds", "real_e2e", "description", "golden_from"}
 DATASET_KEYS = {
     "manifest", "normalizer", "markers", "thresholds", "task", "real_e2e", "allow_outside_paths",
     "description", "language", "entities",
@@ -169,7 +169,16 @@ def _model(path: Path, name: str, raw: Any) -> ModelSpec:
         thresholds=_thresholds(path, f"{key}.thresholds", raw.get("thresholds")),
         config_path=path,
         real_e2e=bool(raw.get("real_e2e", False)),
+        golden_from=_golden_from(path, f"{key}.golden_from", raw.get("golden_from")),
     )
+
+
+def _golden_from(path: Path, key: str, raw: Any) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or raw.count("/") != 1 or raw.split("/")[1] not in ALL_DEVICES:
+        raise _err(path, key, f"must be MODEL/DEVICE (e.g. fw-tiny-en/cpu), got {raw!r}")
+    return raw
 
 
 def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
@@ -244,6 +253,9 @@ def load_config(path: Path) -> SpeechlabConfig:
     for name in list(models) + list(datasets):
         if not all(c.isalnum() or c in "-_." for c in name):
             raise _err(path, name, "names may hold only letters, digits, '-', '_' and '.' (they become test ids and folder names)")
+    for m in models.values():
+        if m.golden_from and m.golden_from.split("/")[0] not in models:
+            raise _err(path, f"models.{m.name}.golden_from", f"names no model in models: ({m.golden_from!r})")
     golden = raw.get("golden_dir", "golden")
     if not isinstance(golden, str):
         raise _err(path, "golden_dir", f"must be a path string, got {golden!r}")

@@ -223,7 +223,8 @@ class CaseResult:
     def golden_path(self) -> Path:
         """Where this case's golden baseline lives."""
         r = self.record
-        return golden_path(self.golden_dir, r["model"], r["dataset"], r["device"])
+        owner = r.get("golden_of") or r  # golden_from: another case's golden (a deployed copy of a local model)
+        return golden_path(self.golden_dir, owner["model"], r["dataset"], owner["device"])
 
     def check_golden(self) -> Verdict:
         """Compare with the golden baseline; fail the test with one readable block when worse or missing.
@@ -236,6 +237,11 @@ class CaseResult:
         path = self.golden_path
         self.record["golden_path"] = str(path)
         self.record["thresholds"] = self.thresholds
+        if self.settings.update and self.record.get("golden_of"):
+            # Never overwrite another case's baseline from here: that case re-records its own.
+            self.verdict = Verdict("pass")
+            self.record["verdict"] = f"golden borrowed from {self.record['golden_of']['model']}/{self.record['golden_of']['device']}, not updated"
+            return self.verdict
         if self.settings.update:
             self.verdict = Verdict("updated")
             self.record["verdict"] = "updated"

@@ -296,6 +296,11 @@ class SpeechlabSession:
             "provenance": {"versions": versions()},
             "utterances": out["utterances"],
         }
+        if spec.golden_from:
+            owner, owner_device = spec.golden_from.split("/")
+            record["golden_of"] = {"model": owner, "device": owner_device}
+            accept = (f"pytest speechlab.yaml -k {owner}-{owner_device}-{case.dataset} --speechlab-update-golden "
+                      f"(the golden belongs to {owner} on {owner_device}: golden_from in {self.cfg.path.name})")
         self.results.append(record)
         return CaseResult(record, self.cfg.golden_dir, self.thresholds_for(case.model, case.dataset),
                           self.gate_settings(), accept)

@@ -337,11 +337,13 @@ REPO = Path(__file__).resolve().parent.parent
 def test_plugin_gates_the_live_server_against_the_local_golden(
     server: str, pytester: pytest.Pytester, keyed: None
 ) -> None:
-    """A pytest session gates the http model on the smoke set against a copy of the LOCAL model's golden.
+    """A pytest session gates the http model on the smoke set against the LOCAL model's golden
+    (``golden_from: fw-tiny-en/cpu``: no copy, the very file the local case is gated against).
 
     Same audio, same decode settings (reported by the server), same hypotheses, so WER and CER equal the
-    local golden's; RTF is reported "not comparable" (a remote service is other hardware).  Then a golden
-    that claims a better WER than the service reaches makes the same session fail with the accept command.
+    local golden's; RTF is reported "not comparable" (a remote service is other hardware).  An update run
+    never overwrites the borrowed golden.  Then a golden that claims a better WER than the service reaches
+    makes the same session fail, naming the local case whose golden to re-record.
     """
     import json
     import shutil
@@ -353,6 +355,13 @@ def test_plugin_gates_the_live_server_against_the_local_golden(
     pytester.path.joinpath("speechlab.yaml").write_text(
         f"""\
 models:
+  {MODEL}:
+    backend: faster-whisper
+    weights: bundled:tiny.en
+    compute_type: int8
+    beam_size: 5
+    language: en
+    devices: []
   {MODEL}-http:
     backend: http
     devices: [remote]
@@ -361,6 +370,7 @@ models:
     remote_model: {MODEL}
     language: en
     stage: production
+    golden_from: {MODEL}/cpu
 datasets:
   smoke:
     manifest: {manifest}
@@ -375,15 +385,17 @@ golden_dir: golden
 """,
         encoding="utf-8",
     )
-    golden = pytester.path / "golden" / f"{MODEL}-http" / "smoke" / "remote.json"
+    golden = pytester.path / "golden" / MODEL / "smoke" / "cpu.json"
     golden.parent.mkdir(parents=True)
-    shutil.copyfile(local_golden, golden)  # the very golden the local model is gated against
+    shutil.copyfile(local_golden, golden)  # the project's golden of the local model, as committed
+    before = golden.read_bytes()
     record = pytester.path / "run.json"
     result = pytester.runpytest("-p", "no:cacheprovider", "--speechlab-json", str(record), "-rA")
     result.assert_outcomes(passed=1)
     case = next(c for c in json.loads(record.read_text())["cases"] if c.get("status") == "ran")
     ref = json.loads(local_golden.read_text())
     assert case["device"] == "remote" and case["backend"] == "http"
+    assert case["golden_path"] == str(golden)
     assert case["metrics"]["wer"] == ref["metrics"]["wer"] and case["metrics"]["cer"] == ref["metrics"]["cer"]
     assert [u["hypothesis"] for u in case["utterances"]] == [u["hypothesis"] for u in ref["utterances"]]
     assert case["decode"] == ref["decode"]
@@ -391,13 +403,18 @@ golden_dir: golden
     assert rtf["status"] == "not-comparable", rtf
     assert KEY not in record.read_text()
 
-    # A golden better than what the service delivers: the same session now fails, saying how to accept.
+    # An update run does not overwrite the borrowed golden.
+    pytester.runpytest("-p", "no:cacheprovider", "--speechlab-update-golden").assert_outcomes(passed=1)
+    assert golden.read_bytes() == before
+    assert not (pytester.path / "golden" / f"{MODEL}-http").exists()
+
+    # A golden better than what the service delivers: the same session now fails, naming the owner case.
     data = json.loads(golden.read_text())
     data["metrics"]["wer"] = 0.0
     golden.write_text(json.dumps(data), encoding="utf-8")
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*WER*", "*--speechlab-update-golden*"])
+    result.stdout.fnmatch_lines(["*WER*", f"*-k {MODEL}-cpu-smoke --speechlab-update-golden*golden_from*"])
 
 
 # --- failure paths against small in-test servers ------------------------------------------------------

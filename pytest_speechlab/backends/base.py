@@ -58,6 +58,7 @@ class ModelSpec:
     thresholds: dict[str, float] = field(default_factory=dict)
     config_path: Path | None = None  # the speechlab.yaml it came from; relative weights resolve against it
     real_e2e: bool = False  # needs weights that are not bundled: skip, not fail, when they are absent
+    golden_from: str | None = None  # "MODEL/DEVICE": gate against that case's golden (e.g. a deployed copy)
 
     def resolve_path(self, value: str) -> Path:
         """A path from the config, relative to the config file's folder."""
