@@ -19,3 +19,9 @@ def fw_missing() -> str | None:
 
 
 FW_MISSING = fw_missing()
+
+
+def tiny_en_model(name: str, *, beam_size: int = 5, devices: str = "[cpu]") -> str:
+    """The YAML of a models: entry running the bundled faster-whisper tiny.en (int8, English)."""
+    return (f"  {name}:\n    backend: faster-whisper\n    weights: bundled:tiny.en\n    compute_type: int8\n"
+            f"    beam_size: {beam_size}\n    language: en\n    devices: {devices}\n")

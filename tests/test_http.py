@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _support import FW_MISSING
+from _support import FW_MISSING, tiny_en_model
 
 from pytest_speechlab.backends import get_backend
 from pytest_speechlab.backends.base import BackendError, ModelSpec
@@ -41,16 +41,7 @@ KEY_ENV = "SPEECHLAB_TEST_SERVER_KEY"
 KEY = "sk-test-0123456789abcdef"  # a throwaway key for the loopback server started here
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 MAX_UPLOAD_MB = 1.0
-CONFIG = f"""\
-models:
-  {MODEL}:
-    backend: faster-whisper
-    weights: bundled:tiny.en
-    compute_type: int8
-    beam_size: 5
-    language: en
-    devices: [cpu]
-"""
+CONFIG = "models:\n" + tiny_en_model(MODEL)
 
 
 def free_port() -> int:
@@ -354,15 +345,7 @@ def test_plugin_gates_the_live_server_against_the_local_golden(
     if not local_golden.exists() or not manifest.exists():
         pytest.skip(f"needs the committed smoke fixtures and golden ({manifest}, {local_golden})")
     pytester.path.joinpath("speechlab.yaml").write_text(
-        f"""\
-models:
-  {MODEL}:
-    backend: faster-whisper
-    weights: bundled:tiny.en
-    compute_type: int8
-    beam_size: 5
-    language: en
-    devices: []
+        "models:\n" + tiny_en_model(MODEL, devices="[]") + f"""\
   {MODEL}-http:
     backend: http
     devices: [remote]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _support import FW_MISSING
+from _support import FW_MISSING, tiny_en_model
 
 from pytest_speechlab.cli import main as speechlab_main
 from pytest_speechlab.records import (
@@ -34,22 +34,7 @@ CLIPS = ("smoke-02", "smoke-04")
 
 needs_fw = pytest.mark.skipif(FW_MISSING is not None, reason=str(FW_MISSING))
 
-CONFIG = """\
-models:
-  fw-a:
-    backend: faster-whisper
-    weights: bundled:tiny.en
-    compute_type: int8
-    beam_size: 5
-    language: en
-    devices: [cpu, mps]
-  fw-b:
-    backend: faster-whisper
-    weights: bundled:tiny.en
-    compute_type: int8
-    beam_size: 1
-    language: en
-    devices: [cpu]
+CONFIG = "models:\n" + tiny_en_model("fw-a", devices="[cpu, mps]") + tiny_en_model("fw-b", beam_size=1) + """\
 datasets:
   one: {manifest: data/one/manifest.jsonl, normalizer: whisper-en}
   two: {manifest: data/two/manifest.jsonl, normalizer: whisper-en}

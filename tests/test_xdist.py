@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _support import FW_MISSING
+from _support import FW_MISSING, tiny_en_model
 
 from pytest_speechlab.golden import read_golden
 from pytest_speechlab.session import Case
@@ -52,22 +52,7 @@ VOLATILE_CASE_KEYS = ("provenance", "xdist_worker", "gpu")
 
 pytestmark = pytest.mark.skipif(FW_MISSING is not None, reason=str(FW_MISSING))
 
-CONFIG = """\
-models:
-  fw-a:
-    backend: faster-whisper
-    weights: bundled:tiny.en
-    compute_type: int8
-    beam_size: 5
-    language: en
-    devices: [cpu]
-  fw-b:
-    backend: faster-whisper
-    weights: bundled:tiny.en
-    compute_type: int8
-    beam_size: 1
-    language: en
-    devices: [cpu]
+CONFIG = "models:\n" + tiny_en_model("fw-a") + tiny_en_model("fw-b", beam_size=1) + """\
 datasets:
   one: {manifest: data/one/manifest.jsonl, normalizer: whisper-en}
   two: {manifest: data/two/manifest.jsonl, normalizer: whisper-en}
