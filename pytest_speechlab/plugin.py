@@ -335,6 +335,9 @@ def run_matrix_case(case: Any, request: pytest.FixtureRequest) -> None:
 
         tasks.run_task_case(sess, case, request)
         return
+    # Load (or skip/fail) before asking for the benchmark fixture: a case that skips here must not leave
+    # pytest-benchmark warning that its fixture went unused.  run_asr reuses the cached model.
+    sess.load_case_model(case)
     bench, runner = _benchmark_runner(request, case)
     result = sess.run_asr(case, runner=runner, progress=_progress(request, case.id), accept=_accept_command(request.node))
     if bench is not None:
