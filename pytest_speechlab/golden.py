@@ -25,22 +25,31 @@ def golden_path(golden_dir: Path, model: str, dataset: str, device: str) -> Path
     return Path(golden_dir) / model / dataset / f"{device}.json"
 
 
+def read_json(path: Path, error: type[Exception], what: str, *, unreadable_fix: str, invalid_fix: str) -> Any:
+    """Parse the JSON document at ``path``.  A missing file raises :class:`FileNotFoundError`; an unreadable
+    or invalid one raises ``error`` naming the file, what it is, where the JSON breaks, and the fix."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: cannot read {what} ({exc}); {unreadable_fix}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: {what} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+                    f"{invalid_fix}") from None
+
+
 def read_golden(path: Path) -> dict[str, Any] | None:
     """The golden at ``path``, None when there is none; :class:`GoldenError` when it is not valid."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_json(path, GoldenError, "golden file",
+                         unreadable_fix="restore it from git or re-create it with --speechlab-update-golden",
+                         invalid_fix="restore it with `git checkout -- <file>` or re-create it with --speechlab-update-golden")
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GoldenError(f"{path}: cannot read golden file ({exc}); restore it from git or re-create it with --speechlab-update-golden") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise GoldenError(
-            f"{path}: golden file is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
-            "restore it with `git checkout -- <file>` or re-create it with --speechlab-update-golden"
-        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
         raise GoldenError(f"{path}: golden file has no 'metrics' object; restore it from git or re-create it with --speechlab-update-golden")
     return data

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from .golden import read_json
 
 # Verdicts that mean a case that ran did not pass its golden gate.
 FAILED_VERDICTS = ("fail", "missing", "error")
@@ -18,18 +19,11 @@ def load_run(path: Path) -> dict[str, Any]:
     """Read one run record and check its shape; :class:`RunRecordError` names the file on any problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_json(path, RunRecordError, "run record",
+                         unreadable_fix="pass the file that --speechlab-json wrote",
+                         invalid_fix="re-create it with pytest --speechlab-json PATH")
     except FileNotFoundError:
         raise RunRecordError(f"{path}: run record not found; pass the file that pytest --speechlab-json PATH wrote") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RunRecordError(f"{path}: cannot read run record ({exc}); pass the file that --speechlab-json wrote") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RunRecordError(
-            f"{path}: run record is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
-            "re-create it with pytest --speechlab-json PATH"
-        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
         raise RunRecordError(f"{path}: not a speechlab run record (no 'cases' list); re-create it with pytest --speechlab-json PATH")
     for i, case in enumerate(data["cases"]):
