@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Any
 
 from .backends.base import ASRModel
 from .datasets import Dataset, load_audio
+from .devices import machine_difference
 from .golden import (
     GoldenError,
     Verdict,
@@ -28,6 +30,7 @@ from .metrics import (
     utterance_errors,
     utterance_wer,
 )
+from .speed import DEFAULT_RUNS, Pacer, Workload
 
 # runner(one_round, rounds) calls one_round() ``rounds`` times (pytest-benchmark's pedantic, or a loop).
 Runner = Callable[[Callable[[], None], int], None]
@@ -48,19 +51,39 @@ def batch_size_of(model: Any) -> int | None:
     return None
 
 
+MIN_TIMED_AUDIO_S = 30.0  # adaptive rounds: timed passes until this much audio has been timed
+MAX_ADAPTIVE_ROUNDS = 10
+
+
+def adaptive_rounds(audio_seconds: float, min_timed_audio_s: float = MIN_TIMED_AUDIO_S) -> int:
+    """Timed passes needed to time at least ``min_timed_audio_s`` of audio (1 for a long dataset, at most 10)."""
+    if audio_seconds <= 0:
+        return 1
+    return max(1, min(MAX_ADAPTIVE_ROUNDS, math.ceil(min_timed_audio_s / audio_seconds - 1e-9)))
+
+
 def evaluate_asr(
     model: ASRModel,
     dataset: Dataset,
     normalizer: Normalizer,
     *,
-    rounds: int = 3,
+    rounds: int | None = 3,
     runner: Runner = loop_runner,
     progress: Progress | None = None,
+    reference: Workload | None = None,
+    reference_runs: int = DEFAULT_RUNS,
+    min_timed_audio_s: float = MIN_TIMED_AUDIO_S,
 ) -> dict[str, Any]:
     """Transcribe every utterance ``rounds`` times after one warm-up call; score the first round.
 
-    Returns ``{"metrics": ..., "utterances": [...], "deterministic": bool}``.  RTF = inference seconds /
-    audio seconds per round; the reported RTF is the median round, and every round's RTF is kept.
+    ``rounds=None`` is adaptive: as many timed passes as it takes to time ``min_timed_audio_s`` of audio
+    (one pass for a dataset that long).  With a speed ``reference`` workload, ``reference_runs`` runs of it
+    are interleaved with the timed calls (see :mod:`pytest_speechlab.speed`) and the metrics gain
+    ``speed_rel``/``speed_rel_band``.  Determinism: every round must give the same hypotheses, and the
+    shortest clip is transcribed once more (untimed) and must give its first hypothesis again.
+
+    Returns ``{"metrics": ..., "utterances": [...], "deterministic": bool, "speed_reference": {...}}``.  RTF =
+    inference seconds / audio seconds per round; the reported RTF is the median round, every round's is kept.
     """
     audios: list[Any] = []
     durations: list[float] = []
@@ -71,8 +94,12 @@ def evaluate_asr(
         durations.append(dur)
     model.transcribe(audios[0])  # warm-up: first-call costs (graph build, allocations) are not speed
     n = len(audios)
+    if rounds is None:
+        rounds = adaptive_rounds(sum(durations), min_timed_audio_s)
     rounds_out: list[tuple[list[str], list[float]]] = []
     batch = batch_size_of(model)
+    per_round = math.ceil(n / batch) if batch else n
+    pacer = Pacer(reference, per_round * rounds, reference_runs)
 
     def one_round() -> None:
         hyps: list[str] = []
@@ -80,7 +107,8 @@ def evaluate_asr(
         if batch:
             # Cross-utterance batching: one call per batch.  An utterance's "seconds" is its share of the
             # batch's wall time, split by audio length (the batch is timed, not each utterance in it).
-            for start in range(0, n, batch):
+            for k, start in enumerate(range(0, n, batch)):
+                pacer.at(len(rounds_out) * per_round + k)
                 chunk = audios[start:start + batch]
                 t0 = time.perf_counter()
                 out = model.transcribe_batch(chunk)  # type: ignore[attr-defined]
@@ -93,6 +121,7 @@ def evaluate_asr(
             rounds_out.append((hyps, times))
             return
         for i, audio in enumerate(audios):
+            pacer.at(len(rounds_out) * per_round + i)
             t0 = time.perf_counter()
             hyps.append(model.transcribe(audio))
             times.append(time.perf_counter() - t0)
@@ -103,6 +132,10 @@ def evaluate_asr(
     runner(one_round, rounds)
     while len(rounds_out) < rounds:  # a disabled benchmark runs the function once
         one_round()
+    pacer.finish()
+    # Determinism from one cheap re-run: the shortest clip again, compared with its first-round hypothesis.
+    shortest = min(range(n), key=lambda i: durations[i])
+    rerun_same = model.transcribe(audios[shortest]) == rounds_out[0][0][shortest]
     audio_total = sum(durations)
     hyps, times = rounds_out[0]
     rows: list[dict[str, Any]] = []
@@ -131,8 +164,10 @@ def evaluate_asr(
         metrics.update(_score_entities(dataset, rows, normalizer))
     rtfs = [sum(t) / audio_total for _, t in rounds_out]
     all_times = [t for _, ts in rounds_out for t in ts]
+    speed_metrics, speed_block = pacer.summary(statistics.median(rtfs))
     metrics.update({
         "rtf": statistics.median(rtfs),
+        **speed_metrics,
         "rtf_rounds": [round(r, 6) for r in rtfs],
         "latency_p50_s": percentile(all_times, 50),
         "latency_p95_s": percentile(all_times, 95),
@@ -144,8 +179,9 @@ def evaluate_asr(
     if batch:
         metrics["batch_size"] = batch
         metrics["timing"] = "per batch, split among its utterances by audio length"
-    deterministic = all(h == hyps for h, _ in rounds_out)
-    return {"metrics": metrics, "utterances": rows, "deterministic": deterministic}
+    deterministic = rerun_same and all(h == hyps for h, _ in rounds_out)
+    return {"metrics": metrics, "utterances": rows, "deterministic": deterministic, "speed_reference": speed_block,
+            "rounds": rounds}
 
 
 def _score_entities(dataset: Dataset, rows: list[dict[str, Any]], normalizer: Normalizer) -> dict[str, Any]:
@@ -165,7 +201,7 @@ def _score_entities(dataset: Dataset, rows: list[dict[str, Any]], normalizer: No
 
 
 GOLDEN_FIELDS = ("case", "model", "dataset", "device", "task", "backend", "normalizer", "decode", "metrics",
-                 "machine", "provenance", "utterances", "stage")
+                 "machine", "provenance", "utterances", "stage", "speed_reference")
 
 
 def golden_payload(record: dict[str, Any]) -> dict[str, Any]:
@@ -197,6 +233,7 @@ class GateSettings:
     gate: str = "strict"
     rtf_gate: bool = True
     force_rtf: bool = False
+    abs_rtf: bool = False
     update: bool = False
     bootstrap: int = 2000
 
@@ -258,12 +295,23 @@ class CaseResult:
         assert golden is not None
         s = self.settings
         self.verdict = compare(golden, self.record, self.thresholds, gate=s.gate, rtf_gate=s.rtf_gate,
-                               force_rtf=s.force_rtf, bootstrap=s.bootstrap)
+                               force_rtf=s.force_rtf, abs_rtf=s.abs_rtf, bootstrap=s.bootstrap)
+        for c in self.verdict.checks:
+            if c.status == "not-compared" and "re-record" in c.note:
+                c.note += f": {self.accept_command}"
         self.record["verdict"] = self.verdict.status
         self.record["checks"] = [c.__dict__ for c in self.verdict.checks]
-        self.record["golden_metrics"] = {k: golden["metrics"].get(k) for k in ("wer", "cer", "rtf", "entity_acc")}
+        self.record["golden_metrics"] = {k: golden["metrics"].get(k)
+                                         for k in ("wer", "cer", "rtf", "entity_acc", "speed_rel", "case_peak_rss_mb")}
+        changed = changed_utterances(golden, self.record)
+        differs = machine_difference(golden.get("machine") or {}, self.record.get("machine") or {})
+        if differs:
+            self.record["machine_difference"] = differs
+            if changed:
+                self.verdict.notes.append("the golden was recorded on other hardware (" + "; ".join(differs) + "): "
+                                          "int8/ONNX/fp32 kernels differ by CPU features, so a changed transcript "
+                                          "may be the machine, not the model")
         if self.verdict.failed:
-            block = render_failure(self.record["case"], self.verdict, path, changed_utterances(golden, self.record),
-                                   self.accept_command)
+            block = render_failure(self.record["case"], self.verdict, path, changed, self.accept_command)
             pytest.fail(block, pytrace=False)
         return self.verdict

@@ -49,6 +49,7 @@ class Options:
     json_path: Path | None = None
     save: bool = False
     force_rtf: bool = False
+    abs_rtf: bool = False
     rtf_gate: str = "auto"  # auto | on | off
     gate: str | None = None
     rounds: int | None = None
@@ -107,13 +108,25 @@ class SpeechlabSession:
             gate=self.opts.gate or self.cfg.gate,
             rtf_gate=not self.rtf_gate_off,
             force_rtf=self.opts.force_rtf,
+            abs_rtf=self.opts.abs_rtf,
             update=self.opts.update,
             bootstrap=self.cfg.bootstrap,
         )
 
     @property
-    def rounds(self) -> int:
+    def rounds(self) -> int | None:
+        """Timed passes: --speechlab-rounds, else ``rounds:`` in the config, else None (adaptive)."""
         return self.opts.rounds or self.cfg.rounds
+
+    def speed_workload(self, case: Case) -> tuple[Any, str | None]:
+        """(the case's speed-reference workload or None, why there is none when it could not be built)."""
+        from .speed import SpeedReferenceError, workload_for
+
+        spec = self.cfg.models[case.model]
+        try:
+            return workload_for(get_backend(spec.backend), spec, case.device), None
+        except SpeedReferenceError as exc:
+            return None, str(exc)
 
     def _resolve_adhoc(self) -> None:
         for item in self.opts.datasets:
@@ -278,8 +291,11 @@ class SpeechlabSession:
             self.results.append({**base, "status": "error", "reason": str(exc)})
             pytest.fail(str(exc), pytrace=False)
         normalizer = get_normalizer(dspec.normalizer)
+        workload, ref_error = self.speed_workload(case)
         try:
-            out = evaluate_asr(model, data, normalizer, rounds=self.rounds, runner=runner, progress=progress)
+            out = evaluate_asr(model, data, normalizer, rounds=self.rounds, runner=runner, progress=progress,
+                               reference=workload, reference_runs=self.cfg.speed_reference_runs,
+                               min_timed_audio_s=self.cfg.min_timed_audio_s)
         except DatasetError as exc:
             self.results.append({**base, "status": "error", "reason": str(exc)})
             pytest.fail(str(exc), pytrace=False)
@@ -291,7 +307,8 @@ class SpeechlabSession:
             "decode": model.decode_settings,
             "metrics": {**out["metrics"], "load_seconds": getattr(model, "load_seconds", None)},
             "deterministic": out["deterministic"],
-            "rounds": self.rounds,
+            "rounds": out["rounds"],
+            "speed_reference": out["speed_reference"] or ({"error": ref_error} if ref_error else {}),
             "machine": machine_fingerprint(case.device, threads),
             "provenance": {"versions": versions()},
             "utterances": out["utterances"],
@@ -308,10 +325,21 @@ class SpeechlabSession:
     # ---- end of session -------------------------------------------------------------------------
     def write_goldens(self) -> list[Path]:
         """Write the goldens of every case that ran under --speechlab-update-golden (controller only)."""
+        from .speed import recording_problem
+
         written = []
         for r in self.results:
             if r.get("verdict") == "updated" and r.get("golden_path"):
                 path = Path(r["golden_path"])
-                write_golden(self.cfg.golden_dir, path, golden_payload(r))
+                payload = golden_payload(r)
+                problem = recording_problem(r.get("machine") or {}, r.get("metrics") or {})
+                if problem and payload.get("speed_reference"):
+                    # Never keep a speed baseline measured on a machine that could not measure speed: the
+                    # golden says so, and the gate reports speed "not compared" until it is re-recorded.
+                    payload["speed_reference"] = {**payload["speed_reference"], "usable": False,
+                                                  "unusable_reason": problem}
+                    self.notes.append(f"{r.get('case')}: golden written, but its speed is marked unusable: {problem}; "
+                                      "re-record it on a quiet machine")
+                write_golden(self.cfg.golden_dir, path, payload)
                 written.append(path)
         return written

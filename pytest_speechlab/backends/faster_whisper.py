@@ -96,6 +96,7 @@ class FasterWhisperBackend(BaseBackend):
     tasks: ClassVar[tuple[str, ...]] = ("asr",)
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     requires: ClassVar[tuple[str, ...]] = ("faster_whisper", "ctranslate2")
+    speed_reference: ClassVar[str | None] = "ctranslate2-int8"
     options: ClassVar[tuple[str, ...] | None] = (
         "compute_type", "beam_size", "language", "temperature", "condition_on_previous_text",
         "without_timestamps", "vad_filter", "cpu_threads", "batch_size",

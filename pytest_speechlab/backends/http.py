@@ -271,6 +271,7 @@ class HTTPBackend(BaseBackend):
     tasks: ClassVar[tuple[str, ...]] = ("asr", "tts")
     devices: ClassVar[tuple[str, ...]] = ("remote",)
     requires: ClassVar[tuple[str, ...]] = ("httpx",)
+    speed_reference: ClassVar[str | None] = None  # a remote service's speed is not this machine's: reported, not gated
 
     def unsupported_reason(self, device: str) -> str | None:
         if device != "remote":

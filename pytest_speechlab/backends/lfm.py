@@ -418,6 +418,7 @@ class LiquidAudioBackend(BaseBackend):
     tasks: ClassVar[tuple[str, ...]] = ("asr", "tts", "chat")
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda", "mps")
     requires: ClassVar[tuple[str, ...]] = ("liquid_audio", "torch")
+    speed_reference: ClassVar[str | None] = "torch"
 
     def check_installed(self) -> None:
         """Also refuse Python < 3.12: liquid-audio uses PEP 695 syntax and fails to import there."""

@@ -90,6 +90,7 @@ class OpenAIWhisperBackend(BaseBackend):
     tasks: ClassVar[tuple[str, ...]] = ("asr",)
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda", "mps")
     requires: ClassVar[tuple[str, ...]] = ("whisper", "torch")
+    speed_reference: ClassVar[str | None] = "torch"
 
     def resolve_weights(self, spec: ModelSpec) -> Path:
         """The ``.pt`` checkpoint for ``spec.weights`` (converting CTranslate2 weights once if needed)."""

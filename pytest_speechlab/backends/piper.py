@@ -130,6 +130,7 @@ class PiperBackend(BaseBackend):
     tasks: ClassVar[tuple[str, ...]] = ("tts",)
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     requires: ClassVar[tuple[str, ...]] = ("piper", "onnxruntime")
+    speed_reference: ClassVar[str | None] = "onnxruntime"
 
     def unsupported_reason(self, device: str) -> str | None:
         if device == "mps":
