@@ -164,7 +164,11 @@ def evaluate_asr(
         metrics.update(_score_entities(dataset, rows, normalizer))
     rtfs = [sum(t) / audio_total for _, t in rounds_out]
     all_times = [t for _, ts in rounds_out for t in ts]
-    speed_metrics, speed_block = pacer.summary(statistics.median(rtfs))
+    # Batched calls: the pacer paired whole batches; per-utterance shares sum back to each batch's time.
+    call_times = ([[sum(t[i:i + batch]) for i in range(0, n, batch)] for _, t in rounds_out] if batch
+                  else [t for _, t in rounds_out])
+    call_audio = [sum(durations[i:i + batch]) for i in range(0, n, batch)] if batch else durations
+    speed_metrics, speed_block = pacer.summary(statistics.median(rtfs), call_times, call_audio)
     metrics.update({
         "rtf": statistics.median(rtfs),
         **speed_metrics,

@@ -152,11 +152,11 @@ def _python(threads: int | None) -> Workload:
 
     def run() -> int:
         acc = 0
-        for i in range(150_000):
+        for i in range(300_000):
             acc = (acc * 31 + i) % 1_000_003
         return acc
 
-    return Workload("python", "pure-Python loop of 150k multiply-add-mod steps", "python", 1, run)
+    return Workload("python", "pure-Python loop of 300k multiply-add-mod steps", "python", 1, run)
 
 
 WORKLOADS: dict[str, Callable[[int | None], Workload]] = {
@@ -192,6 +192,18 @@ def noise_band(seconds: list[float]) -> float:
     return float((q3 - q1) / med)
 
 
+def weighted_median(pairs: list[tuple[float, float]]) -> float:
+    """The weighted median of ``(value, weight)`` pairs (the lower one at an exact half)."""
+    ordered = sorted(pairs)
+    half = sum(w for _, w in ordered) / 2
+    acc = 0.0
+    for value, w in ordered:
+        acc += w
+        if acc >= half:
+            return value
+    return ordered[-1][0]
+
+
 def plan(runs: int, calls: int) -> Counter[int]:
     """How many reference runs go before each timed call (key ``calls`` = after the last one).
 
@@ -218,6 +230,7 @@ class Pacer:
         self.runs = runs
         self._plan = plan(runs, calls) if workload is not None else Counter()
         self.seconds: list[float] = []
+        self.boundaries: list[int] = []  # where each reference run happened (before call k)
 
     def at(self, boundary: int) -> None:
         """Run (and time) the reference runs planned for this boundary."""
@@ -227,21 +240,48 @@ class Pacer:
             t0 = time.perf_counter()
             self.workload.run()
             self.seconds.append(time.perf_counter() - t0)
+            self.boundaries.append(boundary)
 
     def finish(self) -> None:
         """Run whatever is still planned (a round cut short, a batch that covered several boundaries)."""
         for b in sorted(self._plan):
             self.at(b)
 
-    def summary(self, rtf: float | None) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(metrics, ``speed_reference`` block): ``speed_rel`` = RTF / median reference seconds and its noise
-        band (:func:`noise_band` of the reference runs); empty metrics when there is no reference."""
+    def local_reference(self, call: int) -> float:
+        """The reference seconds paired with timed call ``call``: the median of the three runs taken
+        nearest to it in time (before and after it), so a busy spell is shared by both sides of the pair
+        and one disturbed reference run does not skew it."""
+        order = sorted(range(len(self.seconds)), key=lambda i: (abs(self.boundaries[i] - (call + 0.5)), i))
+        return statistics.median(self.seconds[i] for i in order[:3])
+
+    def summary(self, rtf: float | None, rounds_seconds: list[list[float]] | None = None,
+                call_audio: list[float] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(metrics, ``speed_reference`` block); empty metrics when there is no reference.
+
+        ``speed_rel`` is the case's real-time factor in units of its paired reference: each timed call's
+        seconds / (the reference seconds measured next to it x the call's audio seconds), and the
+        audio-weighted median of that over every timed call.  The median keeps a call disturbed by a
+        context switch or another process from moving the figure (on a shared 2-CPU machine single pairs
+        vary 0.7-2.7x, their median by a few percent).  Without per-call times: RTF / median reference.
+        The noise band is :func:`noise_band` of the reference runs."""
         if self.workload is None:
             return {}, {}
         self.finish()
         secs = self.seconds
         med = statistics.median(secs)
         band = noise_band(secs)
+        rel: float | None = None
+        if rounds_seconds and call_audio and min(secs) > 0:
+            pairs: list[tuple[float, float]] = []
+            k = 0
+            for times in rounds_seconds:
+                for t, d in zip(times, call_audio, strict=True):
+                    if d > 0:
+                        pairs.append((t / (self.local_reference(k) * d), d))
+                    k += 1
+            rel = weighted_median(pairs) if pairs else None
+        elif rtf is not None and med > 0:
+            rel = rtf / med
         block: dict[str, Any] = {
             **self.workload.ident(),
             "runs": len(secs),
@@ -252,8 +292,8 @@ class Pacer:
         if max(secs) > MAX_REF_SECONDS:
             block["warning"] = f"a reference run took {max(secs):.2f} s (> {MAX_REF_SECONDS} s): the machine is very slow or overloaded"
         metrics: dict[str, Any] = {"speed_rel_band": round(band, 6)}
-        if rtf is not None and med > 0:
-            metrics["speed_rel"] = rtf / med
+        if rel is not None:
+            metrics["speed_rel"] = rel
         return metrics, block
 
 

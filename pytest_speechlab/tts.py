@@ -485,7 +485,8 @@ def evaluate_tts(
     audio_total = sum(r["duration"] for r in rows)
     rtfs = [sum(x[2] for x in rnd) / audio_total if audio_total > 0 else float("inf") for rnd in done]
     ttfas = [x[3] for rnd in done for x in rnd if x[3] is not None]
-    speed_metrics, speed_block = pacer.summary(statistics.median(rtfs))
+    speed_metrics, speed_block = pacer.summary(statistics.median(rtfs), [[x[2] for x in rnd] for rnd in done],
+                                               [r["duration"] for r in rows])
     metrics: dict[str, Any] = {
         **pool(errs),  # wer, cer, S/D/I, ref_words, ref_chars, utterances: pooled over the corpus
         "rtf": statistics.median(rtfs),
