@@ -83,27 +83,29 @@ def vs_golden(r: dict[str, Any]) -> str:
         if g.get(k) is not None and m.get(k) is not None:
             parts.append(f"{label} {m[k] - g[k]:+.4f}")
     checks = {c["metric"]: c for c in r.get("checks", [])}
-    speed = checks.get("SPEED")
-    if speed and speed["status"] not in ("not-compared", "off") and g.get("speed_rel") and m.get("speed_rel"):
-        parts.append(f"speed x{m['speed_rel'] / g['speed_rel']:.2f}")
-    elif speed:
-        parts.append(f"speed {speed['status']}")
     if g.get("rtf") and m.get("rtf") is not None:
         rtf_check = checks.get("RTF")
         tag = f" ({rtf_check['status']})" if rtf_check and rtf_check["status"] in ("not-comparable", "off") else ""
         parts.append(f"RTF x{m['rtf'] / g['rtf']:.2f}{tag}")
+    speed = checks.get("SPEED")
+    if speed and speed["status"] not in ("not-compared", "off") and g.get("speed_rel") and m.get("speed_rel"):
+        parts.append(f"speed x{m['speed_rel'] / g['speed_rel']:.2f}")
+    elif speed:
+        parts.append(f"speed {speed['status'].replace('-', ' ')}")
     rss = checks.get("RSS_MB")
     if rss and rss["status"] in ("fail", "improved"):
         parts.append(f"RSS x{m['case_peak_rss_mb'] / g['case_peak_rss_mb']:.2f}")
     return ", ".join(parts) or "-"
 
 
-def speed_verdict(r: dict[str, Any]) -> str:
-    """What the verdict cell adds about speed when it was not compared: never a silent pass."""
-    c = next((c for c in r.get("checks", []) if c["metric"] == "SPEED"), None)
-    if c is None or c["status"] != "not-compared":
-        return ""
-    return f"; speed not compared: {c['note']}"
+def speed_notes(results: list[dict[str, Any]]) -> list[str]:
+    """One line per case whose speed was not compared, saying why and how to fix it: never a silent pass."""
+    out = []
+    for r in sorted(results, key=lambda r: r.get("case", "")):
+        c = next((c for c in r.get("checks", []) if c["metric"] == "SPEED"), None)
+        if c is not None and c["status"] == "not-compared":
+            out.append(f"{r.get('case')}: speed not compared: {c['note']}")
+    return out
 
 
 def summary_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
@@ -116,8 +118,6 @@ def summary_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
             verdict = f"skipped: {r.get('reason', '')}"
         elif r.get("status") == "error":
             verdict = f"error: {r.get('reason', '')}"
-        else:
-            verdict = f"{verdict}{speed_verdict(r)}"
         rows.append((r.get("case", "?"), _f(m.get("wer")), _f(m.get("cer")), _f(m.get("rtf")), vs_golden(r), verdict))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:5], widths, strict=True)) + "  " + row[5] for row in rows]
@@ -125,4 +125,5 @@ def summary_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
     # strict gate would have failed is never silent.
     gate_notes = [f"{r.get('case')}: {c['metric']} {c['note']}" for r in sorted(results, key=lambda r: r.get("case", ""))
                   for c in r.get("checks", []) if c.get("status") == "noise" or "real regression" in (c.get("note") or "")]
-    return lines + [f"note: {n}" for n in notes] + [f"gate: {n}" for n in gate_notes]
+    return (lines + [f"note: {n}" for n in notes] + [f"gate: {n}" for n in gate_notes]
+            + [f"speed: {n}" for n in speed_notes(results)])

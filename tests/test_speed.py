@@ -198,8 +198,9 @@ def test_golden_without_relative_speed_is_said_not_compared(spin_project: pytest
     rc, out, case = _run(p, slowdown=0.5)
     assert rc == 0, out
     assert _speed(case)["status"] == "not-compared"
-    assert "speed not compared: golden predates relative speed" in out
-    assert "--speechlab-update-golden" in out.split("speed not compared", 1)[1].splitlines()[0]
+    assert "speed: spin-cpu-clips: speed not compared: golden predates relative speed" in out
+    assert "--speechlab-update-golden" in out.split("speed: spin-cpu-clips: speed not compared", 1)[1].splitlines()[0]
+    assert "speed not compared" in next(line for line in out.splitlines() if line.startswith("spin-cpu-clips "))
 
 
 def test_saturated_recording_marks_golden_speed_unusable(spin_project: pytest.Pytester,
