@@ -23,10 +23,12 @@ from .golden import (
 )
 from .metrics import (
     Normalizer,
+    case_peak_rss_mb,
     cuda_peak_mb,
     peak_rss_mb,
     percentile,
     pool,
+    reset_case_peak,
     utterance_errors,
     utterance_wer,
 )
@@ -92,6 +94,7 @@ def evaluate_asr(
         audio, dur = load_audio(u.audio_path, model.sample_rate, reference=u.text)
         audios.append(audio)
         durations.append(dur)
+    case_peak = reset_case_peak()  # this case's own memory peak, model already resident
     model.transcribe(audios[0])  # warm-up: first-call costs (graph build, allocations) are not speed
     n = len(audios)
     if rounds is None:
@@ -178,6 +181,7 @@ def evaluate_asr(
         "audio_seconds": audio_total,
         "warmup_calls": 1,  # provenance: one untimed call before the timed rounds (see above)
         "peak_rss_mb": peak_rss_mb(),
+        "case_peak_rss_mb": case_peak_rss_mb() if case_peak else None,
         "cuda_peak_mb": cuda_peak_mb(),
     })
     if batch:

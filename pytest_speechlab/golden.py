@@ -187,9 +187,10 @@ def compare(
         v.checks.append(_speed_check(golden, obtained, thresholds, rtf_gate))
     if "rtf" in gm and "rtf" in om and gm["rtf"] is not None and om["rtf"] is not None:
         v.checks.append(_rtf_check(golden, obtained, thresholds, rtf_gate, abs_rtf, force_rtf))
-    rss = _rss_check(gm, om, thresholds)
-    if rss is not None:
-        v.checks.append(rss)
+    for metric, key in (("RSS_MB", "case_peak_rss_mb"), ("GPU_MB", "cuda_peak_mb")):
+        mem = _memory_check(metric, key, gm, om, thresholds)
+        if mem is not None:
+            v.checks.append(mem)
     if v.problems or any(c.status == "fail" for c in v.checks):
         v.status = "fail"
     elif any(c.status == "improved" for c in v.checks):
@@ -282,21 +283,22 @@ def _rtf_check(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dic
     return check
 
 
-def _rss_check(gm: dict[str, Any], om: dict[str, Any], thresholds: dict[str, float]) -> Check | None:
-    """RSS: the case's peak resident memory, gated one-sided with ``rss_rel`` (default +25%) when both runs
-    measured it per case; memory travels between machines, unlike speed."""
-    g, o = _num(gm.get("case_peak_rss_mb")), _num(om.get("case_peak_rss_mb"))
+def _memory_check(metric: str, key: str, gm: dict[str, Any], om: dict[str, Any],
+                  thresholds: dict[str, float]) -> Check | None:
+    """RSS_MB / GPU_MB: the case's own peak resident (or CUDA) memory, gated one-sided with ``rss_rel``
+    (default +25%); memory travels between machines, unlike speed.  None when this run measured none."""
+    g, o = _num(gm.get(key)), _num(om.get(key))
     if o is None:
         return None
     tol = thresholds.get("rss_rel", RSS_REL)
-    check = Check("RSS_MB", o, g, f"x{1 + tol:.2f}", "pass")
+    check = Check(metric, o, g, f"x{1 + tol:.2f}", "pass")
     if g is None:
         check.status, check.tolerance = NOT_COMPARED, "-"
-        check.note = "golden predates per-case peak RSS (case_peak_rss_mb): re-record the golden to gate memory"
+        check.note = f"golden predates the per-case peak ({key}): re-record the golden to gate memory"
     elif o > g * (1 + tol):
-        check.status, check.note = "fail", f"{o / g:.2f}x the golden's peak RSS" if g else "more memory than the golden"
+        check.status, check.note = "fail", f"{o / g:.2f}x the golden's peak" if g else "more memory than the golden"
     elif o * (1 + tol) < g:
-        check.status, check.note = "improved", f"{o / g:.2f}x the golden's peak RSS"
+        check.status, check.note = "improved", f"{o / g:.2f}x the golden's peak"
     return check
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import re
 import resource
@@ -159,6 +160,35 @@ def peak_rss_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def reset_case_peak() -> bool:
+    """Start a case's own memory peak: reset the kernel's resident-set high-water mark (Linux
+    ``/proc/self/clear_refs`` 5) and torch's CUDA peak counter when CUDA is in use.  False when the RSS
+    peak cannot be reset here (not Linux): then there is no per-case peak to gate."""
+    torch = sys.modules.get("torch")
+    # A broken CUDA runtime must not break the report: its peak is then simply not reset.
+    with contextlib.suppress(Exception):
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats()
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def case_peak_rss_mb() -> float | None:
+    """The resident-set high-water mark since :func:`reset_case_peak` (VmHWM, MiB), None off Linux."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def cuda_peak_mb() -> float | None:

@@ -93,7 +93,7 @@ def vs_golden(r: dict[str, Any]) -> str:
     elif speed:
         parts.append(f"speed {speed['status'].replace('-', ' ')}")
     rss = checks.get("RSS_MB")
-    if rss and rss["status"] in ("fail", "improved"):
+    if rss and rss["status"] in ("fail", "improved") and g.get("case_peak_rss_mb"):
         parts.append(f"RSS x{m['case_peak_rss_mb'] / g['case_peak_rss_mb']:.2f}")
     return ", ".join(parts) or "-"
 

@@ -24,7 +24,16 @@ import numpy as np
 from .backends.base import Audio, BackendError, ModelSpec
 from .datasets import DatasetError
 from .evaluation import adaptive_rounds
-from .metrics import Normalizer, get_normalizer, pool, utterance_errors, utterance_wer
+from .metrics import (
+    Normalizer,
+    case_peak_rss_mb,
+    cuda_peak_mb,
+    get_normalizer,
+    pool,
+    reset_case_peak,
+    utterance_errors,
+    utterance_wer,
+)
 from .speed import DEFAULT_RUNS, Pacer, Workload
 
 Progress = Callable[[int, int], None]
@@ -413,6 +422,7 @@ def evaluate_tts(
     out_dir = Path(audio_dir) if audio_dir is not None else Path(tempfile.mkdtemp(prefix=f"speechlab-tts-{name}-"))
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    case_peak = reset_case_peak()  # this case's own memory peak, model already resident
     # Warm-up: first-call costs (session setup, espeak-ng init, allocations) are not synthesis speed.
     warm_audio, warm_sr, _, _ = _synth_timed(model, items[0].text, use_stream)
     n = len(items)
@@ -505,6 +515,8 @@ def evaluate_tts(
         "rms_dbfs_max": max(r["rms_dbfs"] for r in rows),
         "nonfinite_samples": sum(r["nonfinite"] for r in rows),
         "sample_rate_mismatches": sum(1 for r in rows if r["sample_rate"] != int(model.sample_rate)),
+        "case_peak_rss_mb": case_peak_rss_mb() if case_peak else None,  # the judge's work included
+        "cuda_peak_mb": cuda_peak_mb(),
     }
     deterministic = rerun_same and all(
         all(a.shape == b.shape and np.array_equal(a, b, equal_nan=True) for (a, *_), (b, *_) in zip(rnd, first, strict=True))

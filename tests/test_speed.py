@@ -321,3 +321,91 @@ def test_paired_speed_is_the_weighted_median_of_per_call_ratios() -> None:
     metrics, _ = pacer.summary(None, [[0.05, 5.0, 0.05, 0.1]], [1.0, 1.0, 2.0, 1.0])
     assert metrics["speed_rel"] < 1.0  # the 5 s outlier is outvoted
     assert weighted_median([(1.0, 1.0), (2.0, 3.0)]) == 2.0
+
+
+def test_memory_is_gated_one_sided_per_case() -> None:
+    """Per-case peak RSS: +25% by default fails, less passes, a golden without it says not compared."""
+    def case(rss: float | None) -> dict[str, Any]:
+        c = _case(1.0)
+        if rss is not None:
+            c["metrics"]["case_peak_rss_mb"] = rss
+        return c
+
+    def status(golden: dict[str, Any], now: dict[str, Any], **t: float) -> str:
+        return next(c for c in compare(golden, now, t).checks if c.metric == "RSS_MB").status
+
+    assert status(case(400.0), case(450.0)) == "pass"
+    assert status(case(400.0), case(520.0)) == "fail"
+    assert status(case(400.0), case(520.0), rss_rel=0.5) == "pass"
+    assert status(case(400.0), case(200.0)) == "improved"
+    assert status(case(None), case(200.0)) == "not-compared"
+
+
+def test_case_peak_rss_is_measured_per_case() -> None:
+    import numpy as np
+
+    from pytest_speechlab.metrics import case_peak_rss_mb, reset_case_peak
+
+    if not reset_case_peak():
+        pytest.skip("the resident-set peak cannot be reset on this platform (Linux /proc/self/clear_refs)")
+    before = case_peak_rss_mb()
+    block = np.ones(64 * 1024 * 1024 // 8)  # 64 MiB, touched
+    after = case_peak_rss_mb()
+    del block
+    assert before is not None and after is not None and after - before > 50
+    reset_case_peak()
+    again = case_peak_rss_mb()
+    assert again is not None and again < after - 50  # the peak of the freed block is forgotten
+
+
+# ---- machine fingerprint -------------------------------------------------------------------------
+
+def test_fingerprint_names_kernel_features_and_usable_cpus() -> None:
+    from pytest_speechlab.devices import KERNEL_FLAGS, machine_fingerprint
+
+    m = machine_fingerprint("cpu")
+    assert set(m["cpu_flags"]) <= set(KERNEL_FLAGS)  # type: ignore[arg-type]
+    assert isinstance(m["usable_cpus"], int) and 1 <= m["usable_cpus"] <= (os.cpu_count() or 1)
+
+
+@needs_affinity
+def test_usable_cpus_sees_taskset() -> None:
+    code = ("import os, json; os.sched_setaffinity(0, {0}); from pytest_speechlab.devices import machine_fingerprint; "
+            "print(json.dumps(machine_fingerprint('cpu')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
+    m = json.loads(out)
+    assert m["usable_cpus"] == 1 and m["threads"] == 1 and m["cpu_count"] == os.cpu_count()
+
+
+def test_machine_difference_names_the_features() -> None:
+    from pytest_speechlab.devices import machine_difference
+
+    golden = {"cpu_model": "AMD EPYC", "device_name": "AMD EPYC", "cpu_flags": ["avx2", "avx512f", "avx512_vnni"]}
+    now = {"cpu_model": "AMD EPYC", "device_name": "AMD EPYC", "cpu_flags": ["avx2"]}
+    assert machine_difference(golden, now) == ["CPU features differ: golden machine has avx512_vnni, avx512f"]
+    assert machine_difference(golden, golden) == []
+    assert machine_difference({"cpu_model": "AMD EPYC"}, now) == []  # an old golden without flags: nothing claimed
+    assert machine_difference({**golden, "cpu_model": "Intel Xeon"}, now)[0].startswith("cpu model: golden 'Intel Xeon'")
+
+
+def test_changed_transcript_on_other_hardware_says_so(tmp_path: Path) -> None:
+    """The failure block of a changed transcript names the hardware difference when there is one."""
+    from pytest_speechlab.evaluation import CaseResult, GateSettings
+
+    row = {"id": "u1", "reference": "leaves from gate twelve", "ref_norm": "leaves from gate 12", "word_errors": 1,
+           "ref_words": 4, "char_errors": 2, "ref_chars": 19}
+    golden = {**_case(1.0), "utterances": [{**row, "hypothesis": "lease from gate 12", "hyp_norm": "lease from gate 12"}],
+              "machine": {"cpu_model": "AMD EPYC", "cpu_flags": ["avx2"]}}
+    golden["metrics"].update(wer=0.0, cer=0.0)
+    path = tmp_path / "m" / "d" / "cpu.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(golden), encoding="utf-8")
+    record = {**_case(1.0), "case": "m-cpu-d", "model": "m", "dataset": "d",
+              "utterances": [{**row, "hypothesis": "leaves from gate 12", "hyp_norm": "leaves from gate 12"}],
+              "machine": {"cpu_model": "AMD EPYC", "cpu_flags": ["avx2", "avx512_vnni"]}}
+    record["metrics"].update(wer=0.25, cer=0.1)
+    res = CaseResult(record, tmp_path, {"wer_abs": 0.0, "cer_abs": 0.0}, GateSettings(), "pytest x --speechlab-update-golden")
+    with pytest.raises(pytest.fail.Exception) as exc:
+        res.check_golden()
+    assert "note: the golden was recorded on other hardware (CPU features differ: this one has avx512_vnni)" in str(exc.value)
+    assert record["machine_difference"] == ["CPU features differ: this one has avx512_vnni"]
