@@ -28,6 +28,7 @@ THRESHOLD_KEYS = {
     "speed_rel": "relative speed (vs the speed reference) may exceed the golden by at most this fraction (default 0.2)",
     "speed_rel_min": "the relative-speed tolerance never goes below this, however quiet the reference (default 0.15)",
     "rss_rel": "per-case peak RSS may exceed the golden by this fraction (default 0.25)",
+    "cross_device_abs": "extra WER/CER allowance when a device without its own golden is compared with the cpu golden (default 0.02)",
     "entity_abs": "entity accuracy may fall below the golden by this much",
     "confidence": "confidence level of the statistical gate's bootstrap interval",
     # TTS audio sanity (checked against absolute bands, not the golden)

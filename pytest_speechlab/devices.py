@@ -5,11 +5,15 @@ Nothing here imports torch or ctranslate2 at module import; the probes run once,
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import platform
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 
 @cache
@@ -196,9 +200,123 @@ def machine_difference(golden: dict[str, object], now: dict[str, object]) -> lis
     return out
 
 
-def resolve_auto(supported: tuple[str, ...]) -> str:
+# ---- probes: "available" means a tiny operation really ran on the device through the backend's runtime --
+
+def probe_torch(device: str, torch: Any) -> str | None:
+    """Run a tiny op on ``device`` through ``torch``; None when it ran, else why not (the error named).
+
+    GitHub's macOS arm64 runners report ``torch.backends.mps.is_available() == True`` and then fail the
+    first allocation ("MPS backend out of memory (MPS allocated: 0 bytes ...)"): only running something tells."""
+    try:
+        x = torch.ones(4, device=device)
+        y = float((x * 2).sum().cpu().item())
+    except Exception as exc:  # noqa: BLE001 - any runtime error means the device is not usable here
+        msg = " ".join(str(exc).split())[:300]
+        return (f"{device} probe failed: torch {getattr(torch, '__version__', '?')} reports {device} available, "
+                f"but a 4-element tensor could not be created and summed on it ({type(exc).__name__}: {msg})")
+    if y != 8.0:
+        return f"{device} probe failed: torch computed {y} for 2 x ones(4) on {device} (expected 8.0)"
+    return None
+
+
+CUBLAS_12 = "libcublas.so.12"
+
+
+def probe_ctranslate2_cuda(ct2: Any, load_library: Callable[[str], Any]) -> str | None:
+    """CTranslate2 on cuda: a visible GPU, and the cuBLAS 12 library its wheels are built against.
+
+    The locked torch brings CUDA 13 libraries, so a GPU box can see the GPU and still lack cuBLAS 12;
+    CTranslate2 then fails at the first GEMM.  ``load_library`` is :func:`ctypes.CDLL` (a parameter so
+    the probe can be tested without a GPU)."""
+    version = getattr(ct2, "__version__", "?")
+    try:
+        count = int(ct2.get_cuda_device_count())
+    except Exception as exc:  # noqa: BLE001 - no CUDA runtime at all counts as zero devices
+        return f"cuda probe failed: ctranslate2 {version} cannot query CUDA devices ({exc})"
+    if count < 1:
+        return f"cuda not available: ctranslate2 {version} reports 0 CUDA devices"
+    try:
+        load_library(CUBLAS_12)
+    except OSError as exc:
+        return (f"cuda probe failed: ctranslate2 {version} needs cuBLAS 12 ({CUBLAS_12}), which cannot be loaded "
+                f"({exc}); install it with `uv add nvidia-cublas-cu12` (pip install nvidia-cublas-cu12) and put its "
+                "lib folder on LD_LIBRARY_PATH, or install the CUDA 12 toolkit")
+    return None
+
+
+def probe_onnxruntime_cuda(ort: Any) -> str | None:
+    """ONNX Runtime on cuda: the CUDAExecutionProvider must be in this build."""
+    providers = list(ort.get_available_providers())
+    if "CUDAExecutionProvider" not in providers:
+        return (f"cuda not available to onnxruntime {getattr(ort, '__version__', '?')}: no CUDAExecutionProvider "
+                f"(it has {', '.join(providers)}); install onnxruntime-gpu")
+    return None
+
+
+def _run_probe(runtime: str, device: str) -> str | None:
+    import importlib
+
+    if runtime == "torch":
+        if importlib.util.find_spec("torch") is None:
+            return f"{device} not available: torch is not installed (install an extra that needs torch)"
+        return probe_torch(device, importlib.import_module("torch"))
+    if runtime == "ctranslate2" and device == "cuda":
+        if importlib.util.find_spec("ctranslate2") is None:
+            return "cuda not available: ctranslate2 is not installed (faster-whisper extra)"
+        import ctypes
+
+        return probe_ctranslate2_cuda(importlib.import_module("ctranslate2"), ctypes.CDLL)
+    if runtime == "onnxruntime" and device == "cuda":
+        if importlib.util.find_spec("onnxruntime") is None:
+            return "cuda not available: onnxruntime is not installed (tts extra)"
+        return probe_onnxruntime_cuda(importlib.import_module("onnxruntime"))
+    return None
+
+
+# (runtime, device) -> probe; tests replace entries to stand in for hardware this machine lacks.
+PROBES: dict[tuple[str, str], Callable[[], str | None]] = {
+    (rt, dev): functools.partial(_run_probe, rt, dev)
+    for rt in ("torch", "ctranslate2", "onnxruntime") for dev in ("cuda", "mps")
+}
+_PROBED: dict[tuple[str, str], str | None] = {}
+
+
+def probe(runtime: str | None, device: str) -> str | None:
+    """Why ``device`` cannot be used through ``runtime`` (None: a tiny op ran).  The machine-level check
+    (:func:`unavailable_reason`) comes first, so a probe never imports a runtime for a device that is not
+    there; each (runtime, device) is probed once per process."""
+    reason = unavailable_reason(device)
+    if reason or runtime is None or device in ("cpu", "remote"):
+        return reason
+    key = (runtime, device)
+    if key not in _PROBED:
+        fn = PROBES.get(key)
+        _PROBED[key] = fn() if fn is not None else None
+    return _PROBED[key]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The device a case runs on, or why it cannot run here (``device`` is then the one requested)."""
+
+    device: str
+    reason: str | None = None
+
+
+def resolve(requested: str, supported: tuple[str, ...], runtime: str | None = None) -> Resolved:
+    """The one place that decides devices: ``auto`` -> the first of cuda, mps, cpu that ``supported``
+    lists and whose probe runs; a named device -> itself, with the reason when the backend does not
+    support it or its probe fails."""
+    if requested == "auto":
+        for dev in ("cuda", "mps", "cpu", "remote"):
+            if dev in supported and probe(runtime, dev) is None:
+                return Resolved(dev)
+        return Resolved(supported[0] if supported else "cpu", "no device in " + ", ".join(supported) + " is usable here")
+    if requested not in supported:
+        return Resolved(requested, f"no {requested} support in this backend (it runs on {', '.join(supported)})")
+    return Resolved(requested, probe(runtime, requested))
+
+
+def resolve_auto(supported: tuple[str, ...], runtime: str | None = None) -> str:
     """The best device for a backend that supports ``supported``: cuda, then mps, then cpu."""
-    for dev in ("cuda", "mps", "cpu", "remote"):
-        if dev in supported and available(dev):
-            return dev
-    return supported[0] if supported else "cpu"
+    return resolve("auto", supported, runtime).device

@@ -95,6 +95,8 @@ def vs_golden(r: dict[str, Any]) -> str:
     rss = checks.get("RSS_MB")
     if rss and rss["status"] in ("fail", "improved") and g.get("case_peak_rss_mb"):
         parts.append(f"RSS x{m['case_peak_rss_mb'] / g['case_peak_rss_mb']:.2f}")
+    if r.get("golden_device"):
+        parts.append(f"vs {r['golden_device']} golden")
     return ", ".join(parts) or "-"
 
 
@@ -125,5 +127,8 @@ def summary_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
     # strict gate would have failed is never silent.
     gate_notes = [f"{r.get('case')}: {c['metric']} {c['note']}" for r in sorted(results, key=lambda r: r.get("case", ""))
                   for c in r.get("checks", []) if c.get("status") == "noise" or "real regression" in (c.get("note") or "")]
+    cross = [f"{r.get('case')}: {r['cross_device']}" for r in sorted(results, key=lambda r: r.get("case", ""))
+             if r.get("cross_device")]
     return (lines + [f"note: {n}" for n in notes] + [f"gate: {n}" for n in gate_notes]
-            + [f"speed: {n}" for n in speed_notes(results)])
+            + [f"device: {n}" for n in cross]
+            + [f"speed: {n}" for n in speed_notes(results) if "golden yet" not in n])

@@ -199,7 +199,7 @@ class SpeechlabSession:
     def skip_reason(self, case: Case) -> str | None:
         """Why a case cannot run here (device or backend support), or None."""
         from .backends import REGISTRY
-        from .devices import unavailable_reason
+        from .devices import resolve
 
         spec = self.cfg.models[case.model]
         if spec.stage == "deprecated":
@@ -210,7 +210,7 @@ class SpeechlabSession:
         reason = backend.unsupported_reason(case.device)
         if reason:
             return reason
-        return unavailable_reason(case.device)
+        return resolve(case.device, (case.device,), getattr(backend, "runtime", None)).reason
 
     def base_record(self, case: Case) -> dict[str, Any]:
         """The identifying fields every case record starts with."""

@@ -113,6 +113,9 @@ class BaseBackend:
     requires: ClassVar[tuple[str, ...]] = ()
     # The speed-reference workload (pytest_speechlab.speed.WORKLOADS) that stresses this backend's runtime.
     speed_reference: ClassVar[str | None] = "numpy"
+    # The runtime whose tiny-op probe decides whether a device is usable (devices.PROBES): torch,
+    # ctranslate2, onnxruntime, or None (the machine-level check only).
+    runtime: ClassVar[str | None] = None
     # Model-entry keys (decode/load settings) this backend reads; speechlab.yaml rejects any other key so a
     # typo is an error, not a silently ignored setting.  None: not declared, so not checked.
     options: ClassVar[tuple[str, ...] | None] = None

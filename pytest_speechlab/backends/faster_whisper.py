@@ -97,6 +97,7 @@ class FasterWhisperBackend(BaseBackend):
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     requires: ClassVar[tuple[str, ...]] = ("faster_whisper", "ctranslate2")
     speed_reference: ClassVar[str | None] = "ctranslate2-int8"
+    runtime: ClassVar[str | None] = "ctranslate2"  # devices.probe runs a tiny op through it
     options: ClassVar[tuple[str, ...] | None] = (
         "compute_type", "beam_size", "language", "temperature", "condition_on_previous_text",
         "without_timestamps", "vad_filter", "cpu_threads", "batch_size",

@@ -419,6 +419,7 @@ class LiquidAudioBackend(BaseBackend):
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda", "mps")
     requires: ClassVar[tuple[str, ...]] = ("liquid_audio", "torch")
     speed_reference: ClassVar[str | None] = "torch"
+    runtime: ClassVar[str | None] = "torch"  # devices.probe runs a tiny op through it
 
     def check_installed(self) -> None:
         """Also refuse Python < 3.12: liquid-audio uses PEP 695 syntax and fails to import there."""

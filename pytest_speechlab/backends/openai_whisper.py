@@ -91,6 +91,7 @@ class OpenAIWhisperBackend(BaseBackend):
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda", "mps")
     requires: ClassVar[tuple[str, ...]] = ("whisper", "torch")
     speed_reference: ClassVar[str | None] = "torch"
+    runtime: ClassVar[str | None] = "torch"  # devices.probe runs a tiny op through it
 
     def resolve_weights(self, spec: ModelSpec) -> Path:
         """The ``.pt`` checkpoint for ``spec.weights`` (converting CTranslate2 weights once if needed)."""

@@ -131,6 +131,7 @@ class PiperBackend(BaseBackend):
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     requires: ClassVar[tuple[str, ...]] = ("piper", "onnxruntime")
     speed_reference: ClassVar[str | None] = "onnxruntime"
+    runtime: ClassVar[str | None] = "onnxruntime"  # devices.probe runs a tiny op through it
 
     def unsupported_reason(self, device: str) -> str | None:
         if device == "mps":
