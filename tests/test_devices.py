@@ -227,5 +227,5 @@ def test_faster_whisper_cuda_without_cublas_12_skips_naming_library_and_package(
     (pytester.path / "data").mkdir()
     res = pytester.runpytest("-p", "no:cacheprovider", "-rs")
     res.assert_outcomes(skipped=1)
-    res.stdout.fnmatch_lines(["*SKIPPED*cuda probe failed: ctranslate2 4.8.5 needs cuBLAS 12 (libcublas.so.12)*"
-                              "nvidia-cublas-cu12*"])
+    res.stdout.fnmatch_lines([("*SKIPPED*cuda probe failed: ctranslate2 4.8.5 needs cuBLAS 12 (libcublas.so.12)*"
+                              "nvidia-cublas-cu12*")])
