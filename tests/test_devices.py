@@ -229,3 +229,17 @@ def test_faster_whisper_cuda_without_cublas_12_skips_naming_library_and_package(
     res.assert_outcomes(skipped=1)
     res.stdout.fnmatch_lines([("*SKIPPED*cuda probe failed: ctranslate2 4.8.5 needs cuBLAS 12 (libcublas.so.12)*"
                               "nvidia-cublas-cu12*")])
+
+
+def test_workflow_has_macos_mps_and_self_hosted_cuda_jobs() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    wf = yaml.safe_load((root / ".github" / "workflows" / "speechlab.yml").read_text(encoding="utf-8"))
+    jobs = wf["jobs"]
+    mac = next(j for j in jobs.values() if str(j.get("runs-on", "")).startswith("macos"))
+    assert any('pytest speechlab.yaml -m "cpu or mps"' in s.get("run", "") for s in mac["steps"])
+    cuda = next(j for j in jobs.values() if "self-hosted" in (j.get("runs-on") or []))
+    assert any("-m cuda" in s.get("run", "") for s in cuda["steps"])
