@@ -23,12 +23,14 @@ from .golden import (
 )
 from .metrics import (
     Normalizer,
+    case_memory_mb,
     case_peak_rss_mb,
     cuda_peak_mb,
     peak_rss_mb,
     percentile,
     pool,
     reset_case_peak,
+    rss_mb,
     utterance_errors,
     utterance_wer,
 )
@@ -95,6 +97,7 @@ def evaluate_asr(
         audios.append(audio)
         durations.append(dur)
     case_peak = reset_case_peak()  # this case's own memory peak, model already resident
+    start_rss = rss_mb()
     model.transcribe(audios[0])  # warm-up: first-call costs (graph build, allocations) are not speed
     n = len(audios)
     if rounds is None:
@@ -181,7 +184,8 @@ def evaluate_asr(
         "audio_seconds": audio_total,
         "warmup_calls": 1,  # provenance: one untimed call before the timed rounds (see above)
         "peak_rss_mb": peak_rss_mb(),
-        "case_peak_rss_mb": case_peak_rss_mb() if case_peak else None,
+        "case_peak_rss_mb": case_memory_mb(getattr(model, "load_rss_mb", None), start_rss,
+                                           case_peak_rss_mb() if case_peak else None),
         "cuda_peak_mb": cuda_peak_mb(),
     })
     if batch:

@@ -179,16 +179,34 @@ def reset_case_peak() -> bool:
         return False
 
 
-def case_peak_rss_mb() -> float | None:
-    """The resident-set high-water mark since :func:`reset_case_peak` (VmHWM, MiB), None off Linux."""
+def _proc_status_mb(key: str) -> float | None:
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) / 1024
     except (OSError, ValueError):
         return None
     return None
+
+
+def rss_mb() -> float | None:
+    """This process's resident memory now (VmRSS, MiB), None off Linux."""
+    return _proc_status_mb("VmRSS")
+
+
+def case_peak_rss_mb() -> float | None:
+    """The resident-set high-water mark since :func:`reset_case_peak` (VmHWM, MiB), None off Linux."""
+    return _proc_status_mb("VmHWM")
+
+
+def case_memory_mb(load_rss_mb: float | None, start_rss_mb: float | None, peak_rss_mb: float | None) -> float | None:
+    """A case's own memory: what its model added to the process when it loaded, plus how far the case's
+    peak rose above the process's resident memory at its start.  Unlike the process peak, this does not
+    depend on which other models the session loaded before (run order, xdist grouping)."""
+    if load_rss_mb is None or start_rss_mb is None or peak_rss_mb is None:
+        return None
+    return max(0.0, load_rss_mb) + max(0.0, peak_rss_mb - start_rss_mb)
 
 
 def cuda_peak_mb() -> float | None:

@@ -255,11 +255,17 @@ class SpeechlabSession:
         """The loaded model for ``spec`` on ``device``, loaded once per process and reused."""
         key = (spec.name, device)
         if key not in self._models:
+            from .metrics import rss_mb
+
             backend = get_backend(spec.backend)
+            before = rss_mb()
             t0 = time.perf_counter()
             loaded = backend.load(spec, device)
             self.load_counts[f"{spec.name}@{device}"] = self.load_counts.get(f"{spec.name}@{device}", 0) + 1
             loaded.load_seconds = time.perf_counter() - t0  # type: ignore[union-attr]
+            after = rss_mb()
+            # What loading this model added to the process (the per-case memory gate builds on it).
+            loaded.load_rss_mb = None if before is None or after is None else after - before  # type: ignore[union-attr]
             self._models[key] = loaded
         return self._models[key]
 

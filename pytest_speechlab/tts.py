@@ -26,11 +26,13 @@ from .datasets import DatasetError
 from .evaluation import adaptive_rounds
 from .metrics import (
     Normalizer,
+    case_memory_mb,
     case_peak_rss_mb,
     cuda_peak_mb,
     get_normalizer,
     pool,
     reset_case_peak,
+    rss_mb,
     utterance_errors,
     utterance_wer,
 )
@@ -423,6 +425,7 @@ def evaluate_tts(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     case_peak = reset_case_peak()  # this case's own memory peak, model already resident
+    start_rss = rss_mb()
     # Warm-up: first-call costs (session setup, espeak-ng init, allocations) are not synthesis speed.
     warm_audio, warm_sr, _, _ = _synth_timed(model, items[0].text, use_stream)
     n = len(items)
@@ -515,7 +518,9 @@ def evaluate_tts(
         "rms_dbfs_max": max(r["rms_dbfs"] for r in rows),
         "nonfinite_samples": sum(r["nonfinite"] for r in rows),
         "sample_rate_mismatches": sum(1 for r in rows if r["sample_rate"] != int(model.sample_rate)),
-        "case_peak_rss_mb": case_peak_rss_mb() if case_peak else None,  # the judge's work included
+        # the voice's load + the case's growth (the judge's work included, the judge's load not)
+        "case_peak_rss_mb": case_memory_mb(getattr(model, "load_rss_mb", None), start_rss,
+                                           case_peak_rss_mb() if case_peak else None),
         "cuda_peak_mb": cuda_peak_mb(),
     }
     deterministic = rerun_same and all(
