@@ -184,7 +184,7 @@ def evaluate_asr(
         "audio_seconds": audio_total,
         "warmup_calls": 1,  # provenance: one untimed call before the timed rounds (see above)
         "peak_rss_mb": peak_rss_mb(),
-        "case_peak_rss_mb": case_memory_mb(getattr(model, "load_rss_mb", None), start_rss,
+        "case_peak_rss_mb": case_memory_mb(model, start_rss,
                                            case_peak_rss_mb() if case_peak else None),
         "cuda_peak_mb": cuda_peak_mb(),
     })

@@ -200,13 +200,19 @@ def case_peak_rss_mb() -> float | None:
     return _proc_status_mb("VmHWM")
 
 
-def case_memory_mb(load_rss_mb: float | None, start_rss_mb: float | None, peak_rss_mb: float | None) -> float | None:
-    """A case's own memory: what its model added to the process when it loaded, plus how far the case's
-    peak rose above the process's resident memory at its start.  Unlike the process peak, this does not
-    depend on which other models the session loaded before (run order, xdist grouping)."""
-    if load_rss_mb is None or start_rss_mb is None or peak_rss_mb is None:
+def case_memory_mb(model: object, start_rss_mb: float | None, peak_rss_mb: float | None) -> float | None:
+    """A case's own memory: what its model added to the process when it loaded (``model.load_rss_mb``),
+    plus the largest rise above the process's resident memory that any case of this loaded model has
+    caused so far (kept on the model as ``peak_growth_mb``).  Unlike the process peak it does not depend on
+    which other models the session loaded before; the running maximum keeps it from depending on whether
+    this case was the model's first (first calls allocate arenas that later cases reuse)."""
+    load = getattr(model, "load_rss_mb", None)
+    if load is None or start_rss_mb is None or peak_rss_mb is None:
         return None
-    return max(0.0, load_rss_mb) + max(0.0, peak_rss_mb - start_rss_mb)
+    growth = max(0.0, peak_rss_mb - start_rss_mb, float(getattr(model, "peak_growth_mb", 0.0) or 0.0))
+    with contextlib.suppress(AttributeError, TypeError):  # a model object that refuses attributes
+        model.peak_growth_mb = growth  # type: ignore[attr-defined]
+    return max(0.0, float(load)) + growth
 
 
 def cuda_peak_mb() -> float | None:

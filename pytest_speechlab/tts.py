@@ -519,7 +519,7 @@ def evaluate_tts(
         "nonfinite_samples": sum(r["nonfinite"] for r in rows),
         "sample_rate_mismatches": sum(1 for r in rows if r["sample_rate"] != int(model.sample_rate)),
         # the voice's load + the case's growth (the judge's work included, the judge's load not)
-        "case_peak_rss_mb": case_memory_mb(getattr(model, "load_rss_mb", None), start_rss,
+        "case_peak_rss_mb": case_memory_mb(model, start_rss,
                                            case_peak_rss_mb() if case_peak else None),
         "cuda_peak_mb": cuda_peak_mb(),
     }
