@@ -243,8 +243,9 @@ class CaseResult:
             self.record["verdict"] = f"golden borrowed from {self.record['golden_of']['model']}/{self.record['golden_of']['device']}, not updated"
             return self.verdict
         if self.settings.update:
-            self.verdict = Verdict("updated")
-            self.record["verdict"] = "updated"
+            # Accepted, not passed: nothing was compared (speechlab check and merge --gate refuse these).
+            self.verdict = Verdict("accepted")
+            self.record["verdict"] = "accepted"
             return self.verdict
         try:
             golden = read_golden(path)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,10 @@ from .session import Case, Options, SpeechlabSession
 
 SESSION_KEY = pytest.StashKey["SpeechlabSession | None"]()
 CONFIG_ERROR_KEY = pytest.StashKey["str | None"]()
+# Per item: where its rows start in ``sess.results``, and why it failed (one line per failed phase).
+_ROWS_START_KEY = pytest.StashKey[int]()
+_FAILURES_KEY = pytest.StashKey[list[str]]()
+_SKIP_KEY = pytest.StashKey[str]()
 
 MARKERS = {
     "smoke": "the bundled regression suite: bundled model(s) on the bundled fixtures/smoke audio",
@@ -160,7 +165,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = sess
     if config.pluginmanager.hasplugin("xdist"):
         _configure_xdist(config, sess)
-        config.pluginmanager.register(_XdistHooks(), "speechlab-xdist")
+        config.pluginmanager.register(_XdistHooks(config), "speechlab-xdist")
 
 
 def _configure_xdist(config: pytest.Config, sess: SpeechlabSession) -> None:
@@ -358,6 +363,65 @@ def _junit_properties(request: pytest.FixtureRequest, record: dict[str, Any]) ->
             request.node.user_properties.append((f"speechlab_{k}", f"{m[k]:.6f}"))
 
 
+# ---- every collected case ends up in the record --------------------------------------------------
+
+def _matrix_case(item: pytest.Item) -> Case | None:
+    """The matrix case an item runs, or None for any other test."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or not isinstance(item.parent, SpeechlabFile):
+        return None
+    case = callspec.params.get("speechlab_case")
+    return case if isinstance(case, Case) else None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    sess = session.config.stash.get(SESSION_KEY, None)
+    if sess is None or hasattr(session.config, "workerinput"):
+        return
+    for item in session.items:
+        case = _matrix_case(item)
+        if case is not None:
+            sess.collected[case.id] = case
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    sess = item.config.stash.get(SESSION_KEY, None)
+    if sess is not None:
+        item.stash[_ROWS_START_KEY] = len(sess.results)
+
+
+def _failure_line(report: pytest.TestReport) -> str:
+    """One readable line (or block) saying why a phase failed: the exception, not the whole traceback."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = str(crash.message) if crash is not None else report.longreprtext
+    # xdist heads a worker's report with "[gw0] linux -- Python ..."; the reason is what follows.
+    lines = [ln for ln in text.strip().splitlines() if not re.match(r"\[gw\d+\] \S+ -- Python ", ln)]
+    text = "\n".join(lines).strip() or f"{report.when} failed"
+    return text if len(text) <= 2000 else text[:2000] + " ..."
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report: pytest.TestReport = yield
+    sess = item.config.stash.get(SESSION_KEY, None)
+    if sess is None:
+        return report
+    if report.failed or (report.when == "call" and hasattr(report, "wasxfail")):
+        item.stash.setdefault(_FAILURES_KEY, []).append(
+            ("" if report.when == "call" else f"{report.when}: ") + _failure_line(report))
+    elif report.skipped and isinstance(report.longrepr, tuple):
+        item.stash[_SKIP_KEY] = str(report.longrepr[2]).removeprefix("Skipped: ")
+    if report.when == "teardown":
+        rows = sess.settle_item(_matrix_case(item), item.stash.get(_ROWS_START_KEY, len(sess.results)),
+                                item.stash.get(_FAILURES_KEY, []), item.stash.get(_SKIP_KEY, None))
+        if rows and hasattr(item.config, "workerinput"):
+            # Travels with the report to the xdist controller, so a worker that dies later does not take
+            # the results of the cases it finished with it.
+            report.speechlab_rows = _plain(rows)  # type: ignore[attr-defined]
+    return report
+
+
 # ---- fixtures for users' own tests -----------------------------------------------------------------
 
 def _marker_kwargs(request: pytest.FixtureRequest) -> dict[str, Any]:
@@ -481,6 +545,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         config.workeroutput["speechlab_loads"] = dict(sess.load_counts)  # type: ignore[attr-defined]
         config.workeroutput["speechlab_worker"] = {"id": worker, "pinned_gpu": pinned}  # type: ignore[attr-defined]
         return
+    sess.complete_results()
     written = sess.write_goldens() if sess.opts.update else []
     sess.written = written  # type: ignore[attr-defined]
     _write_records(sess)
@@ -500,7 +565,7 @@ def _write_records(sess: SpeechlabSession) -> None:
                 "xdist_workers": sess.n_workers, "update_golden": sess.opts.update, "shard": sess.opts.shard,
                 "config": str(sess.cfg.path), "model_loads": sess.load_counts, "notes": sess.notes,
                 "xdist": sess.xdist}
-    record = run_record(sess.results, sess.rootdir, settings)
+    record = run_record(sess.results, sess.rootdir, settings, collected=len(sess.collected))
     if sess.opts.json_path:
         write_json(sess.opts.json_path, record)
     if sess.opts.save:
@@ -527,6 +592,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 class _XdistHooks:
     """Registered only when pytest-xdist is active: merge workers' results on the controller."""
 
+    def __init__(self, config: pytest.Config | None = None) -> None:
+        self._config = config
+
     @pytest.hookimpl
     def pytest_configure_node(self, node: Any) -> None:
         """Tell each worker (before it starts) how many GPUs there are to pin to, and which are visible."""
@@ -547,6 +615,40 @@ class _XdistHooks:
         from .xdist_support import make_scheduler
 
         return make_scheduler(config, log, sess.cfg.path.name, sess.xdist["groups"])
+
+    @pytest.hookimpl
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """The controller never collects: it learns the selected matrix cases from a worker's collection."""
+        from .xdist_support import case_id_of
+
+        sess = node.config.stash.get(SESSION_KEY, None)
+        if sess is None or sess.collected:
+            return
+        by_id = {c.id: c for c in sess.cases()}
+        for nodeid in ids:
+            cid = case_id_of(nodeid, sess.cfg.path.name)
+            if cid is not None:
+                sess.collected[cid] = by_id.get(cid) or cid
+
+    @pytest.hookimpl
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """On the controller: keep each case's rows as they arrive, and why a case's worker crashed."""
+        config = self._config
+        if config is None or hasattr(config, "workerinput"):
+            return
+        sess = config.stash.get(SESSION_KEY, None)
+        if sess is None:
+            return
+        from .xdist_support import case_id_of
+
+        cid = case_id_of(report.nodeid, sess.cfg.path.name)
+        if cid is None:
+            return
+        rows = getattr(report, "speechlab_rows", None)
+        if rows:
+            sess.reported[cid] = list(rows)
+        elif report.failed:
+            sess.crashes.setdefault(cid, _failure_line(report))
 
     @pytest.hookimpl
     def pytest_testnodedown(self, node: Any, error: Any) -> None:

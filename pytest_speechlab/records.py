@@ -85,10 +85,13 @@ def merge_records(records: list[dict[str, Any]], sources: list[str]) -> dict[str
     notes: list[str] = []
     loads: dict[str, int] = {}
     merged_from = []
+    collected = 0
+    dropped = 0
     for rec, src in zip(records, sources, strict=True):
         settings = rec.get("settings") or {}
         merged_from.append({"file": src, "created": rec.get("created"), "shard": settings.get("shard"),
                             "git_commit": (rec.get("provenance") or {}).get("git_commit")})
+        collected += int(rec.get("collected") or 0)
         for k, v in (settings.get("model_loads") or {}).items():
             loads[k] = loads.get(k, 0) + int(v)
         for n in settings.get("notes") or []:
@@ -103,6 +106,8 @@ def merge_records(records: list[dict[str, Any]], sources: list[str]) -> dict[str
                         f"({_describe(case)}) with different results; merge the records of disjoint shards "
                         "(--speechlab-shard I/N with the same N), or leave one of the two files out"
                     )
+                if case.get("origin", "matrix") == "matrix":
+                    dropped += 1  # counted in both headers' ``collected``
                 continue  # the same result twice (e.g. one shard passed twice): keep the first
             cases[cid] = case
             where[cid] = src
@@ -124,6 +129,7 @@ def merge_records(records: list[dict[str, Any]], sources: list[str]) -> dict[str
     first = records[0]
     return {
         "schema": RECORD_SCHEMA,
+        "collected": collected - dropped,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "provenance": {**(first.get("provenance") or {}), "merged": True},
         "settings": {**(first.get("settings") or {}), "shard": None, "model_loads": loads, "notes": notes,
@@ -133,9 +139,12 @@ def merge_records(records: list[dict[str, Any]], sources: list[str]) -> dict[str
 
 
 def failed_cases(record: dict[str, Any]) -> list[str]:
-    """Ids of the cases whose verdict fails the gate (fail, missing golden, error)."""
-    return [c["case"] for c in record["cases"]
-            if c.get("verdict") in _FAILED_VERDICTS or c.get("status") == "error"]
+    """Ids of the cases whose verdict fails the gate (fail, missing golden, error, no metrics), except
+    experimental ones (reported, not gated)."""
+    from .runs import case_problem
+
+    return [c["case"] for c in record["cases"] if c.get("stage") != "experimental"
+            and (c.get("verdict") in _FAILED_VERDICTS or case_problem(c) is not None)]
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
@@ -149,11 +158,18 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     for line in summary_lines(merged["cases"], merged["settings"]["notes"]):
         print(line)
     print(f"merged {len(args.records)} run records, {len(merged['cases'])} cases -> {args.output}")
+    if not args.gate:
+        return 0
+    from .runs import record_problems
+
+    refused = [p for rec, src in zip(records, args.records, strict=True) for p in record_problems(rec, str(src))]
+    refused += record_problems(merged, str(args.output))
+    for line in refused:
+        print(f"gate: {line}", file=sys.stderr)
     failed = failed_cases(merged)
-    if args.gate and failed:
+    if failed:
         print(f"gate: {len(failed)} case(s) failed: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if failed or refused else 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -16,7 +16,9 @@ from .golden import atomic_write_text
 
 PACKAGES = ("pytest-speechlab", "pytest", "faster-whisper", "ctranslate2", "openai-whisper", "torch", "piper-tts",
             "onnxruntime", "liquid-audio", "jiwer", "whisper-normalizer", "soundfile", "soxr", "numpy")
-RECORD_SCHEMA = 1
+# 2: a header count ``collected`` (every collected matrix case has a row), ``origin`` per row, and the
+# verdicts ``error`` and ``accepted``.
+RECORD_SCHEMA = 2
 
 
 @cache
@@ -54,10 +56,13 @@ def provenance(root: Path) -> dict[str, Any]:
     }
 
 
-def run_record(results: list[dict[str, Any]], root: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The session's run record: every case (ran, failed or skipped) plus provenance."""
+def run_record(results: list[dict[str, Any]], root: Path, extra: dict[str, Any] | None = None,
+               collected: int = 0) -> dict[str, Any]:
+    """The session's run record: every case (ran, failed or skipped) plus provenance.  ``collected`` is
+    how many matrix cases the session selected; each has exactly one row of ``origin: matrix``."""
     return {
         "schema": RECORD_SCHEMA,
+        "collected": collected,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "provenance": provenance(root),
         "settings": extra or {},

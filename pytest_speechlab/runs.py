@@ -9,6 +9,8 @@ from .golden import read_json
 
 # Verdicts that mean a case that ran did not pass its golden gate.
 FAILED_VERDICTS = ("fail", "missing", "error")
+# ``accepted``: --speechlab-update-golden wrote the case's result as its new golden; nothing was compared.
+ACCEPT_FLAG = "--speechlab-update-golden"
 
 
 class RunRecordError(Exception):
@@ -52,3 +54,36 @@ def failure_reason(case: dict[str, Any]) -> str:
         return "no golden baseline"
     bad = [f"{c['metric']} {c.get('note') or 'worse than the golden'}" for c in case.get("checks", []) if c.get("status") == "fail"]
     return "; ".join(bad) or f"verdict {case.get('verdict')}"
+
+
+def case_problem(case: dict[str, Any]) -> str | None:
+    """Why one row of a run record can never pass a gate (an error, or a run that measured nothing), or None."""
+    if case.get("status") == "error" or case.get("verdict") == "error":
+        return f"error: {case.get('reason') or 'the case errored'}"
+    if case.get("status") == "ran":
+        m = case.get("metrics")
+        if not isinstance(m, dict) or not any(isinstance(m.get(k), (int, float)) and not isinstance(m.get(k), bool)
+                                              for k in ("wer", "cer", "rtf")):
+            return "ran but recorded no metrics (no wer, cer or rtf); nothing can be compared"
+    return None
+
+
+def record_problems(record: dict[str, Any], path: str) -> list[str]:
+    """Why a whole run record cannot pass a gate: it accepted goldens instead of comparing (``accepted``
+    verdicts), or it holds a different number of matrix cases than its header says the session collected."""
+    out: list[str] = []
+    cases = record.get("cases") or []
+    accepted = [str(c.get("case")) for c in cases if c.get("verdict") == "accepted"]
+    if accepted:
+        out.append(f"{path}: {len(accepted)} case(s) accepted new goldens instead of being compared "
+                   f"({ACCEPT_FLAG} was given): {', '.join(accepted)}; this record compared nothing. "
+                   f"Commit the goldens, then gate a record of a run without {ACCEPT_FLAG}")
+    if "collected" in record:
+        matrix = [c for c in cases if c.get("origin", "matrix") == "matrix"]
+        ids = {c.get("case") for c in matrix}
+        if len(matrix) != record["collected"] or len(ids) != len(matrix):
+            dupes = len(matrix) - len(ids)
+            out.append(f"{path}: the header says the session collected {record['collected']} case(s) but the record "
+                       f"holds {len(matrix)} matrix case row(s)" + (f" ({dupes} duplicated)" if dupes else "")
+                       + "; the record is incomplete or was edited, re-create it with pytest --speechlab-json PATH")
+    return out

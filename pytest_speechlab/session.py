@@ -86,6 +86,12 @@ class SpeechlabSession:
         self._models: dict[tuple[str, str], Any] = {}
         self._datasets: dict[str, Dataset] = {}
         self.adhoc: dict[str, DatasetSpec] = {}
+        # Every matrix case this session selected (id -> Case; on the xdist controller, from a worker's
+        # collection).  Each of them ends up in the run record, whatever happened to it.
+        self.collected: dict[str, Case | str] = {}
+        # xdist controller: the rows each case's report carried, and why a case's worker crashed.
+        self.reported: dict[str, list[dict[str, Any]]] = {}
+        self.crashes: dict[str, str] = {}
         self._resolve_adhoc()
         if self.rtf_gate_off:
             self.notes.append(
@@ -305,12 +311,65 @@ class SpeechlabSession:
         return CaseResult(record, self.cfg.golden_dir, self.thresholds_for(case.model, case.dataset),
                           self.gate_settings(), accept)
 
+    # ---- every collected case in the record -----------------------------------------------------------
+    def _error_row(self, case: Case | str, reason: str) -> dict[str, Any]:
+        if isinstance(case, Case):
+            base = self.base_record(case)
+        else:  # only the id is known (the controller could not rebuild the case)
+            base = {"case": case, "model": "?", "dataset": "?", "device": "?"}
+        return {**base, "status": "error", "verdict": "error", "reason": reason, "origin": "matrix"}
+
+    def settle_item(self, case: Case | None, start: int, failures: list[str], skip_reason: str | None) -> list[dict[str, Any]]:
+        """After an item's teardown: make its rows say what happened to it, and return them.
+
+        A matrix case that crashed before recording a row gets an ``error`` row with the exception; a row
+        that reads as passed while the item failed (a crash after the row was written, a teardown error)
+        gets the verdict ``error``.  Rows are tagged with their origin (``matrix`` or a user's ``test``).
+        """
+        rows = self.results[start:]
+        cid = case.id if case is not None else None
+        for r in rows:
+            r.setdefault("origin", "matrix" if cid is not None and r.get("case") == cid else "test")
+        if case is None:
+            return rows
+        mine = [r for r in rows if r.get("case") == cid]
+        if not mine:
+            if failures:
+                row = self._error_row(case, f"crashed before recording a result: {failures[0]}")
+            elif skip_reason is not None:
+                row = {**self.base_record(case), "status": "skipped", "reason": skip_reason, "origin": "matrix"}
+            else:
+                row = self._error_row(case, "the test passed without recording a result; nothing was compared")
+            self.results.append(row)
+            rows = self.results[start:]
+        elif failures:
+            for r in mine:
+                if r.get("status") == "ran" and r.get("verdict") not in ("fail", "missing", "error"):
+                    r["verdict"] = "error"
+                    r["reason"] = failures[0]
+        return rows
+
+    def complete_results(self) -> None:
+        """On the controller, at the end: every collected case has a row.  Rows that a dead xdist worker
+        sent with its reports are used; a case with none gets an ``error`` row saying why."""
+        have = {r.get("case") for r in self.results if r.get("origin", "matrix") == "matrix"}
+        for cid, case in self.collected.items():
+            if cid in have:
+                continue
+            if cid in self.reported:
+                self.results.extend(self.reported[cid])
+                continue
+            reason = self.crashes.get(cid) or (
+                "never ran to the end: its xdist worker died or the session stopped before it (-x, Ctrl-C); "
+                "nothing was compared")
+            self.results.append(self._error_row(case, reason))
+
     # ---- end of session -------------------------------------------------------------------------
     def write_goldens(self) -> list[Path]:
         """Write the goldens of every case that ran under --speechlab-update-golden (controller only)."""
         written = []
         for r in self.results:
-            if r.get("verdict") == "updated" and r.get("golden_path"):
+            if r.get("verdict") == "accepted" and r.get("golden_path"):
                 path = Path(r["golden_path"])
                 write_golden(self.cfg.golden_dir, path, golden_payload(r))
                 written.append(path)
