@@ -122,8 +122,3 @@ class FakeProject:
                 rc = int(exc.code or 0)
         return rc, out.getvalue()
 
-
-@pytest.fixture
-def fake(pytester: pytest.Pytester) -> FakeProject:
-    """A project whose models run on the fake backend (no real model loads: fast)."""
-    return FakeProject(pytester)

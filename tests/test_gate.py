@@ -10,8 +10,7 @@ import json
 from typing import Any
 
 import pytest
-
-from _fake import FakeProject, fake  # noqa: F401  (fixture)
+from _fake import FakeProject
 
 XDIST = [pytest.param([], id="no-xdist"), pytest.param(["-n", "0"], id="n0"),
          pytest.param(["-n", "2"], id="n2", marks=pytest.mark.slow)]
