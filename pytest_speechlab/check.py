@@ -83,7 +83,7 @@ def check_case(record: dict[str, Any], case: dict[str, Any], golden_file: Path, 
 def run_check(args: argparse.Namespace) -> int:
     """Gate every ran case of the record; print one block per failing case and a closing count."""
     try:
-        record = load_run(args.run)
+        record = load_run(args.run, gate=True)
     except RunRecordError as exc:
         print(f"speechlab check: {exc}")
         return 2

@@ -251,7 +251,10 @@ class CaseResult:
             golden = read_golden(path)
         except GoldenError as exc:
             self.record["verdict"] = "error"
-            pytest.fail(str(exc), pytrace=False)
+            self.record["reason"] = str(exc)
+            golden = None
+        if self.record.get("verdict") == "error":
+            pytest.fail(self.record["reason"], pytrace=False)
         if golden is None:
             self.verdict = Verdict("missing")
             self.record["verdict"] = "missing"

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .metrics import bootstrap_delta
-
-SCHEMA = 1
+from .schema import GOLDEN_SCHEMA as SCHEMA  # noqa: F401  (re-exported: golden.SCHEMA)
 
 
 class GoldenError(Exception):
@@ -52,6 +51,10 @@ def read_golden(path: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
         raise GoldenError(f"{path}: golden file has no 'metrics' object; restore it from git or re-create it with --speechlab-update-golden")
+    from .schema import validate
+
+    validate(data, "golden", str(path), GoldenError,
+             "restore it from git or re-create it with --speechlab-update-golden")
     return data
 
 
@@ -154,9 +157,18 @@ def compare(
             "decode settings differ from the golden: "
             + ", ".join(f"{k}: golden {gd.get(k)!r} vs now {od.get(k)!r}" for k in diff)
         )
-    gm, om = golden["metrics"], obtained["metrics"]
+    gm, om = golden["metrics"], obtained.get("metrics") or {}
+    for metric in ("wer", "cer", "entity_acc", "rtf"):
+        # A metric on one side only is never skipped in silence: nothing would be compared.
+        g_has, o_has = _number(gm.get(metric)), _number(om.get(metric))
+        if g_has and not o_has:
+            v.problems.append(f"the golden has {metric} {gm[metric]!r} but this run measured {om.get(metric)!r}; "
+                              "nothing to compare it with")
+        elif o_has and not g_has and metric in ("wer", "cer", "entity_acc"):
+            v.problems.append(f"this run measured {metric} but the golden has {gm.get(metric)!r}; re-record the golden "
+                              "(--speechlab-update-golden) so that it can be gated")
     for metric, tol_key in (("wer", "wer_abs"), ("cer", "cer_abs")):
-        if metric not in gm or metric not in om:
+        if not (_number(gm.get(metric)) and _number(om.get(metric))):
             continue
         tol = thresholds.get(tol_key, 0.0)
         g, o = float(gm[metric]), float(om[metric])
@@ -170,7 +182,7 @@ def compare(
         if gate == "statistical" and check.status == "fail":
             _statistical(check, metric, golden, obtained, tol, bootstrap, thresholds.get("confidence", 0.95))
         v.checks.append(check)
-    if "entity_acc" in gm and "entity_acc" in om:
+    if _number(gm.get("entity_acc")) and _number(om.get("entity_acc")):
         tol = thresholds.get("entity_abs", 0.02)
         g, o = float(gm["entity_acc"]), float(om["entity_acc"])
         check = Check("ENTITY", o, g, f"-{tol:.4f} abs", "pass")
@@ -182,7 +194,7 @@ def compare(
             # The interval is over the entity miss rate (1 - accuracy), so "worse" is positive as for WER.
             _statistical(check, "entity", golden, obtained, tol, bootstrap, thresholds.get("confidence", 0.95))
         v.checks.append(check)
-    if "rtf" in gm and "rtf" in om and gm["rtf"] is not None and om["rtf"] is not None:
+    if _number(gm.get("rtf")) and _number(om.get("rtf")):
         tol = thresholds.get("rtf_rel", 0.5)
         g, o = float(gm["rtf"]), float(om["rtf"])
         check = Check("RTF", o, g, f"x{1 + tol:.2f}", "pass")
@@ -218,6 +230,13 @@ def compare(
     elif any(c.status == "improved" for c in v.checks):
         v.status = "improved"
     return v
+
+
+def _number(x: Any) -> bool:
+    """A finite number (not a bool, not None, not a string)."""
+    import math
+
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _saturated(machine: dict[str, Any]) -> bool:

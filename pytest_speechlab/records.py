@@ -47,9 +47,12 @@ def load_record(path: Path) -> dict[str, Any]:
     if data.get("schema") != RECORD_SCHEMA:
         raise MergeError(f"{path}: run record schema {data.get('schema')!r}, this speechlab reads schema {RECORD_SCHEMA}; "
                          "merge records written by the same pytest-speechlab version")
-    for i, c in enumerate(data["cases"]):
-        if not isinstance(c, dict) or not isinstance(c.get("case"), str):
-            raise MergeError(f"{path}: cases[{i}] has no 'case' id; the file is not a run record or was edited by hand")
+    from .runs import RunRecordError, load_run
+
+    try:
+        load_run(path, gate=True)  # the schema, with the same messages as speechlab check
+    except RunRecordError as exc:
+        raise MergeError(str(exc)) from None
     return data
 
 

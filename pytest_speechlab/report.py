@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from .golden import atomic_write_text
+from .schema import RECORD_SCHEMA
 
 PACKAGES = ("pytest-speechlab", "pytest", "faster-whisper", "ctranslate2", "openai-whisper", "torch", "piper-tts",
             "onnxruntime", "liquid-audio", "jiwer", "whisper-normalizer", "soundfile", "soxr", "numpy")
-# 2: a header count ``collected`` (every collected matrix case has a row), ``origin`` per row, and the
-# verdicts ``error`` and ``accepted``.
-RECORD_SCHEMA = 2
+# RECORD_SCHEMA 2: a header count ``collected`` (every collected matrix case has a row), ``origin`` per row,
+# and the verdicts ``error`` and ``accepted`` (schemas/run-record-2.schema.json).
 
 
 @cache
@@ -102,7 +102,7 @@ def summary_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
         verdict = r.get("verdict") or r.get("status", "?")
         if r.get("status") == "skipped":
             verdict = f"skipped: {r.get('reason', '')}"
-        elif r.get("status") == "error":
+        elif r.get("status") == "error" or r.get("verdict") == "error":
             verdict = f"error: {r.get('reason', '')}"
         rows.append((r.get("case", "?"), _f(m.get("wer")), _f(m.get("cer")), _f(m.get("rtf")), vs_golden(r), verdict))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]

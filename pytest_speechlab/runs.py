@@ -17,8 +17,10 @@ class RunRecordError(Exception):
     """A run record cannot be used; the message names the file and the fix."""
 
 
-def load_run(path: Path) -> dict[str, Any]:
-    """Read one run record and check its shape; :class:`RunRecordError` names the file on any problem."""
+def load_run(path: Path, *, gate: bool = False) -> dict[str, Any]:
+    """Read one run record and validate it against its schema (schemas/run-record-2.schema.json);
+    :class:`RunRecordError` names the file, the key and the fix on any problem.  ``gate``: the record is
+    about to be gated (``speechlab check``/``merge``), so an old record without a case count is refused."""
     path = Path(path)
     try:
         data = read_json(path, RunRecordError, "run record",
@@ -28,13 +30,28 @@ def load_run(path: Path) -> dict[str, Any]:
         raise RunRecordError(f"{path}: run record not found; pass the file that pytest --speechlab-json PATH wrote") from None
     if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
         raise RunRecordError(f"{path}: not a speechlab run record (no 'cases' list); re-create it with pytest --speechlab-json PATH")
+    old = type(data.get("schema")) is int and data["schema"] == 1
+    if old and not gate:
+        # Written before run records had a schema file: read for history (scorecards), never gated.
+        _check_v1(path, data)
+        data["_path"] = str(path)
+        return data
+    if old:
+        raise RunRecordError(f"{path}: schema: run record schema 1 (older pytest-speechlab) has no 'collected' count, "
+                             f"so it cannot prove that every case is in it; re-create it with pytest --speechlab-json PATH")
+    from .schema import validate
+
+    validate(data, "run record", str(path), RunRecordError, "re-create it with pytest --speechlab-json PATH")
+    data["_path"] = str(path)
+    return data
+
+
+def _check_v1(path: Path, data: dict[str, Any]) -> None:
     for i, case in enumerate(data["cases"]):
         if not isinstance(case, dict) or not all(isinstance(case.get(k), str) for k in ("case", "model", "dataset", "device", "status")):
             raise RunRecordError(f"{path}: cases[{i}] lacks case/model/dataset/device/status; the record is damaged, re-create it")
         if case["status"] == "ran" and not isinstance(case.get("metrics"), dict):
             raise RunRecordError(f"{path}: cases[{i}] ({case['case']}) ran but has no 'metrics' object; re-create the record")
-    data["_path"] = str(path)
-    return data
 
 
 def case_state(case: dict[str, Any]) -> str:
