@@ -88,6 +88,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "cpu cases over idle workers when there are fewer models than workers (default: ini or auto)")
     group.addoption("--speechlab-shard", type=_shard_arg, default=None, metavar="I/N",
                     help="run only slice I of N of the matrix (deterministic), for CI matrix jobs")
+    group.addoption("--speechlab-allow-empty-shard", action="store_true", default=False,
+                    help="let a --speechlab-shard slice that gets no case pass (default: an error)")
     parser.addini("speechlab_config", "path of speechlab.yaml, relative to the rootdir", default=None)
     parser.addini("speechlab_devices", "default devices (auto|cpu|cuda|mps|remote|all)", type="args", default=[])
     parser.addini("speechlab_xdist_group", "auto|model: how matrix cases are grouped on xdist workers", default="auto")
@@ -160,6 +162,7 @@ def pytest_configure(config: pytest.Config) -> None:
         gate=config.getoption("speechlab_gate"),
         rounds=rounds,
         shard=config.getoption("speechlab_shard"),
+        allow_empty_shard=config.getoption("speechlab_allow_empty_shard"),
     )
     sess = SpeechlabSession(cfg, opts, config.rootpath, _n_workers(config))
     config.stash[SESSION_KEY] = sess
@@ -223,21 +226,22 @@ class SpeechlabFile(pytest.Module):
 
         return _matrix
 
-
-class _ConfigErrorItem(pytest.Item):
-    def runtest(self) -> None:
-        raise ConfigError(self.config.stash[CONFIG_ERROR_KEY] or "")
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        return str(excinfo.value)
-
-    def reportinfo(self) -> tuple[Path, int, str]:
-        return self.path, 0, "speechlab config"
+    def collect(self) -> Any:
+        # An empty matrix is a collection error (never "got empty parameter set" and rc 0, which a
+        # "no tests collected" guard does not see either).
+        sess = get_session(self.config)
+        if not sess.cases():
+            reason = sess.empty_reason()
+            if reason is not None:
+                raise self.CollectError(reason)
+        return super().collect()
 
 
 class _ConfigErrorFile(pytest.File):
+    """A speechlab.yaml that does not load: a collection error, so -m/-k cannot deselect it away."""
+
     def collect(self) -> Iterator[pytest.Item]:
-        yield _ConfigErrorItem.from_parent(self, name="config")
+        raise self.CollectError(self.config.stash[CONFIG_ERROR_KEY] or "invalid speechlab config")
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:

@@ -53,6 +53,7 @@ class Options:
     gate: str | None = None
     rounds: int | None = None
     shard: tuple[int, int] | None = None
+    allow_empty_shard: bool = False
 
 
 def _manifest_task(path: Path) -> str:
@@ -153,8 +154,44 @@ class SpeechlabSession:
         return out
 
     # ---- matrix --------------------------------------------------------------------------------
+    def empty_reason(self) -> str | None:
+        """Why the matrix holds no case (an error), or None when that is allowed (an empty shard under
+        --speechlab-allow-empty-shard)."""
+        path = self.cfg.path
+        if self.opts.shard:
+            i, n = self.opts.shard
+            total = len(self._all_cases())
+            if total:
+                if self.opts.allow_empty_shard:
+                    return None
+                return (f"--speechlab-shard {i}/{n}: this shard got no case (the matrix has {total} case(s) for {n} shards); "
+                        "use fewer shards, or pass --speechlab-allow-empty-shard to let an empty shard pass")
+        models = self.opts.models or list(self.cfg.models)
+        if not models:
+            return f"{path}: models: no model configured, so the matrix is empty; add one under models:"
+        names = [d for d in self.opts.datasets if d in self.cfg.datasets] + list(self.adhoc) if self.opts.datasets else list(self.cfg.datasets)
+        if not names:
+            return f"{path}: datasets: no dataset configured, so the matrix is empty; add one under datasets:"
+        tasks_m = ", ".join(f"{m} ({self.cfg.models[m].task})" for m in models)
+        tasks_d = ", ".join(f"{d} ({self.dataset_spec(d).task})" for d in names)
+        return (f"{path}: the matrix is empty: no selected model's task matches a selected dataset's task "
+                f"(models: {tasks_m}; datasets: {tasks_d}); give a dataset the task of a model (task: asr|tts), "
+                "or select others with --speechlab-model/--speechlab-dataset")
+
     def cases(self) -> list[Case]:
         """Every model x device x dataset the options select, in a stable order (skips included)."""
+        out = self._all_cases()
+        if self.opts.shard:
+            i, n = self.opts.shard
+            # Contiguous slices of the id-sorted matrix: a partition (every case in exactly one shard),
+            # balanced to within one case, and a model@device's cases stay together (ids start with
+            # model-device), so each CI job loads as few models as possible.
+            ordered = sorted(out, key=lambda c: c.id)
+            out = ordered[(i - 1) * len(ordered) // n: i * len(ordered) // n]
+        return out
+
+    def _all_cases(self) -> list[Case]:
+        """The whole matrix the options select, before sharding."""
         from .devices import resolve_auto
 
         if self.opts.datasets:
@@ -180,13 +217,6 @@ class SpeechlabSession:
                     if self.dataset_spec(ds).task != spec.task and not (spec.task == "chat" and self.dataset_spec(ds).task == "asr"):
                         continue
                     out.append(Case(m, ds, dev))
-        if self.opts.shard:
-            i, n = self.opts.shard
-            # Contiguous slices of the id-sorted matrix: a partition (every case in exactly one shard),
-            # balanced to within one case, and a model@device's cases stay together (ids start with
-            # model-device), so each CI job loads as few models as possible.
-            ordered = sorted(out, key=lambda c: c.id)
-            out = ordered[(i - 1) * len(ordered) // n: i * len(ordered) // n]
         return out
 
     def skip_reason(self, case: Case) -> str | None:
