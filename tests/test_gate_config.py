@@ -4,7 +4,6 @@ a malformed speechlab.yaml under -m/-k (issue 12 items 3 and 6).  Fake backend, 
 from __future__ import annotations
 
 import pytest
-
 from _fake import FakeProject
 
 
@@ -31,9 +30,9 @@ def test_no_task_matches_is_an_error(fake: FakeProject) -> None:
     res = fake.run()
     assert res.ret == pytest.ExitCode.INTERRUPTED
     res.stdout.fnmatch_lines([
-        f"{path}: the matrix is empty: no selected model's task matches a selected dataset's task (models: ok (asr); "
+        (f"{path}: the matrix is empty: no selected model's task matches a selected dataset's task (models: ok (asr); "
         "datasets: texts (tts)); give a dataset the task of a model (task: asr|tts), or select others with "
-        "--speechlab-model/--speechlab-dataset"])
+        "--speechlab-model/--speechlab-dataset")])
 
 
 def test_empty_shard_is_an_error_unless_allowed(fake: FakeProject) -> None:
@@ -41,8 +40,8 @@ def test_empty_shard_is_an_error_unless_allowed(fake: FakeProject) -> None:
     res = fake.run("--speechlab-shard", "2/3", "--speechlab-json", "run.json")
     assert res.ret == pytest.ExitCode.INTERRUPTED
     res.stdout.fnmatch_lines([
-        "--speechlab-shard 2/3: this shard got no case (the matrix has 1 case(s) for 3 shards); use fewer shards, "
-        "or pass --speechlab-allow-empty-shard to let an empty shard pass"])
+        ("--speechlab-shard 2/3: this shard got no case (the matrix has 1 case(s) for 3 shards); use fewer shards, "
+        "or pass --speechlab-allow-empty-shard to let an empty shard pass")])
     res = fake.run("--speechlab-shard", "2/3", "--speechlab-allow-empty-shard", "--speechlab-json", "run.json")
     assert res.ret == pytest.ExitCode.OK, res.stdout.str()
     assert fake.record()["collected"] == 0
@@ -56,8 +55,8 @@ def test_duplicate_yaml_keys_name_both_lines(fake: FakeProject, text: str, key: 
     path = _write(fake, text)
     res = fake.run()
     assert res.ret == pytest.ExitCode.INTERRUPTED
-    res.stdout.fnmatch_lines([f"{path}: duplicate key {key!r} at line {again} (first at line {first}); YAML would "
-                              "silently keep only the last one: remove or merge one of them"])
+    res.stdout.fnmatch_lines([(f"{path}: duplicate key {key!r} at line {again} (first at line {first}); YAML would "
+                              "silently keep only the last one: remove or merge one of them")])
 
 
 @pytest.mark.parametrize("select", [["-m", "smoke"], ["-k", "nothing_matches_this"]], ids=["-m", "-k"])
