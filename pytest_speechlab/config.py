@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,19 @@ DATASET_KEYS = {
     "description", "language", "entities",
 }
 TOP_KEYS = {"models", "datasets", "thresholds", "golden_dir", "gate", "rounds", "bootstrap", "judge", "history_dir"}
+
+
+# A model or dataset name becomes a test id and a folder under golden_dir: letters, digits and -_.+@,
+# never starting with a dot (so never '.' or '..') and never holding a slash.
+NAME_RE = re.compile(r"[A-Za-z0-9_+@-][A-Za-z0-9_.+@-]*")
+
+
+def name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot be a model or dataset name (it becomes a path), or None when it can."""
+    if isinstance(name, str) and NAME_RE.fullmatch(name):
+        return None
+    return (f"name {name!r} is not allowed: use letters, digits and - _ . + @ only, not starting with a dot "
+            "(names become test ids and folders under golden_dir)")
 
 
 class ConfigError(Exception):
@@ -275,11 +289,13 @@ def load_config(path: Path) -> SpeechlabConfig:
         raise _err(path, "models", "must be a mapping of model name -> settings")
     if not isinstance(datasets_raw, dict):
         raise _err(path, "datasets", "must be a mapping of dataset name -> settings")
+    for section, names in (("models", models_raw), ("datasets", datasets_raw)):
+        for name in names:
+            problem = name_problem(name)
+            if problem:
+                raise _err(path, f"{section}.{name}", problem)
     models = {str(k): _model(path, str(k), v) for k, v in models_raw.items()}
     datasets = {str(k): _dataset(path, str(k), v) for k, v in datasets_raw.items()}
-    for name in list(models) + list(datasets):
-        if not all(c.isalnum() or c in "-_." for c in name):
-            raise _err(path, name, "names may hold only letters, digits, '-', '_' and '.' (they become test ids and folder names)")
     for m in models.values():
         if m.golden_from and m.golden_from.split("/")[0] not in models:
             raise _err(path, f"models.{m.name}.golden_from", f"names no model in models: ({m.golden_from!r})")

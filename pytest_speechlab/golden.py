@@ -89,7 +89,17 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_golden(golden_dir: Path, path: Path, data: dict[str, Any]) -> None:
-    """Atomically write one golden file while holding the golden folder's lock."""
+    """Atomically write one golden file while holding the golden folder's lock.  The path must stay under
+    ``golden_dir`` and the data must satisfy the golden schema: otherwise :class:`GoldenError`, nothing written."""
+    try:
+        Path(path).resolve().relative_to(Path(golden_dir).resolve())
+    except ValueError:
+        raise GoldenError(f"{path}: refused to write a golden outside golden_dir {golden_dir}; "
+                          "check the model and dataset names in speechlab.yaml") from None
+    from .schema import validate
+
+    validate(data, "golden", str(path), GoldenError,
+             "not written: the run measured values a golden cannot hold; fix the run, then accept again")
     with _dir_lock(Path(golden_dir)):
         atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 

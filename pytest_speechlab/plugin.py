@@ -147,6 +147,9 @@ def pytest_configure(config: pytest.Config) -> None:
     for m in models:
         if m not in cfg.models:
             raise pytest.UsageError(f"--speechlab-model {m}: no such model in {path} (known: {', '.join(cfg.models)})")
+    json_opt = config.getoption("speechlab_json")
+    if json_opt and Path(json_opt).is_dir():
+        raise pytest.UsageError(f"--speechlab-json {json_opt}: is a folder; give the path of a file to write, e.g. {Path(json_opt) / 'run.json'}")
     rounds = config.getoption("speechlab_rounds")
     if rounds is not None and rounds < 1:
         raise pytest.UsageError("--speechlab-rounds must be >= 1")
@@ -550,9 +553,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         config.workeroutput["speechlab_worker"] = {"id": worker, "pinned_gpu": pinned}  # type: ignore[attr-defined]
         return
     sess.complete_results()
-    written = sess.write_goldens() if sess.opts.update else []
-    sess.written = written  # type: ignore[attr-defined]
+    # The run record first: a golden folder that cannot be written must not lose the record too.
     _write_records(sess)
+    if sess.opts.update:
+        sess.written = sess.write_goldens()  # failures go to sess.write_errors, one per file
+    if sess.write_errors and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if os.environ.get("GITHUB_STEP_SUMMARY") and sess.results:
         from .scorecard import append_step_summary
 
@@ -570,27 +576,35 @@ def _write_records(sess: SpeechlabSession) -> None:
                 "config": str(sess.cfg.path), "model_loads": sess.load_counts, "notes": sess.notes,
                 "xdist": sess.xdist}
     record = run_record(sess.results, sess.rootdir, settings, collected=len(sess.collected))
+    targets: list[tuple[Path, str]] = []
     if sess.opts.json_path:
-        write_json(sess.opts.json_path, record)
+        targets.append((sess.opts.json_path, "fix --speechlab-json (the path of a writable file)"))
     if sess.opts.save:
         hist = sess.cfg.history_dir or (sess.cfg.path.parent / ".speechlab" / "history")
         stamp = record["created"].replace(":", "").replace("-", "")
-        write_json(hist / f"run-{stamp}-{os.getpid()}.json", record)
+        targets.append((hist / f"run-{stamp}-{os.getpid()}.json", "make the history folder (history_dir) writable"))
+    for path, fix in targets:
+        try:
+            write_json(path, record)
+        except OSError as exc:
+            sess.write_errors.append(f"run record not written: {path}: {exc.strerror or exc}; {fix}")
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     sess = config.stash.get(SESSION_KEY, None)
-    if sess is None or not sess.results:
+    if sess is None or not (sess.results or sess.write_errors):
         return
     from .report import summary_lines
 
     terminalreporter.write_sep("=", "speechlab summary")
     for line in summary_lines(sess.results, sess.notes):
         terminalreporter.write_line(line)
-    for path in getattr(sess, "written", []):
+    for path in sess.written:
         terminalreporter.write_line(f"golden written: {path}")
-    if sess.opts.json_path:
+    if sess.opts.json_path and not any(e.startswith("run record not written") for e in sess.write_errors):
         terminalreporter.write_line(f"run record: {sess.opts.json_path}")
+    for err in sess.write_errors:
+        terminalreporter.write_line(f"speechlab: error: {err}", red=True)
 
 
 class _XdistHooks:

@@ -93,6 +93,9 @@ class SpeechlabSession:
         # xdist controller: the rows each case's report carried, and why a case's worker crashed.
         self.reported: dict[str, list[dict[str, Any]]] = {}
         self.crashes: dict[str, str] = {}
+        # End-of-session write failures (run record, goldens), reported as errors in the summary.
+        self.write_errors: list[str] = []
+        self.written: list[Path] = []
         self._resolve_adhoc()
         if self.rtf_gate_off:
             self.notes.append(
@@ -346,7 +349,7 @@ class SpeechlabSession:
         if isinstance(case, Case):
             base = self.base_record(case)
         else:  # only the id is known (the controller could not rebuild the case)
-            base = {"case": case, "model": "?", "dataset": "?", "device": "?"}
+            base = {"case": case, "model": "unknown", "dataset": "unknown", "device": "unknown"}
         return {**base, "status": "error", "verdict": "error", "reason": reason, "origin": "matrix"}
 
     def settle_item(self, case: Case | None, start: int, failures: list[str], skip_reason: str | None) -> list[dict[str, Any]]:
@@ -397,10 +400,21 @@ class SpeechlabSession:
     # ---- end of session -------------------------------------------------------------------------
     def write_goldens(self) -> list[Path]:
         """Write the goldens of every case that ran under --speechlab-update-golden (controller only)."""
-        written = []
+        from .golden import GoldenError
+
+        written: list[Path] = []
         for r in self.results:
             if r.get("verdict") == "accepted" and r.get("golden_path"):
                 path = Path(r["golden_path"])
-                write_golden(self.cfg.golden_dir, path, golden_payload(r))
+                try:
+                    write_golden(self.cfg.golden_dir, path, golden_payload(r))
+                except GoldenError as exc:
+                    self.write_errors.append(f"golden not written: {exc}")
+                    continue
+                except OSError as exc:
+                    self.write_errors.append(
+                        f"golden not written: {path}: {exc.strerror or exc}; make {self.cfg.golden_dir} writable "
+                        "(with free space), then accept again")
+                    continue
                 written.append(path)
         return written

@@ -3,6 +3,8 @@ a malformed speechlab.yaml under -m/-k (issue 12 items 3 and 6).  Fake backend, 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from _fake import FakeProject
 
@@ -66,3 +68,67 @@ def test_config_error_is_reported_whatever_the_selection(fake: FakeProject, sele
     assert res.ret == pytest.ExitCode.INTERRUPTED
     res.assert_outcomes(errors=1)
     res.stdout.fnmatch_lines([f"{path}: models.ok.bogus: unknown key for backend 'fake'; known: *"])
+
+
+# ---- item 7: names become paths ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("section, name", [("models", ".."), ("models", "a/b"), ("models", ".hidden"),
+                                           ("datasets", ".."), ("datasets", "x y"), ("models", "")])
+def test_names_that_are_not_safe_paths_are_refused(fake: FakeProject, section: str, name: str) -> None:
+    if section == "models":
+        path = fake.config(models={name: {}})
+    else:
+        path = fake.config(datasets={name: {"manifest": fake.dataset()}})
+    res = fake.run()
+    res.assert_outcomes(errors=1)
+    res.stdout.fnmatch_lines([(f"{path}: {section}.{name}: name {name!r} is not allowed: use letters, digits and "
+                              "- _ . + @ only, not starting with a dot (names become test ids and folders under golden_dir)")])
+    assert not (fake.path.parent / "clips").exists() and not (fake.path / "golden").exists()
+
+
+def test_legal_names_with_plus_and_at(fake: FakeProject) -> None:
+    fake.config(models={"fw-tiny-en-cpu-smoke+snr10": {}, "m@v2": {}})
+    res = fake.run("--speechlab-update-golden")
+    res.assert_outcomes(passed=2)
+    assert (fake.path / "golden" / "m@v2" / "clips" / "cpu.json").exists()
+
+
+def test_golden_write_outside_golden_dir_is_refused(tmp_path: Path) -> None:
+    from pytest_speechlab.golden import GoldenError, write_golden
+
+    with pytest.raises(GoldenError, match=r"refused to write a golden outside golden_dir"):
+        write_golden(tmp_path / "golden", tmp_path / "golden" / ".." / "x.json", {"schema": 1})
+    assert not (tmp_path / "x.json").exists()
+
+
+# ---- item 9: end-of-session writes that fail ------------------------------------------------------------
+
+def test_golden_folder_that_cannot_be_written(fake: FakeProject) -> None:
+    fake.config()
+    (fake.path / "golden").write_text("a file where the golden folder should be", encoding="utf-8")
+    res = fake.run("--speechlab-update-golden", "--speechlab-json", "run.json")
+    assert res.ret == pytest.ExitCode.TESTS_FAILED
+    res.stdout.fnmatch_lines([(f"speechlab: error: golden not written: {fake.golden()}: *; make "
+                              f"{fake.path / 'golden'} writable (with free space), then accept again")])
+    assert "Traceback" not in res.stdout.str() and "INTERNALERROR" not in res.stdout.str()
+    # The run record was written first, and holds the case (refused by check: it accepted, compared nothing).
+    assert fake.record()["cases"][0]["verdict"] == "accepted"
+
+
+def test_run_record_that_cannot_be_written(fake: FakeProject) -> None:
+    fake.config()
+    fake.run("--speechlab-update-golden")
+    (fake.path / "afile").write_text("x", encoding="utf-8")
+    res = fake.run("--speechlab-json", "afile/run.json")
+    assert res.ret == pytest.ExitCode.TESTS_FAILED
+    res.stdout.fnmatch_lines([(f"speechlab: error: run record not written: {fake.path / 'afile' / 'run.json'}: *; "
+                              "fix --speechlab-json (the path of a writable file)")])
+    assert "Traceback" not in res.stdout.str()
+
+
+def test_run_record_path_that_is_a_folder(fake: FakeProject) -> None:
+    fake.config()
+    (fake.path / "out").mkdir()
+    res = fake.run("--speechlab-json", "out")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    res.stderr.fnmatch_lines([f"*--speechlab-json out: is a folder; give the path of a file to write, e.g. {Path('out') / 'run.json'}"])
