@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from .backends.base import DEVICES, TASKS, ModelSpec
+from .backends.base import DEVICES, TASKS, ModelSpec, Opt, option_problem
 
 STAGES = ("experimental", "candidate", "production", "deprecated")
 ALL_DEVICES = (*DEVICES, "remote")
@@ -143,6 +143,10 @@ def _thresholds(path: Path, key: str, raw: Any) -> dict[str, float]:
             raise _err(path, f"{key}.{k}", f"must be a finite number, got {v!r}")
         if k not in ("rms_min_dbfs", "rms_max_dbfs") and v < 0:
             raise _err(path, f"{key}.{k}", f"must be >= 0, got {v!r}")
+        if k == "confidence" and not 0 < v < 1:
+            raise _err(path, f"{key}.{k}", f"must be between 0 and 1 exclusive (e.g. 0.95), got {v!r}")
+        if k == "clipping_max" and v > 1:
+            raise _err(path, f"{key}.{k}", f"is a share of samples: must be <= 1, got {v!r}")
         out[str(k)] = float(v)
     return out
 
@@ -163,6 +167,16 @@ def _backend_options(backend: str) -> tuple[str, ...] | None:
         return getattr(get_backend(backend), "options", None)
     except ImportError:
         return None
+
+
+def _backend_option_types(backend: str) -> dict[str, Opt]:
+    """The value checks a backend declares for its options (empty when it declares none)."""
+    from .backends import get_backend
+
+    try:
+        return dict(getattr(get_backend(backend), "option_types", {}) or {})
+    except ImportError:
+        return {}
 
 
 def _model(path: Path, name: str, raw: Any) -> ModelSpec:
@@ -191,6 +205,9 @@ def _model(path: Path, name: str, raw: Any) -> ModelSpec:
         raise _err(path, f"{key}.weights", f"must be a string (a path or bundled:NAME), got {weights!r}")
     options = {k: v for k, v in raw.items() if k not in MODEL_KEYS}
     known = _backend_options(backend)
+    problem = option_problem(_backend_option_types(backend), options)
+    if problem:
+        raise _err(path, f"{key}.{problem[0]}", problem[1])
     if known is not None:
         unknown = sorted(str(k) for k in options if k not in known)
         if unknown:
@@ -266,6 +283,10 @@ def load_config(path: Path) -> SpeechlabConfig:
         raise ConfigError(f"{path}: config file not found; create it or pass --speechlab-config PATH") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file; name the speechlab.yaml inside it") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc}); check the path and its permissions") from None
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
     except _DuplicateKey as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,11 @@ def load_manifest(path: Path, *, allow_outside_paths: bool = False, task: str = 
             raise DatasetError(f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
         if not isinstance(obj, dict):
             raise DatasetError(f"{path}:{lineno}: each line must be a JSON object, got {type(obj).__name__}")
-        if "text" not in obj or not isinstance(obj["text"], str):
+        if "text" not in obj:
             raise DatasetError(f"{path}:{lineno}: row has no 'text' (the reference transcript); add \"text\": \"...\"")
+        if not isinstance(obj["text"], str):
+            raise DatasetError(f"{path}:{lineno}: 'text' must be a string (the reference transcript), got {obj['text']!r}; "
+                               "quote it")
         audio: Path | None = None
         if task == "asr":
             af = obj.get("audio_filepath")
@@ -88,11 +92,19 @@ def load_manifest(path: Path, *, allow_outside_paths: bool = False, task: str = 
                     f"{path}:{lineno}: audio_filepath {af!r} points outside the manifest folder {path.parent}; "
                     "refused. Move the audio under that folder, or set 'allow_outside_paths: true' on the dataset"
                 )
-        uid = str(obj.get("id") or (Path(str(obj.get("audio_filepath"))).stem if audio else f"{lineno:04d}"))
+        raw_id = obj.get("id")
+        if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or raw_id == ""):
+            raise DatasetError(f"{path}:{lineno}: 'id' must be a non-empty string or an integer, got {raw_id!r}")
+        # An explicit id is kept as given (``id: 0`` is "0", not replaced by the file stem).
+        uid = str(raw_id) if raw_id is not None else (Path(str(obj.get("audio_filepath"))).stem if audio else f"{lineno:04d}")
         if uid in seen:
             raise DatasetError(f"{path}:{lineno}: duplicate id {uid!r} (first on line {seen[uid]}); ids must be unique")
         seen[uid] = lineno
         duration = obj.get("duration")
+        if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
+                                     or not math.isfinite(duration) or duration < 0):
+            raise DatasetError(f"{path}:{lineno}: 'duration' must be a number of seconds >= 0, got {duration!r}; "
+                               "fix it or leave it out (the audio's length is measured)")
         extra = {k: v for k, v in obj.items() if k not in ("audio_filepath", "text", "duration", "id")}
         if "entities" in extra:  # the entity protocol (entities.py): checked here so the error names the line
             from .entities import EntityError, validate_entities

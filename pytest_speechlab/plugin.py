@@ -99,7 +99,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _config_path(config: pytest.Config) -> tuple[Path | None, bool]:
     opt = config.getoption("speechlab_config")
     if opt:
-        return Path(opt).expanduser().resolve(), True
+        path = Path(opt).expanduser().resolve()
+        if path.is_dir():
+            raise pytest.UsageError(f"--speechlab-config {opt}: is a folder; name the config file, "
+                                    f"e.g. --speechlab-config {Path(opt) / 'speechlab.yaml'}")
+        return path, True
     ini = config.getini("speechlab_config")
     if ini:
         return (config.rootpath / str(ini)).resolve(), True

@@ -331,7 +331,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", required=True, help="model name under models: in the config")
     p.add_argument("--config", default="speechlab.yaml", type=Path, help="path to speechlab.yaml (default: ./speechlab.yaml)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1, loopback only)")
-    p.add_argument("--port", default=8000, type=int, help="TCP port (default 8000)")
+    p.add_argument("--port", default=8000, type=_port, help="TCP port, 0-65535 (default 8000)")
     p.add_argument("--device", default="cpu", help="device to load the model on (cpu, cuda, mps)")
     p.add_argument(
         "--api-key-env",
@@ -340,14 +340,40 @@ def register(subparsers: Any) -> None:
         help="require 'Authorization: Bearer KEY' where KEY is read from environment variable VAR",
     )
     p.add_argument(
-        "--max-upload-mb", default=DEFAULT_MAX_UPLOAD_BYTES / 1e6, type=float, help="largest accepted upload in MB (default 25)"
+        "--max-upload-mb", default=DEFAULT_MAX_UPLOAD_BYTES / 1e6, type=_positive_mb,
+        help="largest accepted upload in MB, > 0 (default 25)"
     )
     p.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     p.set_defaults(func=run_serve)
 
 
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--port wants an integer 0-65535, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"--port wants an integer 0-65535, got {port}")
+    return port
+
+
+def _positive_mb(value: str) -> float:
+    import math
+
+    try:
+        mb = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--max-upload-mb wants a number of MB > 0, got {value!r}") from None
+    if not math.isfinite(mb) or mb <= 0:
+        raise argparse.ArgumentTypeError(f"--max-upload-mb wants a number of MB > 0, got {value}")
+    return mb
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Load the model and run uvicorn until interrupted."""
+    if not args.api_key_env and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"speechlab serve: warning: listening on {args.host} without an API key: anyone who can reach this "
+              "port can use the model; pass --api-key-env VAR", file=sys.stderr)
     api_key: str | None = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)

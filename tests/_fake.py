@@ -84,8 +84,11 @@ class FakeProject:
 
     def config(self, models: dict[str, dict[str, Any]] | None = None, datasets: dict[str, Any] | None = None,
                **top: Any) -> Path:
-        if datasets is None:
-            datasets = {"clips": {"manifest": self.dataset(), "normalizer": "basic"}}
+        if datasets is None:  # data/clips, written unless a test wrote its own already
+            manifest = "data/clips/manifest.jsonl"
+            if not (self.path / manifest).exists():
+                self.dataset()
+            datasets = {"clips": {"manifest": manifest, "normalizer": "basic"}}
         if models is None:
             models = {"ok": {"backend": "fake"}}
         models = {k: {"backend": "fake", **v} for k, v in models.items()}

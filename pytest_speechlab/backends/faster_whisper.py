@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Audio, BackendError, BaseBackend, ModelSpec
+from .base import Audio, BackendError, BaseBackend, ModelSpec, Opt
 from .weights import resolve_ct2_weights
 
 
@@ -100,6 +100,19 @@ class FasterWhisperBackend(BaseBackend):
         "compute_type", "beam_size", "language", "temperature", "condition_on_previous_text",
         "without_timestamps", "vad_filter", "cpu_threads", "batch_size",
     )
+    # Value checks (issue 12): speechlab.yaml refuses anything else, naming the key and what is allowed.
+    option_types: ClassVar[dict[str, Opt]] = {
+        "compute_type": Opt("str", choices=("default", "auto", "int8", "int8_float16", "int8_float32", "int8_bfloat16",
+                                            "int16", "float16", "float32", "bfloat16")),
+        "beam_size": Opt("int", lo=1, hi=100),
+        "language": Opt("str", null=True),
+        "temperature": Opt("numbers", lo=0, hi=2),
+        "condition_on_previous_text": Opt("bool"),
+        "without_timestamps": Opt("bool"),
+        "vad_filter": Opt("bool"),
+        "cpu_threads": Opt("int", lo=0, hi=1024),
+        "batch_size": Opt("int", lo=1, hi=1024, null=True),
+    }
 
     def unsupported_reason(self, device: str) -> str | None:
         if device == "mps":

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Audio, BackendError, BaseBackend, ModelSpec
+from .base import Audio, BackendError, BaseBackend, ModelSpec, Opt
 
 #: The spec options this backend reads (everything else in ``options`` is ignored).
 OPTIONS = ("beam_size", "temperature", "language", "fp16", "without_timestamps", "condition_on_previous_text", "download_root")
@@ -90,6 +90,16 @@ class OpenAIWhisperBackend(BaseBackend):
     tasks: ClassVar[tuple[str, ...]] = ("asr",)
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda", "mps")
     requires: ClassVar[tuple[str, ...]] = ("whisper", "torch")
+    # Value checks (issue 12): speechlab.yaml refuses anything else, naming the key and what is allowed.
+    option_types: ClassVar[dict[str, Opt]] = {
+        "beam_size": Opt("int", lo=1, hi=100, null=True),
+        "temperature": Opt("number", lo=0, hi=2),
+        "language": Opt("str", null=True),
+        "fp16": Opt("bool"),
+        "without_timestamps": Opt("bool"),
+        "condition_on_previous_text": Opt("bool"),
+        "download_root": Opt("str"),
+    }
 
     def resolve_weights(self, spec: ModelSpec) -> Path:
         """The ``.pt`` checkpoint for ``spec.weights`` (converting CTranslate2 weights once if needed)."""
