@@ -126,6 +126,16 @@ class SpeechlabSession:
         return self.opts.rounds or self.cfg.rounds
 
     def _resolve_adhoc(self) -> None:
+        """Name the ad hoc datasets (--speechlab-dataset PATH).  A name comes from the path relative to the
+        rootdir (stable across machines): its last part (the folder of a ``manifest.jsonl``, else the file
+        stem), lengthened with parent folders until it is unique among them (``a.clips``, ``b.clips``); it is
+        legal as a name (item 7).  A name that is a configured dataset's is an error, unless the path is that
+        dataset's own manifest (then it is that dataset)."""
+        import re
+
+        from .config import name_problem
+
+        paths: dict[str, Path] = {}
         for item in self.opts.datasets:
             if item in self.cfg.datasets:
                 continue
@@ -138,9 +148,47 @@ class SpeechlabSession:
                     f"--speechlab-dataset {item}: no dataset of that name in {self.cfg.path} (known: {known}) "
                     "and no manifest or folder at that path"
                 )
-            name = path.stem if path.is_file() else path.name
-            if path.is_file() and path.stem == "manifest":
-                name = path.parent.name
+            path = path.resolve()
+            same = [n for n, d in self.cfg.datasets.items() if d.manifest.resolve() == path]
+            if same:
+                self.opts.datasets = [same[0] if x == item else x for x in self.opts.datasets]
+                continue
+            paths[item] = path
+
+        def parts(path: Path) -> list[str]:
+            try:
+                rel = path.relative_to(self.rootdir.resolve())
+            except ValueError:
+                rel = path
+            out = [p for p in rel.parts if p not in ("/", "\\")]
+            if path.is_file():
+                out[-1] = Path(out[-1]).stem
+                if out[-1] == "manifest" and len(out) > 1:
+                    out.pop()
+            return [re.sub(r"[^A-Za-z0-9_.+@-]", "_", p).lstrip(".") or "_" for p in out]
+
+        split = {item: parts(p) for item, p in paths.items()}
+        depth = {item: 1 for item in split}
+        while True:
+            names = {item: ".".join(split[item][-depth[item]:]) for item in split}
+            clash = {item for item in names if list(names.values()).count(names[item]) > 1
+                     and depth[item] < len(split[item])}
+            if not clash:
+                break
+            for item in clash:
+                depth[item] += 1
+        seen: dict[str, str] = {}
+        for item, name in names.items():
+            if name in self.cfg.datasets:
+                raise pytest.UsageError(
+                    f"--speechlab-dataset {item}: its name {name!r} (from the path) is the name of a configured "
+                    f"dataset in {self.cfg.path}, whose manifest is {self.cfg.datasets[name].manifest}; pass the "
+                    f"name {name} to run that one, or rename the folder or file of yours")
+            if name in seen or name_problem(name):
+                raise pytest.UsageError(f"--speechlab-dataset {item}: cannot derive a unique, legal dataset name "
+                                        f"from the path (got {name!r}, also from {seen.get(name)}); rename it")
+            seen[name] = item
+            path = paths[item]
             self.adhoc[name] = DatasetSpec(name=name, manifest=path, allow_outside_paths=True, task=_manifest_task(path))
 
     def dataset_spec(self, name: str) -> DatasetSpec:

@@ -132,3 +132,31 @@ def test_run_record_path_that_is_a_folder(fake: FakeProject) -> None:
     res = fake.run("--speechlab-json", "out")
     assert res.ret == pytest.ExitCode.USAGE_ERROR
     res.stderr.fnmatch_lines([f"*--speechlab-json out: is a folder; give the path of a file to write, e.g. {Path('out') / 'run.json'}"])
+
+
+# ---- item 5: ad hoc datasets are named from their path ---------------------------------------------------
+
+def test_adhoc_dataset_with_a_configured_name_is_an_error(fake: FakeProject) -> None:
+    path = fake.config()
+    fake.dataset("other/clips")
+    res = fake.run("--speechlab-dataset", "data/other/clips/manifest.jsonl")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    res.stderr.fnmatch_lines([
+        (f"*--speechlab-dataset data/other/clips/manifest.jsonl: its name 'clips' (from the path) is the name of a "
+        f"configured dataset in {path}, whose manifest is {fake.path / 'data/clips/manifest.jsonl'}; pass the name "
+        "clips to run that one, or rename the folder or file of yours")])
+
+
+def test_adhoc_datasets_in_same_named_folders_stay_apart(fake: FakeProject) -> None:
+    fake.config()
+    fake.dataset("a/set")
+    fake.dataset("b/set")
+    res = fake.run("--collect-only", "-q", "--speechlab-dataset", "data/a/set/manifest.jsonl",
+                   "--speechlab-dataset", "data/b/set")
+    res.stdout.fnmatch_lines(["speechlab.yaml::test_speech[[]ok-cpu-a.set[]]", "speechlab.yaml::test_speech[[]ok-cpu-b.set[]]"])
+
+
+def test_adhoc_path_of_a_configured_manifest_is_that_dataset(fake: FakeProject) -> None:
+    fake.config()
+    res = fake.run("--collect-only", "-q", "--speechlab-dataset", "data/clips/manifest.jsonl")
+    res.stdout.fnmatch_lines(["speechlab.yaml::test_speech[[]ok-cpu-clips[]]", "1 test collected*"])
