@@ -60,8 +60,8 @@ def _manifest_task(path: Path) -> str:
     """``tts`` for a text-only manifest (its first row has no ``audio_filepath``), else ``asr``."""
     import json
 
-    if path.is_dir():
-        return "asr"
+    if path.is_dir() or not path.is_file():
+        return "asr"  # a FIFO is never opened here; the loader refuses it with the path
     try:
         with open(path, encoding="utf-8") as fh:
             first = next((line for line in fh if line.strip()), "")

@@ -107,3 +107,53 @@ def test_config_option_naming_a_folder(fake: FakeProject) -> None:
 def test_serve_refuses_bad_numbers(fake: FakeProject, args: list[str], message: str) -> None:
     rc, out = fake.speechlab("serve", "--model", "m", *args)
     assert rc == 2 and f"argument {args[0]}: {message}" in out
+
+
+# ---- item 8: symlinks out of a folder dataset, FIFOs ---------------------------------------------------
+
+def _folder_dataset(fake: FakeProject) -> Path:
+    import shutil
+
+    fake.dataset()
+    folder = fake.path / "wavs"
+    folder.mkdir()
+    shutil.copy(fake.path / "data/clips/a.wav", folder / "a.wav")
+    (folder / "a.txt").write_text("hello there", encoding="utf-8")
+    fake.config(datasets={"wavs": {"manifest": "wavs", "normalizer": "basic"}})
+    return folder
+
+
+def test_folder_dataset_symlink_outside_is_refused(fake: FakeProject, tmp_path_factory: pytest.TempPathFactory) -> None:
+    import shutil
+
+    folder = _folder_dataset(fake)
+    outside = tmp_path_factory.mktemp("outside") / "secret.wav"
+    shutil.copy(folder / "a.wav", outside)
+    (folder / "b.wav").symlink_to(outside)
+    (folder / "b.txt").write_text("hello there", encoding="utf-8")
+    res = fake.run("--speechlab-json", "run.json")
+    res.assert_outcomes(failed=1)
+    res.stdout.fnmatch_lines([(f"{folder / 'b.wav'}: points outside the dataset folder {folder} (through a symlink to "
+                              f"{outside}); refused. Copy the file into the folder, or set 'allow_outside_paths: true' "
+                              "on the dataset")])
+    assert fake.record()["cases"][0]["status"] == "error"
+
+
+@pytest.mark.parametrize("form", ["folder", "manifest"])
+def test_fifo_audio_is_refused_not_a_hang(fake: FakeProject, form: str) -> None:
+    import os
+
+    if form == "folder":
+        folder = _folder_dataset(fake)
+        os.mkfifo(folder / "b.wav")
+        (folder / "b.txt").write_text("hello there", encoding="utf-8")
+        line = f"{folder / 'b.wav'}: not a regular file (a folder, FIFO or device); refused. Put the audio file itself there"
+    else:
+        manifest = fake.dataset(rows=[{"audio_filepath": "fifo.wav", "text": "hello there", "id": "b"}])
+        os.mkfifo(fake.path / "data/clips/fifo.wav")
+        fake.config()
+        line = (f"{fake.path / manifest}:2: audio_filepath 'fifo.wav' is not a regular file (a folder, FIFO or device); "
+                "refused. Point it at the audio file itself")
+    res = fake.run()
+    res.assert_outcomes(failed=1)
+    res.stdout.fnmatch_lines([line])
