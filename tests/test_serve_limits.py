@@ -25,9 +25,9 @@ def _encoded(audio: np.ndarray, sr: int, fmt: str, subtype: str) -> bytes:
 
 class _Model:
     sample_rate = 16000
-    decode_settings: dict[str, Any] = {"language": "en"}
 
     def __init__(self) -> None:
+        self.decode_settings: dict[str, Any] = {"language": "en"}
         self.calls = 0
 
     def transcribe(self, audio: np.ndarray) -> str:
