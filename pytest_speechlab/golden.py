@@ -72,6 +72,12 @@ def _dir_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the new one, never a partial one."""
     path = Path(path)
@@ -82,6 +88,8 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp creates 0600; goldens and records are committed and shared files: respect the umask.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -213,6 +221,10 @@ def compare(
         comparable = all(gmach.get(k) == omach.get(k) for k in keys)
         if not rtf_gate:
             check.status, check.note = "off", "RTF gate off for this run (see summary)"
+        elif golden.get("rtf_unreliable") and not force_rtf:
+            check.status = "not-comparable"
+            check.note = (f"the golden's RTF is unreliable ({golden['rtf_unreliable']}); re-record it on a quiet machine "
+                          "without -n to gate speed")
         elif not comparable and not force_rtf:
             check.status = "not-comparable"
             check.note = (
@@ -247,6 +259,11 @@ def _number(x: Any) -> bool:
     import math
 
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def saturated(machine: dict[str, Any]) -> bool:
+    """Whether other work left a run's CPU-bound timings meaningless (load above 1.5x the CPU count)."""
+    return _saturated(machine)
 
 
 def _saturated(machine: dict[str, Any]) -> bool:

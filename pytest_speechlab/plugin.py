@@ -569,6 +569,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         append_step_summary(Path(os.environ["GITHUB_STEP_SUMMARY"]), sess.results, sess.notes)
 
 
+def _file_sha256(path: Path) -> str | None:
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def _write_records(sess: SpeechlabSession) -> None:
     from .report import run_record, write_json
 
@@ -577,7 +586,8 @@ def _write_records(sess: SpeechlabSession) -> None:
     settings = {"devices": sess.opts.devices, "datasets": sess.opts.datasets, "rounds": sess.rounds,
                 "gate": sess.opts.gate or sess.cfg.gate, "rtf_gate": not sess.rtf_gate_off,
                 "xdist_workers": sess.n_workers, "update_golden": sess.opts.update, "shard": sess.opts.shard,
-                "config": str(sess.cfg.path), "model_loads": sess.load_counts, "notes": sess.notes,
+                "config": str(sess.cfg.path), "config_sha256": _file_sha256(sess.cfg.path),
+                "model_loads": sess.load_counts, "notes": sess.notes,
                 "xdist": sess.xdist}
     record = run_record(sess.results, sess.rootdir, settings, collected=len(sess.collected))
     targets: list[tuple[Path, str]] = []

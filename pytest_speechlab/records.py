@@ -74,7 +74,7 @@ def _describe(case: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def merge_records(records: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
+def merge_records(records: list[dict[str, Any]], sources: list[str], allow_mixed_configs: bool = False) -> dict[str, Any]:
     """One run record holding every case of ``records`` (``sources`` names them in messages).
 
     Raises :class:`MergeError` on a conflicting duplicate case.  ``settings.merged_from`` lists each input
@@ -83,6 +83,13 @@ def merge_records(records: list[dict[str, Any]], sources: list[str]) -> dict[str
     """
     if not records:
         raise MergeError("nothing to merge: pass at least one run record")
+    hashes = [((r.get("settings") or {}).get("config_sha256"), src) for r, src in zip(records, sources, strict=True)]
+    first_hash, first_src = hashes[0]
+    other = next(((h, s) for h, s in hashes[1:] if h != first_hash), None)
+    if other is not None and not allow_mixed_configs:
+        raise MergeError(f"{first_src} and {other[1]} were run with different speechlab configs (sha256 "
+                         f"{str(first_hash)[:12]} vs {str(other[0])[:12]}); their cases are not one matrix. Merge the "
+                         "shards of one config, or pass --allow-mixed-configs to merge anyway")
     cases: dict[str, dict[str, Any]] = {}
     where: dict[str, str] = {}
     notes: list[str] = []
@@ -153,7 +160,7 @@ def failed_cases(record: dict[str, Any]) -> list[str]:
 def _cmd_merge(args: argparse.Namespace) -> int:
     try:
         records = [load_record(Path(p)) for p in args.records]
-        merged = merge_records(records, [str(p) for p in args.records])
+        merged = merge_records(records, [str(p) for p in args.records], allow_mixed_configs=args.allow_mixed_configs)
     except MergeError as exc:
         print(f"speechlab merge: {exc}", file=sys.stderr)
         return 2
@@ -183,4 +190,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("-o", "--output", required=True, metavar="MERGED.json", help="where to write the merged record")
     p.add_argument("--gate", action="store_true",
                    help="exit 1 when a merged case failed its gate (fail, missing golden, error)")
+    p.add_argument("--allow-mixed-configs", action="store_true",
+                   help="merge records run with different speechlab configs (refused by default)")
     p.set_defaults(func=_cmd_merge)

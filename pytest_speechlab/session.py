@@ -97,7 +97,9 @@ class SpeechlabSession:
         self.write_errors: list[str] = []
         self.written: list[Path] = []
         self._resolve_adhoc()
-        if self.rtf_gate_off:
+        if self.rtf_gate_off and self.opts.rtf_gate == "off":
+            self.notes.append("RTF gate off (--speechlab-rtf-gate off); RTF is still measured and recorded")
+        elif self.rtf_gate_off:
             self.notes.append(
                 f"RTF gate off: {n_workers} xdist workers share {os.cpu_count()} CPUs, so timings are noisy "
                 "(--speechlab-rtf-gate on forces it); RTF is still measured and recorded"
@@ -448,14 +450,24 @@ class SpeechlabSession:
     # ---- end of session -------------------------------------------------------------------------
     def write_goldens(self) -> list[Path]:
         """Write the goldens of every case that ran under --speechlab-update-golden (controller only)."""
-        from .golden import GoldenError
+        from .golden import GoldenError, saturated
 
         written: list[Path] = []
+        marked: list[str] = []
         for r in self.results:
             if r.get("verdict") == "accepted" and r.get("golden_path"):
                 path = Path(r["golden_path"])
+                payload = golden_payload(r)
+                machine = r.get("machine") or {}
+                if self.n_workers > 1 or saturated(machine):
+                    # A baseline timed while other work shared the CPUs would make every later quiet run look
+                    # "improved" and a later busy run pass: it is kept, but marked and never gated.
+                    payload["rtf_unreliable"] = (
+                        f"recorded with {self.n_workers} xdist workers" if self.n_workers > 1 else
+                        f"recorded under 1-minute load {machine.get('load_avg_1m')} on {machine.get('cpu_count')} CPUs")
+                    marked.append(str(r.get("case")))
                 try:
-                    write_golden(self.cfg.golden_dir, path, golden_payload(r))
+                    write_golden(self.cfg.golden_dir, path, payload)
                 except GoldenError as exc:
                     self.write_errors.append(f"golden not written: {exc}")
                     continue
@@ -465,4 +477,8 @@ class SpeechlabSession:
                         "(with free space), then accept again")
                     continue
                 written.append(path)
+        if marked:
+            self.notes.append(f"RTF of {len(marked)} golden(s) recorded on a busy machine ({', '.join(sorted(marked))}): marked "
+                              "rtf_unreliable, so RTF is not gated against them; re-record them without -n on a quiet "
+                              "machine to gate speed")
         return written

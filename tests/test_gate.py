@@ -125,3 +125,58 @@ def test_accepted_record_is_refused(fake: FakeProject, xdist: list[str]) -> None
     assert f"speechlab check: {message}" in out
     rc, out = fake.speechlab("merge", str(run), "-o", str(fake.path / "m.json"), "--gate")
     assert rc == 1 and f"gate: {message}" in out
+
+
+# ---- item 12: smaller things -------------------------------------------------------------------------
+
+def test_merge_refuses_records_of_different_configs(fake: FakeProject) -> None:
+    fake.config()
+    fake.run("--speechlab-update-golden")
+    assert fake.run("--speechlab-json", "a.json").ret == 0
+    fake.config(models={"ok": {"say": "hello there"}}, rounds=2)
+    assert fake.run("--speechlab-json", "b.json").ret == 0
+    a, b = fake.path / "a.json", fake.path / "b.json"
+    ha, hb = (fake.record(n)["settings"]["config_sha256"][:12] for n in ("a.json", "b.json"))
+    rc, out = fake.speechlab("merge", str(a), str(b), "-o", str(fake.path / "m.json"))
+    assert rc == 2
+    assert out.strip() == (f"speechlab merge: {a} and {b} were run with different speechlab configs (sha256 {ha} vs {hb}); "
+                           "their cases are not one matrix. Merge the shards of one config, or pass "
+                           "--allow-mixed-configs to merge anyway")
+    rc, out = fake.speechlab("merge", str(a), str(b), "-o", str(fake.path / "m.json"), "--allow-mixed-configs")
+    assert rc == 0, out
+
+
+def test_goldens_and_records_respect_the_umask(fake: FakeProject) -> None:
+    import os
+
+    fake.config()
+    old = os.umask(0o022)
+    try:
+        fake.run("--speechlab-update-golden", "--speechlab-json", "run.json")
+    finally:
+        os.umask(old)
+    assert fake.golden().stat().st_mode & 0o777 == 0o644
+    assert (fake.path / "run.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_rtf_gate_off_note_says_why(fake: FakeProject) -> None:
+    fake.config()
+    fake.run("--speechlab-update-golden")
+    res = fake.run("--speechlab-rtf-gate", "off")
+    res.stdout.fnmatch_lines(["note: RTF gate off (--speechlab-rtf-gate off); RTF is still measured and recorded"])
+    assert "0 xdist workers" not in res.stdout.str()
+
+
+@pytest.mark.slow
+def test_rtf_baseline_recorded_under_xdist_is_marked_and_not_gated(fake: FakeProject) -> None:
+    fake.config(models={"ok": {}, "ok2": {}})
+    res = fake.run("--speechlab-update-golden", "-n", "2")
+    res.stdout.fnmatch_lines([("note: RTF of 2 golden(s) recorded on a busy machine (ok-cpu-clips, ok2-cpu-clips): marked "
+                              "rtf_unreliable, so RTF is not gated against them; re-record them without -n on a quiet "
+                              "machine to gate speed")])
+    assert json.loads(fake.golden().read_text())["rtf_unreliable"] == "recorded with 2 xdist workers"
+    assert fake.run("--speechlab-rtf-gate", "on", "--speechlab-json", "run.json").ret == 0
+    rtf = next(c for c in _cases(fake.record())["ok-cpu-clips"]["checks"] if c["metric"] == "RTF")
+    assert rtf["status"] == "not-comparable"
+    assert rtf["note"].startswith("the golden's RTF is unreliable (recorded with 2 xdist workers); re-record it on a "
+                                  "quiet machine without -n to gate speed")
