@@ -20,7 +20,13 @@ from .golden import (
     read_golden,
     render_failure,
 )
-from .runs import RunRecordError, case_problem, load_run, record_problems
+from .runs import (
+    RunRecordError,
+    case_problem,
+    compared_nothing,
+    load_run,
+    record_problems,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -91,6 +97,9 @@ def run_check(args: argparse.Namespace) -> int:
     failed: list[str] = []
     passed = skipped = 0
     refused = record_problems(record, str(args.run))
+    nothing = compared_nothing(record, str(args.run))
+    if nothing:
+        refused.append(nothing)
     for line in refused:
         print(f"speechlab check: {line}")
     for case in record["cases"]:

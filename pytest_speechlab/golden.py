@@ -175,6 +175,9 @@ def compare(
             "decode settings differ from the golden: "
             + ", ".join(f"{k}: golden {gd.get(k)!r} vs now {od.get(k)!r}" for k in diff)
         )
+    swap = _dataset_change(golden, obtained)
+    if swap:
+        v.problems.append(swap)
     gm, om = golden["metrics"], obtained.get("metrics") or {}
     for metric in ("wer", "cer", "entity_acc", "rtf"):
         # A metric on one side only is never skipped in silence: nothing would be compared.
@@ -259,6 +262,33 @@ def _number(x: Any) -> bool:
     import math
 
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _dataset_change(golden: dict[str, Any], obtained: dict[str, Any]) -> str | None:
+    """How this run's utterances differ from the golden's (ids and references), or None when they are the
+    same: scores over another set of utterances say nothing about getting worse (a swapped or trimmed
+    dataset could pass with a lower WER)."""
+    g_rows, o_rows = golden.get("utterances"), obtained.get("utterances")
+    if not isinstance(g_rows, list) or not isinstance(o_rows, list) or not g_rows:
+        return None
+
+    def refs(rows: list[Any]) -> dict[str, Any]:
+        return {str(r.get("id")): r.get("reference") for r in rows if isinstance(r, dict)}
+
+    g, o = refs(g_rows), refs(o_rows)
+    gone, new = sorted(set(g) - set(o)), sorted(set(o) - set(g))
+    changed = sorted(k for k in set(g) & set(o) if g[k] is not None and o[k] is not None and g[k] != o[k])
+    if not (gone or new or changed):
+        return None
+
+    def few(ids: list[str]) -> str:
+        return ", ".join(ids[:5]) + (f", ... ({len(ids)})" if len(ids) > 5 else "")
+
+    parts = ([f"{len(gone)} only in the golden ({few(gone)})"] if gone else []) + \
+            ([f"{len(new)} only in this run ({few(new)})"] if new else []) + \
+            ([f"{len(changed)} with another reference text ({few(changed)})"] if changed else [])
+    return ("the dataset differs from the golden's: utterances " + "; ".join(parts) + "; scores over other "
+            "utterances are not comparable. If the dataset change is intended, re-record the golden")
 
 
 def saturated(machine: dict[str, Any]) -> bool:

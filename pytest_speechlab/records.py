@@ -170,10 +170,13 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     print(f"merged {len(args.records)} run records, {len(merged['cases'])} cases -> {args.output}")
     if not args.gate:
         return 0
-    from .runs import record_problems
+    from .runs import compared_nothing, record_problems
 
     refused = [p for rec, src in zip(records, args.records, strict=True) for p in record_problems(rec, str(src))]
     refused += record_problems(merged, str(args.output))
+    nothing = compared_nothing(merged, str(args.output))
+    if nothing:
+        refused.append(nothing)
     for line in refused:
         print(f"gate: {line}", file=sys.stderr)
     failed = failed_cases(merged)

@@ -180,3 +180,33 @@ def test_rtf_baseline_recorded_under_xdist_is_marked_and_not_gated(fake: FakePro
     assert rtf["status"] == "not-comparable"
     assert rtf["note"].startswith("the golden's RTF is unreliable (recorded with 2 xdist workers); re-record it on a "
                                   "quiet machine without -n to gate speed")
+
+
+# ---- found while attacking the gate ------------------------------------------------------------------
+
+def test_swapped_dataset_is_not_a_pass(fake: FakeProject) -> None:
+    """A golden recorded on other utterances (a dataset swapped or trimmed) cannot pass, even with a lower WER."""
+    fake.dataset(rows=[{"audio_filepath": "a.wav", "text": "goodbye now", "id": "b"}])
+    fake.config()
+    fake.run("--speechlab-update-golden")
+    fake.dataset()  # now only utterance a: WER drops from 0.5 to 0
+    res = fake.run("--speechlab-json", "run.json")
+    res.assert_outcomes(failed=1)
+    res.stdout.fnmatch_lines([("*! the dataset differs from the golden's: utterances 1 only in the golden (b); scores "
+                              "over other utterances are not comparable. If the dataset change is intended, re-record "
+                              "the golden")])
+    rc, out = fake.speechlab("check", str(fake.path / "run.json"))
+    assert rc == 1 and "1 only in the golden (b)" in out
+
+
+def test_record_that_compared_nothing_is_refused(fake: FakeProject) -> None:
+    fake.config(models={"gpu": {"devices": ["cuda"]}})
+    res = fake.run("--speechlab-json", "run.json")
+    assert res.ret == 0  # pytest: the case skips (no CUDA on this machine)...
+    run = fake.path / "run.json"
+    rc, out = fake.speechlab("check", str(run))
+    assert rc == 1  # ...but the gate does not call that a pass
+    assert (f"speechlab check: {run}: compared nothing: no case ran (1 skipped, 1 in all); a gate over it would pass "
+            "without checking anything. Run the cases on a machine that has their device and extras") in out
+    rc, out = fake.speechlab("merge", str(run), "-o", str(fake.path / "m.json"), "--gate")
+    assert rc == 1 and "compared nothing: no case ran (1 skipped, 1 in all)" in out
