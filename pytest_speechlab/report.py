@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from .golden import atomic_write_text
+from .schema import RECORD_SCHEMA
 
 PACKAGES = ("pytest-speechlab", "pytest", "faster-whisper", "ctranslate2", "openai-whisper", "torch", "piper-tts",
             "onnxruntime", "liquid-audio", "jiwer", "whisper-normalizer", "soundfile", "soxr", "numpy")
-RECORD_SCHEMA = 1
+# RECORD_SCHEMA 2: a header count ``collected`` (every collected matrix case has a row), ``origin`` per row,
+# and the verdicts ``error`` and ``accepted`` (schemas/run-record-2.schema.json).
 
 
 @cache
@@ -54,10 +56,13 @@ def provenance(root: Path) -> dict[str, Any]:
     }
 
 
-def run_record(results: list[dict[str, Any]], root: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The session's run record: every case (ran, failed or skipped) plus provenance."""
+def run_record(results: list[dict[str, Any]], root: Path, extra: dict[str, Any] | None = None,
+               collected: int = 0) -> dict[str, Any]:
+    """The session's run record: every case (ran, failed or skipped) plus provenance.  ``collected`` is
+    how many matrix cases the session selected; each has exactly one row of ``origin: matrix``."""
     return {
         "schema": RECORD_SCHEMA,
+        "collected": collected,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "provenance": provenance(root),
         "settings": extra or {},
@@ -97,7 +102,7 @@ def summary_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
         verdict = r.get("verdict") or r.get("status", "?")
         if r.get("status") == "skipped":
             verdict = f"skipped: {r.get('reason', '')}"
-        elif r.get("status") == "error":
+        elif r.get("status") == "error" or r.get("verdict") == "error":
             verdict = f"error: {r.get('reason', '')}"
         rows.append((r.get("case", "?"), _f(m.get("wer")), _f(m.get("cer")), _f(m.get("rtf")), vs_golden(r), verdict))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]

@@ -181,3 +181,11 @@ def plugin_args(request: pytest.FixtureRequest) -> list[str]:
     """Behaviour tests run three ways: without xdist, with ``-n 0`` and with ``-n 2`` workers."""
     args: list[str] = request.param
     return args
+
+
+@pytest.fixture
+def fake(pytester: pytest.Pytester) -> Any:
+    """A project whose models run on the fake backend of tests/_fake.py (no real model loads: fast)."""
+    from _fake import FakeProject
+
+    return FakeProject(pytester)

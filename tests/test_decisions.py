@@ -316,7 +316,7 @@ def test_scorecard_two_real_runs(fw_runs: dict[str, Any], tmp_path: Path, capsys
         best = min(float(r[3]) for r in rows)
         for r in rows:
             wer, rtf, gate, got = float(r[3]), float(r[6]), r[11], r[12]
-            assert gate in ("pass", "improved", "updated"), r
+            assert gate in ("pass", "improved", "accepted"), r
             want = ("C" if rtf >= 1 or wer > best + 0.05 else "A" if wer <= best + 0.01 and rtf <= 0.5 else "B")
             assert got == want, (r, want)
     print("grades (clean runs):", grades)

@@ -54,7 +54,7 @@ def test_only_speechlab_yaml_collects_and_runs_the_matrix(project: SpeechProject
     result.stdout.fnmatch_lines([
         "*= speechlab summary =*",
         "case*WER*CER*RTF*vs golden*verdict",
-        f"{CASE} *0.* *0.* *0.* *updated",
+        f"{CASE} *0.* *0.* *0.* *accepted",
         "fw-tiny-en-cuda-smoke *skipped: cuda not available*",
         f"golden written: {project.golden()}",
     ])
@@ -200,7 +200,7 @@ def test_adhoc_manifest_record_and_junit(project: SpeechProject, plugin_args: li
     result.stdout.fnmatch_lines(["PASSED speechlab.yaml::test_speech[[]fw-tiny-en-cpu-clips[]]"])
 
     record = project.record(project.path / "run.json")
-    assert record["schema"] == 1
+    assert record["schema"] == 2 and record["collected"] == 1
     assert record["provenance"]["versions"]["faster-whisper"]
     (case,) = record["cases"]
     assert (case["model"], case["device"], case["dataset"]) == ("fw-tiny-en", "cpu", "clips")

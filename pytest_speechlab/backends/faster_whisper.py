@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Audio, BackendError, BaseBackend, ModelSpec
+from .base import Audio, BackendError, BaseBackend, ModelSpec, Opt
 from .decode_defaults import POLICY, positive_int, resolve, signature_defaults
 from .weights import resolve_ct2_weights
 
@@ -140,6 +140,21 @@ class FasterWhisperBackend(BaseBackend):
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     requires: ClassVar[tuple[str, ...]] = ("faster_whisper", "ctranslate2")
     options: ClassVar[tuple[str, ...] | None] = LOAD_OPTIONS + DECODE_OPTIONS
+    # Value checks (issue 12): speechlab.yaml refuses anything else, naming the key and what is allowed.
+    option_types: ClassVar[dict[str, Opt]] = {
+        "compute_type": Opt("str", choices=("default", "auto", "int8", "int8_float16", "int8_float32", "int8_bfloat16",
+                                            "int16", "float16", "float32", "bfloat16")),
+        "beam_size": Opt("int", lo=1, hi=100),
+        "language": Opt("str", null=True),
+        "temperature": Opt("numbers", lo=0, hi=2),
+        "condition_on_previous_text": Opt("bool"),
+        "without_timestamps": Opt("bool"),
+        "vad_filter": Opt("bool"),
+        "cpu_threads": Opt("int", lo=0, hi=1024),
+        "batch_size": Opt("int", lo=1, hi=1024, null=True),
+        "seed": Opt("int", lo=0, hi=2**32 - 1),
+        # every other decode option is checked at load against the type of the library's own default
+    }
 
     def unsupported_reason(self, device: str) -> str | None:
         if device == "mps":
@@ -168,7 +183,9 @@ class FasterWhisperBackend(BaseBackend):
         """The full decode settings of ``spec`` on ``device``: ``WhisperModel.transcribe``'s own defaults from
         the installed faster-whisper, the entry's options over them, and the load settings; recorded whole."""
         import faster_whisper
-        from faster_whisper.transcribe import WhisperModel  # the class itself (``faster_whisper.WhisperModel`` may be wrapped)
+        from faster_whisper.transcribe import (
+            WhisperModel,  # the class itself (``faster_whisper.WhisperModel`` may be wrapped)
+        )
 
         o, name = spec.options, spec.name
         settings = resolve(name, o, signature_defaults(WhisperModel.transcribe, ("audio", "log_progress")), DECODE_OPTIONS)

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Audio, BackendError, BaseBackend, ModelSpec
+from .base import Audio, BackendError, BaseBackend, ModelSpec, Opt
 
 #: ``whisper.transcribe`` keywords a model entry may set; values default to the installed openai-whisper's own.
 TRANSCRIBE_OPTIONS = (
@@ -120,6 +120,18 @@ class OpenAIWhisperBackend(BaseBackend):
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda", "mps")
     requires: ClassVar[tuple[str, ...]] = ("whisper", "torch")
     options: ClassVar[tuple[str, ...] | None] = OPTIONS
+    # Value checks (issue 12): speechlab.yaml refuses anything else, naming the key and what is allowed.
+    option_types: ClassVar[dict[str, Opt]] = {
+        "beam_size": Opt("int", lo=1, hi=100, null=True),
+        "temperature": Opt("numbers", lo=0, hi=2),
+        "language": Opt("str", null=True),
+        "fp16": Opt("bool"),
+        "without_timestamps": Opt("bool"),
+        "condition_on_previous_text": Opt("bool"),
+        "download_root": Opt("str"),
+        "seed": Opt("int", lo=0, hi=2**32 - 1),
+        # every other decode option is checked at load against the type of the library's own default
+    }
 
     def settings(self, spec: ModelSpec, device: str, *, multilingual: bool) -> dict[str, Any]:
         """The full decode settings: ``whisper.transcribe``'s and ``DecodingOptions``' own defaults from the
