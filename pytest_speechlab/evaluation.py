@@ -73,6 +73,7 @@ def evaluate_asr(
     n = len(audios)
     rounds_out: list[tuple[list[str], list[float]]] = []
     batch = batch_size_of(model)
+    details: dict[int, dict[str, Any]] = {}  # per utterance of the scored round: what the model decoded with
 
     def one_round() -> None:
         hyps: list[str] = []
@@ -96,6 +97,8 @@ def evaluate_asr(
             t0 = time.perf_counter()
             hyps.append(model.transcribe(audio))
             times.append(time.perf_counter() - t0)
+            if not rounds_out and getattr(model, "last_details", None):
+                details[i] = dict(model.last_details)  # type: ignore[attr-defined]
             if progress is not None:
                 progress(len(rounds_out) * n + i + 1, n * rounds)
         rounds_out.append((hyps, times))
@@ -125,6 +128,8 @@ def evaluate_asr(
             "ref_words": e["ref_words"],
             "char_errors": e["char_errors"],
             "ref_chars": e["ref_chars"],
+            # e.g. the temperature each segment finally decoded at (fallback), when the backend reports it
+            **details.get(len(rows), {}),
         })
     metrics = pool(err_rows)
     if any("entities" in u.extra for u in dataset.utterances):

@@ -170,12 +170,25 @@ def compare(
         )
     gd, od = golden.get("decode"), obtained.get("decode")
     gd, od = (gd if isinstance(gd, dict) else {}), (od if isinstance(od, dict) else {})
-    diff = sorted(k for k in set(gd) | set(od) if gd.get(k) != od.get(k))
+    # The library's version is provenance, not a setting: a release that changes a default shows up through
+    # the changed setting itself; one that changes nothing the golden recorded is only a note.
+    diff = sorted(k for k in set(gd) | set(od) if k != "library" and gd.get(k) != od.get(k))
     if diff:
-        v.problems.append(
-            "decode settings differ from the golden: "
-            + ", ".join(f"{k}: golden {gd.get(k)!r} vs now {od.get(k)!r}" for k in diff)
-        )
+        text = ", ".join(f"{k}: golden {gd.get(k)!r} vs now {od.get(k)!r}" for k in diff)
+        if _policy(gd) < _policy(od):
+            from .backends.decode_defaults import POLICY_NOTE
+
+            v.problems.append(
+                f"the decode defaults changed in this version: {POLICY_NOTE}. This golden was recorded with the old "
+                f"defaults; settings that differ: {text}. If the model entry did not set them, the new values are "
+                "what users of the library run: accept them with the command below (or set the old values in "
+                "speechlab.yaml to keep decoding the old way)"
+            )
+        else:
+            v.problems.append("decode settings differ from the golden: " + text)
+    elif gd.get("library") != od.get("library") and gd.get("library") and od.get("library"):
+        v.notes.append(f"decode library changed: golden {gd.get('library')}, now {od.get('library')} "
+                       "(every recorded decode setting is the same)")
     swap = _dataset_change(golden, obtained)
     if swap:
         v.problems.append(swap)
@@ -353,3 +366,9 @@ def render_failure(case_id: str, verdict: Verdict, path: Path, changed: list[dic
         lines.append(f"  note: {n}")
     lines.append(f"  to accept the new values as the baseline, run:\n    {accept}")
     return "\n".join(lines)
+
+
+def _policy(decode: dict[str, Any]) -> int:
+    """The decode-settings policy a record was made under (1 before it was recorded: pytest-speechlab 0.1)."""
+    p = decode.get("policy")
+    return p if isinstance(p, int) and not isinstance(p, bool) else 1

@@ -137,7 +137,7 @@ def _native_modules_loaded() -> None:
     # The plugin's own lazily imported modules too: a submodule dropped from sys.modules stays an attribute
     # of its (kept) parent package, so ``from pytest_speechlab.backends import faster_whisper`` in a later
     # run would get a stale copy while the plugin imports a fresh one.
-    for name in ("backends.faster_whisper", "backends.weights", "datasets", "evaluation", "golden", "metrics",
+    for name in ("backends.faster_whisper", "backends.decode_defaults", "backends.weights", "datasets", "evaluation", "golden", "metrics",
                  "report", "session", "devices"):
         importlib.import_module(f"pytest_speechlab.{name}")
 
