@@ -344,7 +344,7 @@ def run_matrix_case(case: Any, request: pytest.FixtureRequest) -> None:
         m = result.metrics
         bench.extra_info.update({"wer": m["wer"], "cer": m["cer"], "rtf": m["rtf"], "rtf_rounds": m["rtf_rounds"],
                                  "audio_seconds": m["audio_seconds"], "decode": result.record["decode"],
-                                 "model": case.model, "device": case.device, "dataset": case.dataset})
+                                 "weights": result.record["weights"], "model": case.model, "device": case.device, "dataset": case.dataset})
         if m.get("entity_acc") is not None:
             bench.extra_info["entity_acc"] = m["entity_acc"]
     _junit_properties(request, result.record)
