@@ -116,6 +116,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {desc}")
     config.stash[SESSION_KEY] = None
     config.stash[CONFIG_ERROR_KEY] = None
+    if config.pluginmanager.hasplugin("benchmark") and not config.pluginmanager.hasplugin("speechlab-benchmark-fail"):
+        config.pluginmanager.register(_BenchmarkCompareFail(), "speechlab-benchmark-fail")
     path, explicit = _config_path(config)
     if path is None:
         return
@@ -316,6 +318,9 @@ def _benchmark_runner(request: pytest.FixtureRequest, case: Case) -> tuple[Any, 
     except pytest.FixtureLookupError:
         return None, loop_runner
     bench.group = f"{case.dataset}-{case.device}"
+    # pytest-benchmark matches saved runs by fullname, which is the node id ("speechlab.yaml::test_speech[...]"):
+    # the case id alone keeps --benchmark-compare working when the config file is renamed or another one is used.
+    bench.fullname = case.id
 
     def runner(fn: Callable[[], None], rounds: int) -> None:
         bench.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
@@ -509,6 +514,13 @@ def _write_records(sess: SpeechlabSession) -> None:
         write_json(hist / f"run-{stamp}-{os.getpid()}.json", record)
 
 
+SESSION_OBJ_KEY = pytest.StashKey["pytest.Session"]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[SESSION_OBJ_KEY] = session
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     sess = config.stash.get(SESSION_KEY, None)
     if sess is None or not sess.results:
@@ -522,6 +534,27 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(f"golden written: {path}")
     if sess.opts.json_path:
         terminalreporter.write_line(f"run record: {sess.opts.json_path}")
+
+
+class _BenchmarkCompareFail:
+    """Registered when pytest-benchmark is active: its ``--benchmark-compare-fail`` raises out of the terminal
+    summary (a traceback); this ends the run with one clean line and a failing exit status instead (the
+    benchmarks that regressed, and by how much, are already listed above it by pytest-benchmark)."""
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> Any:
+        try:
+            return (yield)
+        except Exception as exc:
+            if type(exc).__name__ != "PerformanceRegression" or not type(exc).__module__.startswith("pytest_benchmark"):
+                raise
+            terminalreporter.write_line(
+                "speechlab: pytest-benchmark --benchmark-compare-fail: performance regressed against the saved run "
+                "(see the regressions listed above); the session fails", red=True)
+            session = config.stash.get(SESSION_OBJ_KEY, None)
+            if session is not None and session.exitstatus == 0:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            return None
 
 
 class _XdistHooks:

@@ -7,6 +7,7 @@ swapping the weights changes both the content hash and what the model says, and 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from pytest_speechlab.verdicts import headline, judge
 
 FAKE_BACKEND = '''
 import json
+import os
+import time
 from pathlib import Path
 
 from pytest_speechlab.backends.base import BaseBackend
@@ -36,6 +39,7 @@ class FakeASR:
         self.decode_settings = {"cpu_threads": threads}
 
     def transcribe(self, audio):
+        time.sleep(float(os.environ.get("SPEECHLAB_FAKE_SLEEP", "0")))  # a slower "release", for speed tests
         return self.table.get(str(len(audio)), "")
 
 
@@ -350,3 +354,38 @@ def test_headline_falls_back_without_causes() -> None:
     v = Verdict("fail", checks=[Check("RTF", 1.0, 0.1, "x1.5", "fail")])
     assert headline("c", v) == "speechlab: c is worse than its golden baseline (RTF)"
     assert headline("c", Verdict("fail", problems=["x"])) == "speechlab: c: cannot be compared with its golden baseline"
+
+
+# ---- 5. pytest-benchmark ------------------------------------------------------------------------------------
+
+def test_benchmark_ids_survive_a_renamed_config_and_carry_quality(fake: FakeProject) -> None:
+    storage = f"file://{fake.path / 'benchmarks'}"
+    fake.config()
+    fake.run("--speechlab-update-golden", "--benchmark-autosave", "--benchmark-storage", storage).assert_outcomes(passed=1)
+    (saved,) = (fake.path / "benchmarks").rglob("*.json")
+    bench = json.loads(saved.read_text("utf-8"))["benchmarks"][0]
+    assert bench["fullname"] == CASE  # the case id, not "speechlab.yaml::test_speech[...]"
+    info = bench["extra_info"]
+    assert info["wer"] == pytest.approx(1 / 19) and info["cer"] > 0
+    assert info["weights"] == fake.golden()["weights"]
+    # The same suite under another config file name still finds its saved benchmark.
+    (fake.path / "speechlab.yaml").rename(fake.path / "slow.yaml")
+    result = fake.run("--speechlab-config", "slow.yaml", "--benchmark-storage", storage, "--benchmark-compare")
+    result.assert_outcomes(passed=1)
+    table = result.stdout.str()
+    assert re.search(r"test_speech\[fake-cpu-data\] \(0001_", table), table
+    assert "test_speech[fake-cpu-data] (NOW)" in table
+
+
+def test_benchmark_compare_fail_ends_cleanly(fake: FakeProject, monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = f"file://{fake.path / 'benchmarks'}"
+    fake.config()
+    fake.run("--speechlab-update-golden", "--benchmark-autosave", "--benchmark-storage", storage).assert_outcomes(passed=1)
+    monkeypatch.setenv("SPEECHLAB_FAKE_SLEEP", "0.02")  # 4 utterances x 20 ms: far slower than the saved run
+    result = fake.run("--benchmark-storage", storage, "--benchmark-compare", "--benchmark-compare-fail=min:50%")
+    result.assert_outcomes(passed=1)  # the speech gate itself passes (RTF tolerance is huge here)
+    assert result.ret == 1
+    out = result.stdout.str() + result.stderr.str()
+    assert "speechlab: pytest-benchmark --benchmark-compare-fail: performance regressed against the saved run" in out
+    assert "Traceback" not in out and "INTERNALERROR" not in out
+    assert re.search(r"test_speech\[fake-cpu-data\] \(0001_\w*\) - Field 'min' has failed PercentageRegressionCheck", out), out
