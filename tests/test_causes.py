@@ -389,3 +389,50 @@ def test_benchmark_compare_fail_ends_cleanly(fake: FakeProject, monkeypatch: pyt
     assert "speechlab: pytest-benchmark --benchmark-compare-fail: performance regressed against the saved run" in out
     assert "Traceback" not in out and "INTERNALERROR" not in out
     assert re.search(r"test_speech\[fake-cpu-data\] \(0001_\w*\) - Field 'min' has failed PercentageRegressionCheck", out), out
+
+
+# ---- 6. an honest scorecard ---------------------------------------------------------------------------------
+
+def _case(model: str, wer: float, rtf: float, stage: str = "production", weights: str = "bundled:tiny.en",
+          load: float = 0.2, task: str = "chat") -> dict[str, Any]:
+    return {"case": f"{model}-cpu-smoke", "model": model, "task": task, "dataset": "smoke", "device": "cpu",
+            "stage": stage, "backend": "x", "status": "ran", "verdict": "pass", "decode": {},
+            "metrics": {"wer": wer, "cer": wer, "rtf": rtf},
+            "weights": {"spec": weights, "source": "package x==1", "sha256": "0" * 64},
+            "machine": {"device": "cpu", "cpu_count": 2, "load_avg_1m": load}}
+
+
+def test_scorecard_never_recommends_random_weights_or_experimental_models(tmp_path: Path) -> None:
+    from pytest_speechlab.cli import main
+    from pytest_speechlab.scorecard import collect, recommend_tasks
+
+    record = {"schema": 1, "created": "2026-01-01T00:00:00Z", "_path": "run.json", "cases": [
+        _case("lfm-tiny", 0.0, 0.01, stage="experimental", weights="tiny-random"),
+        _case("lfm-test", 0.0, 0.01, stage="production", weights="tiny-random"),
+    ]}
+    entries, _ = collect([record])
+    rec = recommend_tasks(entries)["chat"]
+    assert rec["pick"] is None
+    assert {r["model"]: r["excluded"] for r in rec["ranking"]} == {
+        "lfm-tiny": "stage experimental", "lfm-test": "random or test weights (tiny-random)"}
+    # With a real model beside them, the real one is picked even though its WER is worse.
+    record["cases"].append(_case("real", 0.2, 0.1))
+    entries, _ = collect([record])
+    assert recommend_tasks(entries)["chat"]["pick"]["model"] == "real"
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({k: v for k, v in record.items() if k != "_path"}), "utf-8")
+    assert main(["scorecard", str(path), "-o", str(tmp_path / "card")]) == 0
+    md = (tmp_path / "card" / "scorecard.md").read_text("utf-8")
+    assert "never recommended: stage experimental" in md and "never recommended: random or test weights (tiny-random)" in md
+
+
+def test_scorecard_does_not_grade_rtf_from_a_saturated_cpu() -> None:
+    from pytest_speechlab.scorecard import collect
+
+    # RTF 2.0 (slower than real time) would be a C, but it was measured at load 9 on 2 CPUs.
+    record = {"created": "x", "_path": "run.json", "cases": [_case("m", 0.05, 2.0, load=9.0, task="asr")]}
+    (e,), _ = collect([record])
+    assert e.grade == "A" and e.rtf_ignored == "saturated CPU: 1-minute load 9.0 on 2 CPUs"
+    record = {"created": "x", "_path": "run.json", "cases": [_case("m", 0.05, 2.0, load=0.5, task="asr")]}
+    (e,), _ = collect([record])
+    assert e.grade == "C" and e.rtf_ignored is None
