@@ -111,8 +111,8 @@ def verdict_text(r: dict[str, Any]) -> str:
     """The summary's verdict cell: the verdict and, when it failed, its first cause."""
     verdict = str(r.get("verdict") or r.get("status", "?"))
     causes = r.get("causes") or []
-    if verdict == "fail" and causes:
-        return f"fail: {causes[0]}" + (f" (+{len(causes) - 1})" if len(causes) > 1 else "")
+    if verdict in ("fail", "error") and causes:
+        return f"{verdict}: {causes[0]}" + (f" (+{len(causes) - 1})" if len(causes) > 1 else "")
     return verdict
 
 
