@@ -436,3 +436,22 @@ def test_scorecard_does_not_grade_rtf_from_a_saturated_cpu() -> None:
     record = {"created": "x", "_path": "run.json", "cases": [_case("m", 0.05, 2.0, load=0.5, task="asr")]}
     (e,), _ = collect([record])
     assert e.grade == "C" and e.rtf_ignored is None
+
+
+def test_speechlab_check_names_the_cause_and_the_tolerances(fake: FakeProject, capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_speechlab.cli import main
+
+    fake.config(weights="models/a")
+    fake.run("--speechlab-update-golden").assert_outcomes(passed=1)
+    fake.run("--speechlab-json", "same.json").assert_outcomes(passed=1)
+    fake.config(weights="models/b")
+    fake.run("--speechlab-json", "swapped.json").assert_outcomes(failed=1)
+    capsys.readouterr()
+    assert main(["check", str(fake.path / "same.json")]) == 0
+    out = capsys.readouterr().out
+    assert f"{CASE}: pass: WER pass" in out
+    assert "tolerances: WER +0.0100 (stage production ceiling; the global thresholds.wer_abs 0.02 cannot loosen it)" in out
+    assert main(["check", str(fake.path / "swapped.json")]) == 1
+    out = capsys.readouterr().out
+    assert f"speechlab: {CASE}: weights changed since its golden baseline" in out
+    assert "! weights changed: models/a sha" in out
