@@ -68,6 +68,12 @@ def judge(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str
     gd, od = golden.get("decode") or {}, obtained.get("decode") or {}
     if golden.get("normalizer") != obtained.get("normalizer") or any(gd.get(k) != od.get(k) for k in set(gd) | set(od)):
         causes.append(SETTINGS)
+    if causes:
+        # Another model or other settings: a better number is what the change did, not progress of the model
+        # the golden measured; it is shown, never counted as "improved".
+        for c in v.checks:
+            if c.metric in _QUALITY and c.status == "improved":
+                c.status, c.note = "differs", f"{c.note}; {causes[0]}, so not counted as an improvement"
     v.drift = dataset_changes(golden, obtained)
     if v.drift:
         causes.append(DATASET)

@@ -156,7 +156,7 @@ def test_weights_swap_is_a_weights_change_not_an_improvement(fake: FakeProject) 
     result.stdout.fnmatch_lines([
         f"speechlab: {CASE}: weights changed since its golden baseline (another model was loaded; not a metric verdict)",
         f"*! weights changed: models/a sha {w['sha256'][:12]} (path models/a) -> models/b sha * (path models/b)",
-        "*WER*IMPROVED*",
+        "*WER*DIFFERS (-0.0526, better than the golden; weights changed, so not counted as an improvement)",
         "*to accept the new values as the baseline, run:",
         ACCEPT,
     ])
