@@ -142,16 +142,16 @@ def _block(result: pytest.RunResult) -> str:
 
 # ---- 1. model identity --------------------------------------------------------------------------------------
 
-def test_weights_swap_is_a_weights_change_not_an_improvement(fake: FakeProject) -> None:
+def test_weights_swap_is_a_weights_change_not_an_improvement(fake: FakeProject, plugin_args: list[str]) -> None:
     fake.config(weights="models/a")
-    fake.run("--speechlab-update-golden", "--speechlab-json", "run.json").assert_outcomes(passed=1)
+    fake.run("--speechlab-update-golden", "--speechlab-json", "run.json", *plugin_args).assert_outcomes(passed=1)
     golden = fake.golden()
     w = golden["weights"]
     assert w["spec"] == "models/a" and w["source"] == "path models/a" and len(w["sha256"]) == 64
     assert fake.record()["cases"][0]["weights"] == w  # the run record carries the same identity
 
-    fake.config(weights="models/b")  # better weights: WER drops from 1/20 to 0, which used to read "improved"
-    result = fake.run("--speechlab-json", "run.json")
+    fake.config(weights="models/b")  # better weights: WER drops from 1/19 to 0, which used to read "improved"
+    result = fake.run("--speechlab-json", "run.json", *plugin_args)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         f"speechlab: {CASE}: weights changed since its golden baseline (another model was loaded; not a metric verdict)",
