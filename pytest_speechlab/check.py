@@ -19,7 +19,13 @@ from .golden import (
     read_golden,
     render_failure,
 )
-from .runs import RunRecordError, load_run
+from .runs import (
+    RunRecordError,
+    case_problem,
+    compared_nothing,
+    load_run,
+    record_problems,
+)
 from .verdicts import judge
 
 
@@ -87,13 +93,19 @@ def check_case(record: dict[str, Any], case: dict[str, Any], golden_file: Path, 
 def run_check(args: argparse.Namespace) -> int:
     """Gate every ran case of the record; print one block per failing case and a closing count."""
     try:
-        record = load_run(args.run)
+        record = load_run(args.run, gate=True)
     except RunRecordError as exc:
         print(f"speechlab check: {exc}")
         return 2
     gate = args.gate or (record.get("settings") or {}).get("gate") or "strict"
     failed: list[str] = []
     passed = skipped = 0
+    refused = record_problems(record, str(args.run))
+    nothing = compared_nothing(record, str(args.run))
+    if nothing:
+        refused.append(nothing)
+    for line in refused:
+        print(f"speechlab check: {line}")
     for case in record["cases"]:
         cid = case["case"]
         experimental = case.get("stage") == "experimental"
@@ -101,10 +113,15 @@ def run_check(args: argparse.Namespace) -> int:
             skipped += 1
             print(f"{cid}: skipped: {case.get('reason', '')}")
             continue
-        if case["status"] != "ran":
-            print(f"{cid}: {case['status']}: {case.get('reason', '')}")
+        problem = case_problem(case)
+        if case["status"] != "ran" or problem:
+            print(f"{cid}: {problem or case['status'] + ': ' + str(case.get('reason', ''))}")
             if not experimental:
                 failed.append(cid)
+            continue
+        if case.get("verdict") == "accepted":
+            print(f"{cid}: accepted (a new golden was written; nothing was compared)")
+            failed.append(cid)
             continue
         if case.get("task", "asr") not in ("asr", "tts"):
             # Tasks without a golden baseline (the chat smoke) carry their own verdict: report it as recorded.
@@ -131,4 +148,4 @@ def run_check(args: argparse.Namespace) -> int:
             print(block)
             passed += 1
     print(f"speechlab check: {passed} passed, {len(failed)} failed, {skipped} skipped ({gate} gate, {args.run})")
-    return 1 if failed else 0
+    return 1 if failed or refused else 0

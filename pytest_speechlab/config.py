@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .backends.base import DEVICES, TASKS, ModelSpec
+from .backends.base import DEVICES, TASKS, ModelSpec, Opt, option_problem
 
 STAGES = ("experimental", "candidate", "production", "deprecated")
 ALL_DEVICES = (*DEVICES, "remote")
@@ -42,6 +43,19 @@ DATASET_KEYS = {
     "description", "language", "entities",
 }
 TOP_KEYS = {"models", "datasets", "thresholds", "golden_dir", "gate", "rounds", "bootstrap", "judge", "history_dir"}
+
+
+# A model or dataset name becomes a test id and a folder under golden_dir: letters, digits and -_.+@,
+# never starting with a dot (so never '.' or '..') and never holding a slash.
+NAME_RE = re.compile(r"[A-Za-z0-9_+@-][A-Za-z0-9_.+@-]*")
+
+
+def name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot be a model or dataset name (it becomes a path), or None when it can."""
+    if isinstance(name, str) and NAME_RE.fullmatch(name):
+        return None
+    return (f"name {name!r} is not allowed: use letters, digits and - _ . + @ only, not starting with a dot "
+            "(names become test ids and folders under golden_dir)")
 
 
 class ConfigError(Exception):
@@ -92,6 +106,30 @@ class SpeechlabConfig:
                          ds.thresholds if ds else {})
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (YAML itself keeps the last, silently:
+    a second ``models:`` block, or a model listed twice with a looser tolerance, would win unseen)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: let SafeLoader report it
+                break
+            if first is not None:
+                raise _DuplicateKey(key, first, key_node.start_mark.line + 1)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first: int, again: int) -> None:
+        super().__init__(key, first, again)
+        self.key, self.first, self.again = key, first, again
+
+
 def _err(path: Path, key: str, msg: str) -> ConfigError:
     return ConfigError(f"{path}: {key}: {msg}")
 
@@ -109,6 +147,10 @@ def _thresholds(path: Path, key: str, raw: Any) -> dict[str, float]:
             raise _err(path, f"{key}.{k}", f"must be a finite number, got {v!r}")
         if k not in ("rms_min_dbfs", "rms_max_dbfs") and v < 0:
             raise _err(path, f"{key}.{k}", f"must be >= 0, got {v!r}")
+        if k == "confidence" and not 0 < v < 1:
+            raise _err(path, f"{key}.{k}", f"must be between 0 and 1 exclusive (e.g. 0.95), got {v!r}")
+        if k == "clipping_max" and v > 1:
+            raise _err(path, f"{key}.{k}", f"is a share of samples: must be <= 1, got {v!r}")
         out[str(k)] = float(v)
     return out
 
@@ -129,6 +171,16 @@ def _backend_options(backend: str) -> tuple[str, ...] | None:
         return getattr(get_backend(backend), "options", None)
     except ImportError:
         return None
+
+
+def _backend_option_types(backend: str) -> dict[str, Opt]:
+    """The value checks a backend declares for its options (empty when it declares none)."""
+    from .backends import get_backend
+
+    try:
+        return dict(getattr(get_backend(backend), "option_types", {}) or {})
+    except ImportError:
+        return {}
 
 
 def _model(path: Path, name: str, raw: Any) -> ModelSpec:
@@ -157,6 +209,9 @@ def _model(path: Path, name: str, raw: Any) -> ModelSpec:
         raise _err(path, f"{key}.weights", f"must be a string (a path or bundled:NAME), got {weights!r}")
     options = {k: v for k, v in raw.items() if k not in MODEL_KEYS}
     known = _backend_options(backend)
+    problem = option_problem(_backend_option_types(backend), options)
+    if problem:
+        raise _err(path, f"{key}.{problem[0]}", problem[1])
     if known is not None:
         unknown = sorted(str(k) for k in options if k not in known)
         if unknown:
@@ -232,8 +287,15 @@ def load_config(path: Path) -> SpeechlabConfig:
         raise ConfigError(f"{path}: config file not found; create it or pass --speechlab-config PATH") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file; name the speechlab.yaml inside it") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc}); check the path and its permissions") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: duplicate key {exc.key!r} at line {exc.again} (first at line {exc.first}); YAML would "
+                          "silently keep only the last one: remove or merge one of them") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -252,11 +314,13 @@ def load_config(path: Path) -> SpeechlabConfig:
         raise _err(path, "models", "must be a mapping of model name -> settings")
     if not isinstance(datasets_raw, dict):
         raise _err(path, "datasets", "must be a mapping of dataset name -> settings")
+    for section, names in (("models", models_raw), ("datasets", datasets_raw)):
+        for name in names:
+            problem = name_problem(name)
+            if problem:
+                raise _err(path, f"{section}.{name}", problem)
     models = {str(k): _model(path, str(k), v) for k, v in models_raw.items()}
     datasets = {str(k): _dataset(path, str(k), v) for k, v in datasets_raw.items()}
-    for name in list(models) + list(datasets):
-        if not all(c.isalnum() or c in "-_." for c in name):
-            raise _err(path, name, "names may hold only letters, digits, '-', '_' and '.' (they become test ids and folder names)")
     for m in models.values():
         if m.golden_from and m.golden_from.split("/")[0] not in models:
             raise _err(path, f"models.{m.name}.golden_from", f"names no model in models: ({m.golden_from!r})")

@@ -74,6 +74,7 @@ def evaluate_asr(
     n = len(audios)
     rounds_out: list[tuple[list[str], list[float]]] = []
     batch = batch_size_of(model)
+    details: dict[int, dict[str, Any]] = {}  # per utterance of the scored round: what the model decoded with
 
     def one_round() -> None:
         hyps: list[str] = []
@@ -97,6 +98,8 @@ def evaluate_asr(
             t0 = time.perf_counter()
             hyps.append(model.transcribe(audio))
             times.append(time.perf_counter() - t0)
+            if not rounds_out and getattr(model, "last_details", None):
+                details[i] = dict(model.last_details)  # type: ignore[attr-defined]
             if progress is not None:
                 progress(len(rounds_out) * n + i + 1, n * rounds)
         rounds_out.append((hyps, times))
@@ -131,6 +134,8 @@ def evaluate_asr(
             "ref_words": e["ref_words"],
             "char_errors": e["char_errors"],
             "ref_chars": e["ref_chars"],
+            # e.g. the temperature each segment finally decoded at (fallback), when the backend reports it
+            **details.get(len(rows), {}),
         })
     metrics = pool(err_rows)
     if any("entities" in u.extra for u in dataset.utterances):
@@ -249,15 +254,21 @@ class CaseResult:
             self.record["verdict"] = f"golden borrowed from {self.record['golden_of']['model']}/{self.record['golden_of']['device']}, not updated"
             return self.verdict
         if self.settings.update:
-            self.verdict = Verdict("updated")
-            self.record["verdict"] = "updated"
+            # Accepted, not passed: nothing was compared (speechlab check and merge --gate refuse these).
+            self.verdict = Verdict("accepted")
+            self.record["verdict"] = "accepted"
             return self.verdict
         try:
             golden = read_golden(path)
         except GoldenError as exc:
             self.record["verdict"] = "error"
             self.record["causes"] = ["golden invalid"]
-            pytest.fail(f"speechlab: {self.record['case']}: golden invalid: {exc}", pytrace=False)
+            self.record["reason"] = str(exc)
+            golden = None
+        if self.record.get("verdict") == "error":
+            # The headline names the cause; the next line is the reader's message (file, problem, fix).
+            cause = (self.record.get("causes") or ["golden invalid"])[0]
+            pytest.fail(f"speechlab: {self.record['case']}: {cause}\n{self.record['reason']}", pytrace=False)
         if golden is None:
             self.verdict = Verdict("missing")
             self.record["verdict"] = "missing"

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from .golden import atomic_write_text
+from .schema import RECORD_SCHEMA
 
 PACKAGES = ("pytest-speechlab", "pytest", "faster-whisper", "ctranslate2", "openai-whisper", "torch", "piper-tts",
             "onnxruntime", "liquid-audio", "jiwer", "whisper-normalizer", "soundfile", "soxr", "numpy")
-RECORD_SCHEMA = 1
+# RECORD_SCHEMA 2: a header count ``collected`` (every collected matrix case has a row), ``origin`` per row,
+# and the verdicts ``error`` and ``accepted`` (schemas/run-record-2.schema.json).
 
 
 @cache
@@ -55,10 +57,13 @@ def provenance(root: Path) -> dict[str, Any]:
     }
 
 
-def run_record(results: list[dict[str, Any]], root: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The session's run record: every case (ran, failed or skipped) plus provenance."""
+def run_record(results: list[dict[str, Any]], root: Path, extra: dict[str, Any] | None = None,
+               collected: int = 0) -> dict[str, Any]:
+    """The session's run record: every case (ran, failed or skipped) plus provenance.  ``collected`` is
+    how many matrix cases the session selected; each has exactly one row of ``origin: matrix``."""
     return {
         "schema": RECORD_SCHEMA,
+        "collected": collected,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "provenance": provenance(root),
         "settings": extra or {},
@@ -124,7 +129,7 @@ def summary_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
         verdict = verdict_text(r)
         if r.get("status") == "skipped":
             verdict = f"skipped: {r.get('reason', '')}"
-        elif r.get("status") == "error":
+        elif r.get("status") == "error" or r.get("verdict") == "error":
             verdict = f"error: {r.get('reason', '')}"
         rows.append((r.get("case", "?"), _f(m.get("wer")), _f(m.get("cer")), _f(m.get("rtf")), vs_golden(r), verdict))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
@@ -141,3 +146,30 @@ def summary_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
 
     return (lines + [f"note: {n}" for n in notes] + [f"gate: {n}" for n in gate_notes]
             + [f"note: {n}" for n in case_notes] + tolerance_lines(results))
+
+
+#: Verdicts that need no attention; with ``-q`` the summary lists every other case.
+QUIET_OK = ("pass", "improved", "accepted", "skipped")
+
+
+def _verdict_word(r: dict[str, Any]) -> str:
+    if r.get("status") == "skipped":
+        return "skipped"
+    return str(r.get("verdict") or r.get("status") or "?").split(" ")[0].rstrip(":,")
+
+
+def quiet_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
+    """The ``-q`` summary: only the cases that need attention (failed, error, missing, ...), the notes, then one
+    total line."""
+    problems = [r for r in results if _verdict_word(r) not in QUIET_OK]
+    # the table of those cases (with its header row), then every note and statistical-gate line, as without -q:
+    # a pass that the strict gate would have failed is never silent
+    lines = summary_lines(problems, [])[:len(problems) + 1] if problems else []
+    lines += summary_lines(results, notes)[len(results) + 1:]
+    counts: dict[str, int] = {}
+    for r in results:
+        word = _verdict_word(r)
+        counts[word] = counts.get(word, 0) + 1
+    order = sorted(counts, key=lambda w: (w in QUIET_OK, w))
+    total = ", ".join(f"{counts[w]} {w}" for w in order)
+    return lines + [f"speechlab: {len(results)} cases: {total}"]

@@ -30,6 +30,9 @@ from .backends import get_backend
 from .backends.base import BackendError, MissingExtraError, ModelSpec
 
 DEFAULT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # OpenAI's own limit for audio uploads
+# Compressed bytes say little about the work: 89 KB of FLAC can hold an hour of silence.  The decoded
+# duration is what holds the model (and memory), so it is limited too, before decoding.
+DEFAULT_MAX_AUDIO_SECONDS = 600.0
 SERVE_REQUIRES = ("fastapi", "uvicorn", "multipart")
 
 Scope = MutableMapping[str, Any]
@@ -129,16 +132,24 @@ class GuardMiddleware:
                 await self._reply(send, 413, str(exc), "upload_too_large")
 
 
-def read_upload(data: bytes, filename: str, target_rate: int) -> np.ndarray:
+def read_upload(data: bytes, filename: str, target_rate: int,
+                max_seconds: float = DEFAULT_MAX_AUDIO_SECONDS) -> np.ndarray:
     """Decode an uploaded audio file, downmix to mono and resample to ``target_rate`` (soxr, HQ).
 
-    Raises ValueError with a message naming the upload and the problem.
+    Raises ValueError with a message naming the upload and the problem: unreadable, empty, longer than
+    ``max_seconds`` once decoded (checked from the header, before decoding), or holding NaN/Infinity.
     """
     import soundfile as sf
 
     if not data:
         raise ValueError(f"the uploaded file {filename!r} is empty; send a WAV, FLAC or OGG file")
     try:
+        info = sf.info(io.BytesIO(data))
+        seconds = info.frames / float(info.samplerate) if info.samplerate else 0.0
+        if seconds > max_seconds:
+            raise ValueError(f"the uploaded file {filename!r} holds {seconds:.1f} s of audio, more than this server's "
+                             f"limit of {max_seconds:g} s; send a shorter clip or restart the server with a larger "
+                             "--max-audio-seconds")
         audio, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise ValueError(
@@ -146,6 +157,11 @@ def read_upload(data: bytes, filename: str, target_rate: int) -> np.ndarray:
         ) from exc
     if audio.shape[0] == 0:
         raise ValueError(f"the uploaded file {filename!r} holds no audio samples (0 frames)")
+    if audio.shape[0] / float(sr) > max_seconds:  # a header that under-reported its length
+        raise ValueError(f"the uploaded file {filename!r} holds more than this server's limit of {max_seconds:g} s "
+                         "of audio; send a shorter clip or restart the server with a larger --max-audio-seconds")
+    if not np.isfinite(audio).all():
+        raise ValueError(f"the uploaded file {filename!r} holds NaN or infinite samples; send PCM or finite float audio")
     mono = audio.mean(axis=1, dtype=np.float32) if audio.shape[1] > 1 else audio[:, 0]
     if int(sr) != target_rate:
         import soxr
@@ -171,6 +187,7 @@ def create_app(
     api_key: str | None = None,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     model: Any = None,
+    max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
 ) -> Any:
     """The FastAPI app serving ``spec`` on ``device``.
 
@@ -269,7 +286,7 @@ def create_app(
             raise HTTPException(400, f"response_format {response_format!r} is not supported; use json or text")
         data = file.file.read()
         try:
-            audio = read_upload(data, file.filename or "file", int(m.sample_rate))
+            audio = read_upload(data, file.filename or "file", int(m.sample_rate), max_audio_seconds)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from exc
         with lock:
@@ -331,7 +348,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", required=True, help="model name under models: in the config")
     p.add_argument("--config", default="speechlab.yaml", type=Path, help="path to speechlab.yaml (default: ./speechlab.yaml)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1, loopback only)")
-    p.add_argument("--port", default=8000, type=int, help="TCP port (default 8000)")
+    p.add_argument("--port", default=8000, type=_port, help="TCP port, 0-65535 (default 8000)")
     p.add_argument("--device", default="cpu", help="device to load the model on (cpu, cuda, mps)")
     p.add_argument(
         "--api-key-env",
@@ -340,14 +357,56 @@ def register(subparsers: Any) -> None:
         help="require 'Authorization: Bearer KEY' where KEY is read from environment variable VAR",
     )
     p.add_argument(
-        "--max-upload-mb", default=DEFAULT_MAX_UPLOAD_BYTES / 1e6, type=float, help="largest accepted upload in MB (default 25)"
+        "--max-upload-mb", default=DEFAULT_MAX_UPLOAD_BYTES / 1e6, type=_positive_mb,
+        help="largest accepted upload in MB, > 0 (default 25)"
+    )
+    p.add_argument(
+        "--max-audio-seconds", default=DEFAULT_MAX_AUDIO_SECONDS, type=_positive_seconds,
+        help=f"longest accepted upload once decoded, in seconds, > 0 (default {DEFAULT_MAX_AUDIO_SECONDS:g})"
     )
     p.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     p.set_defaults(func=run_serve)
 
 
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--port wants an integer 0-65535, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"--port wants an integer 0-65535, got {port}")
+    return port
+
+
+def _positive_mb(value: str) -> float:
+    import math
+
+    try:
+        mb = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--max-upload-mb wants a number of MB > 0, got {value!r}") from None
+    if not math.isfinite(mb) or mb <= 0:
+        raise argparse.ArgumentTypeError(f"--max-upload-mb wants a number of MB > 0, got {value}")
+    return mb
+
+
+def _positive_seconds(value: str) -> float:
+    import math
+
+    try:
+        s = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--max-audio-seconds wants a number of seconds > 0, got {value!r}") from None
+    if not math.isfinite(s) or s <= 0:
+        raise argparse.ArgumentTypeError(f"--max-audio-seconds wants a number of seconds > 0, got {value}")
+    return s
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Load the model and run uvicorn until interrupted."""
+    if not args.api_key_env and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"speechlab serve: warning: listening on {args.host} without an API key: anyone who can reach this "
+              "port can use the model; pass --api-key-env VAR", file=sys.stderr)
     api_key: str | None = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
@@ -367,7 +426,8 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"speechlab serve: {reason}", file=sys.stderr)
         return 2
     try:
-        app = create_app(args.model, spec, args.device, api_key=api_key, max_upload_bytes=int(args.max_upload_mb * 1e6))
+        app = create_app(args.model, spec, args.device, api_key=api_key, max_upload_bytes=int(args.max_upload_mb * 1e6),
+                         max_audio_seconds=args.max_audio_seconds)
         import uvicorn
     except BackendError as exc:
         print(f"speechlab serve: {exc}", file=sys.stderr)

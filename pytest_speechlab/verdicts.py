@@ -65,8 +65,11 @@ def judge(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str
         causes.append(WEIGHTS)
     if w_note:
         v.notes.append(w_note)
-    gd, od = golden.get("decode") or {}, obtained.get("decode") or {}
-    if golden.get("normalizer") != obtained.get("normalizer") or any(gd.get(k) != od.get(k) for k in set(gd) | set(od)):
+    gd, od = golden.get("decode"), obtained.get("decode")
+    gd, od = (gd if isinstance(gd, dict) else {}), (od if isinstance(od, dict) else {})
+    # As compare: the library's version is provenance (a note), not a setting.
+    if golden.get("normalizer") != obtained.get("normalizer") or any(
+            gd.get(k) != od.get(k) for k in set(gd) | set(od) if k != "library"):
         causes.append(SETTINGS)
     if causes:
         # Another model or other settings: a better number is what the change did, not progress of the model
@@ -77,8 +80,10 @@ def judge(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str
     v.drift = dataset_changes(golden, obtained)
     if v.drift:
         causes.append(DATASET)
-        v.problems.append(f"dataset changed since the golden: {summary(v.drift)}; the scores below measure a "
-                          "different dataset, so they are not a model verdict")
+        # compare() already names id/reference changes in one line; audio changes only this module sees.
+        if not any(p.startswith("the dataset differs from the golden's") for p in v.problems):
+            v.problems.append(f"dataset changed since the golden: {summary(v.drift)}; the scores below measure a "
+                              "different dataset, so they are not a model verdict")
         for c in v.checks:
             if c.metric in _QUALITY and c.status in ("fail", "improved", "noise"):
                 c.status, c.note = "not-comparable", f"dataset changed ({c.note})" if c.note else "dataset changed"

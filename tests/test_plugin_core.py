@@ -53,7 +53,7 @@ def test_only_speechlab_yaml_collects_and_runs_the_matrix(project: SpeechProject
     result.stdout.fnmatch_lines([
         "*= speechlab summary =*",
         "case*WER*CER*RTF*vs golden*verdict",
-        f"{CASE} *0.* *0.* *0.* *updated",
+        f"{CASE} *0.* *0.* *0.* *accepted",
         "fw-tiny-en-cuda-smoke *skipped: cuda not available*",
         f"golden written: {project.golden()}",
     ])
@@ -147,7 +147,7 @@ def test_dataset_by_name(project: SpeechProject) -> None:
 
 @cache
 def _direct_faster_whisper(paths: tuple[str, ...]) -> tuple[str, ...]:
-    """The same model called directly, with the plugin's decode settings, on the same files.
+    """The same model called directly, as its users call it (library defaults, English), on the same files.
 
     The audio goes through an independent path: sox converts each file to 16 kHz mono (faster-whisper's
     own file decoding via PyAV is not used: av 19 dropped an argument faster-whisper 1.2.1 passes).
@@ -167,9 +167,7 @@ def _direct_faster_whisper(paths: tuple[str, ...]) -> tuple[str, ...]:
             subprocess.run(["sox", p, "-r", "16000", "-c", "1", "-b", "16", wav], check=True)
             audio, sr = sf.read(wav, dtype="float32")
             assert sr == 16000
-            segments, _ = model.transcribe(audio, beam_size=5, language="en", temperature=0.0,
-                                           condition_on_previous_text=False, without_timestamps=True,
-                                           vad_filter=False)
+            segments, _ = model.transcribe(audio, language="en")
             out.append("".join(s.text for s in segments).strip())
     return tuple(out)
 
@@ -201,7 +199,7 @@ def test_adhoc_manifest_record_and_junit(project: SpeechProject, plugin_args: li
     result.stdout.fnmatch_lines(["PASSED speechlab.yaml::test_speech[[]fw-tiny-en-cpu-clips[]]"])
 
     record = project.record(project.path / "run.json")
-    assert record["schema"] == 1
+    assert record["schema"] == 2 and record["collected"] == 1
     assert record["provenance"]["versions"]["faster-whisper"]
     (case,) = record["cases"]
     assert (case["model"], case["device"], case["dataset"]) == ("fw-tiny-en", "cpu", "clips")

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Audio, BackendError, BaseBackend, ModelSpec
+from .base import Audio, BackendError, BaseBackend, ModelSpec, Opt
 
 HUB_ID = "LiquidAI/LFM2.5-Audio-1.5B"
 WEIGHTS_ENV = "SPEECHLAB_LFM_WEIGHTS"
@@ -418,6 +418,21 @@ class LiquidAudioBackend(BaseBackend):
     tasks: ClassVar[tuple[str, ...]] = ("asr", "tts", "chat")
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda", "mps")
     requires: ClassVar[tuple[str, ...]] = ("liquid_audio", "torch")
+    # Value checks (issue 12): speechlab.yaml refuses anything else, naming the key and what is allowed.
+    option_types: ClassVar[dict[str, Opt]] = {
+        "dtype": Opt("str", choices=("float32", "bfloat16", "float16")),
+        "seed": Opt("int", lo=0),
+        "max_new_tokens": Opt("int", lo=1, hi=100_000),
+        "cpu_threads": Opt("int", lo=0, hi=1024),
+        "text_temperature": Opt("number", lo=0, hi=5, null=True),
+        "audio_temperature": Opt("number", lo=0, hi=5, null=True),
+        "text_top_k": Opt("int", lo=1, null=True),
+        "audio_top_k": Opt("int", lo=1, null=True),
+        "voice": Opt("str", choices=VOICES),
+        "asr_system_prompt": Opt("str"),
+        "tts_system_prompt": Opt("str"),
+        "chat_system_prompt": Opt("str"),
+    }
 
     def check_installed(self) -> None:
         """Also refuse Python < 3.12: liquid-audio uses PEP 695 syntax and fails to import there."""

