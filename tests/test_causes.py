@@ -232,7 +232,7 @@ def test_one_word_reference_edit_is_a_dataset_change(fake: FakeProject) -> None:
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         f"speechlab: {CASE}: dataset changed since its golden baseline (not a model regression)",
-        "*! dataset changed since the golden: 1 utterance (1 reference edited); the scores below measure a different dataset*",
+        "*! the dataset differs from the golden's: utterances 1 with another reference text (u3)*",
         "*dataset changed since the golden: 1 utterance (1 reference edited):",
         "*[[]u3[]] reference edited",
         "*GOLDEN REF: the bus was late again",
