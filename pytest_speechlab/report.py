@@ -130,7 +130,8 @@ def summary_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
         if r.get("status") == "skipped":
             verdict = f"skipped: {r.get('reason', '')}"
         elif r.get("status") == "error" or r.get("verdict") == "error":
-            verdict = f"error: {r.get('reason', '')}"
+            cause = f"{r['causes'][0]}: " if r.get("causes") else ""
+            verdict = f"error: {cause}{r.get('reason', '')}"
         rows.append((r.get("case", "?"), _f(m.get("wer")), _f(m.get("cer")), _f(m.get("rtf")), vs_golden(r), verdict))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:5], widths, strict=True)) + "  " + row[5] for row in rows]
