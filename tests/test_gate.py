@@ -219,3 +219,11 @@ def test_record_that_compared_nothing_is_refused(fake: FakeProject) -> None:
             "without checking anything. Run the cases on a machine that has their device and extras") in out
     rc, out = fake.speechlab("merge", str(run), "-o", str(fake.path / "m.json"), "--gate")
     assert rc == 1 and "compared nothing: no case ran (1 skipped, 1 in all)" in out
+
+
+def test_collect_only_writes_no_error_rows(fake: FakeProject) -> None:
+    fake.config()
+    res = fake.run("--collect-only", "-q", "--speechlab-json", "run.json")
+    assert res.ret == 0
+    assert "never ran" not in res.stdout.str() and "speechlab summary" not in res.stdout.str()
+    assert not (fake.path / "run.json").exists()
