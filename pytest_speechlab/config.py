@@ -19,7 +19,7 @@ GATES = ("strict", "statistical")
 # Tolerances used when speechlab.yaml sets none.  Production gates tighter than candidate: a model that
 # ships is held to its baseline more strictly than one still being evaluated.
 DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
-    "production": {"wer_abs": 0.01, "cer_abs": 0.01, "rtf_rel": 0.5},
+    "production": {"wer_abs": 0.01, "cer_abs": 0.01, "rtf_rel": 0.5, "catastrophic_max": 0},
     "candidate": {"wer_abs": 0.02, "cer_abs": 0.02, "rtf_rel": 0.5},
 }
 THRESHOLD_KEYS = {
@@ -36,6 +36,10 @@ THRESHOLD_KEYS = {
     "sec_per_char_max": "longest plausible duration per input character",
     "rms_max_dbfs": "loudest RMS level in dBFS (TTS audio sanity)",
     "roundtrip_wer_max": "highest pooled round-trip WER of a TTS voice through its judge, golden or not",
+    "catastrophic_max": "most utterances allowed a catastrophic output (hypothesis > 3x the reference, or "
+                        "compression ratio > 2.4); unset: the golden's count (production: 0)",
+    "hallucination_wpm_abs": "words per minute of non-speech may exceed the golden by this much (default 5)",
+    "hallucination_rate_abs": "share of non-speech clips with any output may exceed the golden by this much (default 0)",
 }
 MODEL_KEYS = {"backend", "weights", "devices", "stage", "task", "thresholds", "real_e2e", "description", "golden_from"}
 DATASET_KEYS = {
@@ -145,7 +149,9 @@ def _thresholds(path: Path, key: str, raw: Any) -> dict[str, float]:
             raise _err(path, f"{key}.{k}", f"must be >= 0, got {v!r}")
         if k == "confidence" and not 0 < v < 1:
             raise _err(path, f"{key}.{k}", f"must be between 0 and 1 exclusive (e.g. 0.95), got {v!r}")
-        if k == "clipping_max" and v > 1:
+        if k == "catastrophic_max" and not float(v).is_integer():
+            raise _err(path, f"{key}.{k}", f"is a count of utterances: must be a whole number >= 0, got {v!r}")
+        if k in ("clipping_max", "hallucination_rate_abs") and v > 1:
             raise _err(path, f"{key}.{k}", f"is a share of samples: must be <= 1, got {v!r}")
         out[str(k)] = float(v)
     return out

@@ -132,6 +132,10 @@ def evaluate_asr(
             **details.get(len(rows), {}),
         })
     metrics = pool(err_rows)
+    # Catastrophic outputs per utterance, and words emitted on non-speech clips (empty references).
+    from .hallucination import score_outputs
+
+    metrics.update(score_outputs(rows, audios, model.sample_rate, str(dataset.source)))
     if any("entities" in u.extra for u in dataset.utterances):
         metrics.update(_score_entities(dataset, rows, normalizer))
     rtfs = [sum(t) / audio_total for _, t in rounds_out]
