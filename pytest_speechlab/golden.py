@@ -168,7 +168,8 @@ def compare(
             f"normaliser mismatch: golden used {golden.get('normalizer')}, this run {obtained.get('normalizer')}; "
             "scores are not comparable"
         )
-    gd, od = golden.get("decode") or {}, obtained.get("decode") or {}
+    gd, od = golden.get("decode"), obtained.get("decode")
+    gd, od = (gd if isinstance(gd, dict) else {}), (od if isinstance(od, dict) else {})
     # The library's version is provenance, not a setting: a release that changes a default shows up through
     # the changed setting itself; one that changes nothing the golden recorded is only a note.
     diff = sorted(k for k in set(gd) | set(od) if k != "library" and gd.get(k) != od.get(k))
@@ -244,10 +245,6 @@ def compare(
         comparable = all(gmach.get(k) == omach.get(k) for k in keys)
         if not rtf_gate:
             check.status, check.note = "off", "RTF gate off for this run (see summary)"
-        elif golden.get("rtf_unreliable") and not force_rtf:
-            check.status = "not-comparable"
-            check.note = (f"the golden's RTF is unreliable ({golden['rtf_unreliable']}); re-record it on a quiet machine "
-                          "without -n to gate speed")
         elif not comparable and not force_rtf:
             check.status = "not-comparable"
             check.note = (
@@ -260,6 +257,10 @@ def compare(
                 f"the CPU was saturated while this case ran (1-minute load {omach.get('load_avg_1m')} on "
                 f"{omach.get('cpu_count')} CPUs), so its speed says nothing; --speechlab-force-rtf compares anyway"
             )
+        elif golden.get("rtf_unreliable") and not force_rtf:
+            check.status = "not-comparable"
+            check.note = (f"the golden's RTF is unreliable ({golden['rtf_unreliable']}); re-record it on a quiet machine "
+                          "without -n to gate speed")
         elif o > g * (1 + tol):
             check.status, check.note = "fail", f"{o / g:.2f}x the golden" if g else "slower than the golden"
         elif o * (1 + tol) < g:

@@ -604,14 +604,34 @@ def _write_records(sess: SpeechlabSession) -> None:
             sess.write_errors.append(f"run record not written: {path}: {exc.strerror or exc}; {fix}")
 
 
+def _benchmark_options_given(config: pytest.Config) -> bool:
+    """Whether the user asked pytest-benchmark for something (on the command line, PYTEST_ADDOPTS or addopts)."""
+    words = [*config.invocation_params.args, *os.environ.get("PYTEST_ADDOPTS", "").split(),
+             *(config.getini("addopts") or [])]
+    return any(str(w).startswith("--benchmark") and str(w) not in ("--benchmark-disable", "--benchmark-skip")
+               for w in words)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Quiet means quiet: in a speechlab session pytest-benchmark's wide table is shown only with -v or when a
+    --benchmark-* option was given (the speechlab summary already has the figures)."""
+    config = session.config
+    bench = getattr(config, "_benchmarksession", None)
+    if config.stash.get(SESSION_KEY, None) is None or bench is None:
+        return
+    if config.get_verbosity() <= 0 and not _benchmark_options_given(config):
+        bench.quiet = True
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     sess = config.stash.get(SESSION_KEY, None)
     if sess is None or not (sess.results or sess.write_errors):
         return
-    from .report import summary_lines
+    from .report import quiet_lines, summary_lines
 
     terminalreporter.write_sep("=", "speechlab summary")
-    for line in summary_lines(sess.results, sess.notes):
+    quiet = config.get_verbosity() < 0
+    for line in (quiet_lines if quiet else summary_lines)(sess.results, sess.notes):
         terminalreporter.write_line(line)
     for path in sess.written:
         terminalreporter.write_line(f"golden written: {path}")

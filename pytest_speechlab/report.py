@@ -112,3 +112,30 @@ def summary_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
     gate_notes = [f"{r.get('case')}: {c['metric']} {c['note']}" for r in sorted(results, key=lambda r: r.get("case", ""))
                   for c in r.get("checks", []) if c.get("status") == "noise" or "real regression" in (c.get("note") or "")]
     return lines + [f"note: {n}" for n in notes] + [f"gate: {n}" for n in gate_notes]
+
+
+#: Verdicts that need no attention; with ``-q`` the summary lists every other case.
+QUIET_OK = ("pass", "improved", "accepted", "skipped")
+
+
+def _verdict_word(r: dict[str, Any]) -> str:
+    if r.get("status") == "skipped":
+        return "skipped"
+    return str(r.get("verdict") or r.get("status") or "?").split(" ")[0].rstrip(":,")
+
+
+def quiet_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
+    """The ``-q`` summary: only the cases that need attention (failed, error, missing, ...), the notes, then one
+    total line."""
+    problems = [r for r in results if _verdict_word(r) not in QUIET_OK]
+    # the table of those cases (with its header row), then every note and statistical-gate line, as without -q:
+    # a pass that the strict gate would have failed is never silent
+    lines = summary_lines(problems, [])[:len(problems) + 1] if problems else []
+    lines += summary_lines(results, notes)[len(results) + 1:]
+    counts: dict[str, int] = {}
+    for r in results:
+        word = _verdict_word(r)
+        counts[word] = counts.get(word, 0) + 1
+    order = sorted(counts, key=lambda w: (w in QUIET_OK, w))
+    total = ", ".join(f"{counts[w]} {w}" for w in order)
+    return lines + [f"speechlab: {len(results)} cases: {total}"]

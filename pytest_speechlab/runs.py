@@ -30,14 +30,15 @@ def load_run(path: Path, *, gate: bool = False) -> dict[str, Any]:
         raise RunRecordError(f"{path}: run record not found; pass the file that pytest --speechlab-json PATH wrote") from None
     if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
         raise RunRecordError(f"{path}: not a speechlab run record (no 'cases' list); re-create it with pytest --speechlab-json PATH")
-    old = type(data.get("schema")) is int and data["schema"] == 1
+    old = data.get("schema") is None or (type(data.get("schema")) is int and data["schema"] == 1)
     if old and not gate:
         # Written before run records had a schema file: read for history (scorecards), never gated.
         _check_v1(path, data)
         data["_path"] = str(path)
         return data
     if old:
-        raise RunRecordError(f"{path}: schema: run record schema 1 (older pytest-speechlab) has no 'collected' count, "
+        raise RunRecordError(f"{path}: schema: run record schema {data.get('schema', 'none')} (older pytest-speechlab) "
+                             "has no 'collected' count, "
                              f"so it cannot prove that every case is in it; re-create it with pytest --speechlab-json PATH")
     from .schema import validate
 

@@ -251,7 +251,7 @@ class SpeechlabSession:
             names = [d for d in self.opts.datasets if d in self.cfg.datasets] + list(self.adhoc)
         else:
             names = list(self.cfg.datasets)
-        models = self.opts.models or list(self.cfg.models)
+        models = list(dict.fromkeys(self.opts.models)) or list(self.cfg.models)
         out: list[Case] = []
         for m in models:
             spec = self.cfg.models[m]
@@ -266,7 +266,7 @@ class SpeechlabSession:
                 else:
                     devices.append(d)
             for dev in dict.fromkeys(devices):
-                for ds in names:
+                for ds in dict.fromkeys(names):  # a dataset given twice is one case
                     if self.dataset_spec(ds).task != spec.task and not (spec.task == "chat" and self.dataset_spec(ds).task == "asr"):
                         continue
                     out.append(Case(m, ds, dev))
