@@ -44,7 +44,7 @@ THRESHOLD_KEYS = {
 MODEL_KEYS = {"backend", "weights", "devices", "stage", "task", "thresholds", "real_e2e", "description", "golden_from"}
 DATASET_KEYS = {
     "manifest", "normalizer", "markers", "thresholds", "task", "real_e2e", "allow_outside_paths",
-    "description", "language", "entities",
+    "description", "language", "entities", "perturb",
 }
 TOP_KEYS = {"models", "datasets", "thresholds", "golden_dir", "gate", "rounds", "bootstrap", "judge", "history_dir"}
 
@@ -280,6 +280,25 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
     )
 
 
+def _perturbed(path: Path, spec: DatasetSpec, raw: Any) -> dict[str, DatasetSpec]:
+    """The derived datasets of a ``perturb:`` entry (one per level: ``NAME+snr10``), validated."""
+    import dataclasses
+
+    from . import perturb
+
+    key = f"datasets.{spec.name}.perturb"
+    problem = perturb.problem(raw)
+    if problem:
+        raise _err(path, f"{key}.{problem[0]}" if problem[0] else key, problem[1])
+    if spec.task != "asr":
+        raise _err(path, key, f"perturbs audio: only an asr dataset can have it ({spec.name} is {spec.task})")
+    out = {}
+    for suffix, level in perturb.levels(raw):
+        name = f"{spec.name}+{suffix}"
+        out[name] = dataclasses.replace(spec, name=name, options={**spec.options, "perturb": level})
+    return out
+
+
 def load_config(path: Path) -> SpeechlabConfig:
     """Read and validate ``path``; raise :class:`ConfigError` naming the file and key on any problem."""
     path = Path(path).resolve()
@@ -323,6 +342,12 @@ def load_config(path: Path) -> SpeechlabConfig:
                 raise _err(path, f"{section}.{name}", problem)
     models = {str(k): _model(path, str(k), v) for k, v in models_raw.items()}
     datasets = {str(k): _dataset(path, str(k), v) for k, v in datasets_raw.items()}
+    for k, v in datasets_raw.items():  # perturbed copies: one dataset (and case, and golden) per level
+        if isinstance(v, dict) and "perturb" in v:
+            for name, derived in _perturbed(path, datasets[str(k)], v["perturb"]).items():
+                if name in datasets:
+                    raise _err(path, f"datasets.{k}.perturb", f"derives {name!r}, which is already a dataset; rename one")
+                datasets[name] = derived
     for m in models.values():
         if m.golden_from and m.golden_from.split("/")[0] not in models:
             raise _err(path, f"models.{m.name}.golden_from", f"names no model in models: ({m.golden_from!r})")

@@ -67,6 +67,10 @@ def evaluate_asr(
     for u in dataset.utterances:
         assert u.audio_path is not None
         audio, dur = load_audio(u.audio_path, model.sample_rate, reference=u.text)
+        if dataset.perturb:  # a derived dataset (perturb: in speechlab.yaml): noise added at the model's rate
+            from .perturb import apply
+
+            audio = apply(audio, dataset.perturb, u.id)
         audios.append(audio)
         durations.append(dur)
     model.transcribe(audios[0])  # warm-up: first-call costs (graph build, allocations) are not speed
@@ -174,7 +178,7 @@ def _score_entities(dataset: Dataset, rows: list[dict[str, Any]], normalizer: No
 
 
 GOLDEN_FIELDS = ("case", "model", "dataset", "device", "task", "backend", "normalizer", "decode", "metrics",
-                 "machine", "provenance", "utterances", "stage")
+                 "machine", "provenance", "utterances", "stage", "perturb")
 
 
 def golden_payload(record: dict[str, Any]) -> dict[str, Any]:

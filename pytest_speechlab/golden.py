@@ -192,6 +192,11 @@ def compare(
     swap = _dataset_change(golden, obtained)
     if swap:
         v.problems.append(swap)
+    from .perturb import spec_change
+
+    other_audio = spec_change(golden, obtained)
+    if other_audio:
+        v.problems.append(other_audio)
     gm, om = golden["metrics"], obtained.get("metrics") or {}
     for metric in ("wer", "cer", "entity_acc", "rtf"):
         # A metric on one side only is never skipped in silence: nothing would be compared.

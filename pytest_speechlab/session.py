@@ -344,6 +344,10 @@ class SpeechlabSession:
         if name not in self._datasets:
             spec = self.dataset_spec(name)
             self._datasets[name] = load_dataset(name, spec.manifest, allow_outside_paths=spec.allow_outside_paths, task=spec.task)
+            if spec.options.get("perturb"):
+                import dataclasses
+
+                self._datasets[name] = dataclasses.replace(self._datasets[name], perturb=spec.options["perturb"])
         return self._datasets[name]
 
     # ---- running --------------------------------------------------------------------------------
@@ -384,6 +388,7 @@ class SpeechlabSession:
             "machine": machine_fingerprint(case.device, threads),
             "provenance": {"versions": versions()},
             "utterances": out["utterances"],
+            **({"perturb": data.perturb} if data.perturb else {}),
         }
         if spec.golden_from:
             owner, owner_device = spec.golden_from.split("/")
