@@ -70,7 +70,7 @@ def evaluate_asr(
         if dataset.perturb:  # a derived dataset (perturb: in speechlab.yaml): noise added at the model's rate
             from .perturb import apply
 
-            audio = apply(audio, dataset.perturb, u.id)
+            audio = apply(audio, dataset.perturb, u.id, model.sample_rate)
         audios.append(audio)
         durations.append(dur)
     model.transcribe(audios[0])  # warm-up: first-call costs (graph build, allocations) are not speed

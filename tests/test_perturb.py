@@ -58,6 +58,24 @@ def test_the_model_hears_the_perturbed_audio() -> None:
     assert perturb.measured_snr_db(clean, heard[-1]) == pytest.approx(5.0, abs=1e-3)
 
 
+@pytest.mark.parametrize("codec", perturb.CODECS)
+def test_codec_through_pedalboard_is_deterministic_and_band_limited(codec: str) -> None:
+    pytest.importorskip("pedalboard", reason="the perturb extra (pedalboard) is not installed")
+    rng = np.random.default_rng(0)
+    clean = (0.1 * rng.standard_normal(32000)).astype(np.float32)  # white: energy up to 8 kHz
+    ((name, spec),) = perturb.levels({"codec": [codec]})
+    assert name == codec and spec["pedalboard"].startswith("pedalboard==")
+    out = perturb.apply(clean, spec, "u", 16000)
+    assert out.shape == clean.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    assert np.array_equal(out, perturb.apply(clean, spec, "u", 16000))
+    assert 0.02 < float(np.sqrt(np.mean(out ** 2))) < 0.2  # not silenced (clean RMS 0.1; the telephone band keeps ~40%)
+    assert float(np.abs(out - clean).mean()) > 0.01  # lossy: the model hears other audio
+    if codec == "gsm":  # 8 kHz codec behind a 300-3400 Hz band: nothing left above 4 kHz
+        freqs = np.fft.rfftfreq(len(out), 1 / 16000)
+        high, high_clean = np.abs(np.fft.rfft(out))[freqs > 4500], np.abs(np.fft.rfft(clean))[freqs > 4500]
+        assert high.mean() < 0.1 * high_clean.mean()
+
+
 def test_each_level_is_its_own_case_and_golden(fake: FakeProject) -> None:
     manifest = fake.dataset()
     datasets = {"clips": {"manifest": manifest, "normalizer": "basic", "perturb": {"snr_db": [20, 0], "seed": 1}}}
@@ -82,9 +100,10 @@ def test_each_level_is_its_own_case_and_golden(fake: FakeProject) -> None:
     ({"snr_db": []}, "datasets.clips.perturb.snr_db: must be a non-empty list of SNR levels in dB*"),
     ({"snr_db": [10, 10]}, "datasets.clips.perturb.snr_db: lists a level twice*"),
     ({"snr_db": [10], "noise": "brown"}, "datasets.clips.perturb.noise: unknown noise 'brown'; one of: white, pink"),
-    ({"snr_db": [10], "gain": 3}, "datasets.clips.perturb.gain: unknown key; known: snr_db, noise, seed"),
+    ({"snr_db": [10], "gain": 3}, "datasets.clips.perturb.gain: unknown key; known: snr_db, noise, seed, codec"),
     ({"snr_db": [10], "seed": -1}, "datasets.clips.perturb.seed: must be an integer >= 0, got -1"),
     ([10], "datasets.clips.perturb: must be a mapping such as*"),
+    ({"codec": ["opus"]}, "datasets.clips.perturb.codec: must be a list of distinct codecs from: gsm, mp3; got [[]'opus'[]]"),
 ])
 def test_bad_perturb_names_the_key(fake: FakeProject, bad: Any, message: str) -> None:
     manifest = fake.dataset()
