@@ -29,8 +29,7 @@ def main(manifest: str) -> None:
         audio = audio.mean(axis=1)
         if sr != 16000:
             audio = soxr.resample(audio, sr, 16000).astype(np.float32)
-        segments, _ = model.transcribe(audio, beam_size=5, language="en", temperature=0.0,
-                                       condition_on_previous_text=False, without_timestamps=True, vad_filter=False)
+        segments, _ = model.transcribe(audio, language="en")  # the library's own defaults, as the plugin runs them
         hyps.append("".join(s.text for s in segments).strip())
     print(json.dumps(hyps))
 

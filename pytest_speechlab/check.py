@@ -15,12 +15,18 @@ from .config import DEFAULT_THRESHOLDS, GATES
 from .golden import (
     GoldenError,
     Verdict,
-    compare,
     golden_path,
     read_golden,
     render_failure,
 )
-from .runs import RunRecordError, load_run
+from .runs import (
+    RunRecordError,
+    case_problem,
+    compared_nothing,
+    load_run,
+    record_problems,
+)
+from .verdicts import judge
 
 
 def register(subparsers: Any) -> None:
@@ -71,25 +77,35 @@ def check_case(record: dict[str, Any], case: dict[str, Any], golden_file: Path, 
         return verdict, render_failure(case["case"], verdict, golden_file, [], _accept(record, case))
     if rtf_gate is None:
         rtf_gate = bool(settings.get("rtf_gate", True))
-    verdict = compare(golden, case, thresholds, gate=gate, rtf_gate=rtf_gate,
-                      force_rtf=force_rtf or bool(settings.get("force_rtf", False)))
+    verdict = judge(golden, case, thresholds, gate=gate, rtf_gate=rtf_gate,
+                    force_rtf=force_rtf or bool(settings.get("force_rtf", False)))
+    from .tolerances import describe
+
+    tol = describe(thresholds, case.get("tolerance_sources") or {k: "as recorded" for k in thresholds})
     if verdict.failed:
-        return verdict, render_failure(case["case"], verdict, golden_file, changed_utterances(golden, case),
-                                       _accept(record, case))
+        block = render_failure(case["case"], verdict, golden_file, changed_utterances(golden, case), _accept(record, case))
+        return verdict, f"{block}\n  tolerances: {tol}"
     lines = [f"{c.metric} {c.status}" + (f" ({c.note})" if c.note else "") for c in verdict.checks]
-    return verdict, f"{case['case']}: {verdict.status}: " + "; ".join(lines)
+    notes = "".join(f"\n  note: {n}" for n in verdict.notes)
+    return verdict, f"{case['case']}: {verdict.status}: " + "; ".join(lines) + f"\n  tolerances: {tol}{notes}"
 
 
 def run_check(args: argparse.Namespace) -> int:
     """Gate every ran case of the record; print one block per failing case and a closing count."""
     try:
-        record = load_run(args.run)
+        record = load_run(args.run, gate=True)
     except RunRecordError as exc:
         print(f"speechlab check: {exc}")
         return 2
     gate = args.gate or (record.get("settings") or {}).get("gate") or "strict"
     failed: list[str] = []
     passed = skipped = 0
+    refused = record_problems(record, str(args.run))
+    nothing = compared_nothing(record, str(args.run))
+    if nothing:
+        refused.append(nothing)
+    for line in refused:
+        print(f"speechlab check: {line}")
     for case in record["cases"]:
         cid = case["case"]
         experimental = case.get("stage") == "experimental"
@@ -97,10 +113,15 @@ def run_check(args: argparse.Namespace) -> int:
             skipped += 1
             print(f"{cid}: skipped: {case.get('reason', '')}")
             continue
-        if case["status"] != "ran":
-            print(f"{cid}: {case['status']}: {case.get('reason', '')}")
+        problem = case_problem(case)
+        if case["status"] != "ran" or problem:
+            print(f"{cid}: {problem or case['status'] + ': ' + str(case.get('reason', ''))}")
             if not experimental:
                 failed.append(cid)
+            continue
+        if case.get("verdict") == "accepted":
+            print(f"{cid}: accepted (a new golden was written; nothing was compared)")
+            failed.append(cid)
             continue
         if case.get("task", "asr") not in ("asr", "tts"):
             # Tasks without a golden baseline (the chat smoke) carry their own verdict: report it as recorded.
@@ -127,4 +148,4 @@ def run_check(args: argparse.Namespace) -> int:
             print(block)
             passed += 1
     print(f"speechlab check: {passed} passed, {len(failed)} failed, {skipped} skipped ({gate} gate, {args.run})")
-    return 1 if failed else 0
+    return 1 if failed or refused else 0

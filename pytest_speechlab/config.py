@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .backends.base import DEVICES, TASKS, ModelSpec
+from .backends.base import DEVICES, TASKS, ModelSpec, Opt, option_problem
 
 STAGES = ("experimental", "candidate", "production", "deprecated")
 ALL_DEVICES = (*DEVICES, "remote")
@@ -18,7 +19,7 @@ GATES = ("strict", "statistical")
 # Tolerances used when speechlab.yaml sets none.  Production gates tighter than candidate: a model that
 # ships is held to its baseline more strictly than one still being evaluated.
 DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
-    "production": {"wer_abs": 0.01, "cer_abs": 0.01, "rtf_rel": 0.5},
+    "production": {"wer_abs": 0.01, "cer_abs": 0.01, "rtf_rel": 0.5, "catastrophic_max": 0},
     "candidate": {"wer_abs": 0.02, "cer_abs": 0.02, "rtf_rel": 0.5},
 }
 THRESHOLD_KEYS = {
@@ -39,15 +40,32 @@ THRESHOLD_KEYS = {
     "sec_per_char_max": "longest plausible duration per input character",
     "rms_max_dbfs": "loudest RMS level in dBFS (TTS audio sanity)",
     "roundtrip_wer_max": "highest pooled round-trip WER of a TTS voice through its judge, golden or not",
+    "catastrophic_max": "most utterances allowed a catastrophic output (hypothesis > 3x the reference, or "
+                        "compression ratio > 2.4); unset: the golden's count (production: 0)",
+    "hallucination_wpm_abs": "words per minute of non-speech may exceed the golden by this much (default 5)",
+    "hallucination_rate_abs": "share of non-speech clips with any output may exceed the golden by this much (default 0)",
 }
 MODEL_KEYS = {"backend", "weights", "devices", "stage", "task", "thresholds", "real_e2e", "description", "golden_from",
               "speed_reference"}
 DATASET_KEYS = {
     "manifest", "normalizer", "markers", "thresholds", "task", "real_e2e", "allow_outside_paths",
-    "description", "language", "entities",
+    "description", "language", "entities", "perturb",
 }
 TOP_KEYS = {"models", "datasets", "thresholds", "golden_dir", "gate", "rounds", "bootstrap", "judge", "history_dir",
             "speed_reference", "min_timed_audio_s"}
+
+
+# A model or dataset name becomes a test id and a folder under golden_dir: letters, digits and -_.+@,
+# never starting with a dot (so never '.' or '..') and never holding a slash.
+NAME_RE = re.compile(r"[A-Za-z0-9_+@-][A-Za-z0-9_.+@-]*")
+
+
+def name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot be a model or dataset name (it becomes a path), or None when it can."""
+    if isinstance(name, str) and NAME_RE.fullmatch(name):
+        return None
+    return (f"name {name!r} is not allowed: use letters, digits and - _ . + @ only, not starting with a dot "
+            "(names become test ids and folders under golden_dir)")
 
 
 class ConfigError(Exception):
@@ -87,13 +105,41 @@ class SpeechlabConfig:
     min_timed_audio_s: float = 30.0
 
     def thresholds_for(self, model: str, dataset: str) -> dict[str, float]:
-        """Tolerances for one case: stage defaults < global < model < dataset (later wins)."""
+        """Tolerances for one case (the stage is a ceiling the global block cannot loosen: tolerances.py)."""
+        return self.tolerances_for(model, dataset)[0]
+
+    def tolerances_for(self, model: str, dataset: str | None) -> tuple[dict[str, float], dict[str, str]]:
+        """Tolerances for one case and, per key, where the value came from (see tolerances.py)."""
+        from .tolerances import effective
+
         spec = self.models[model]
-        out = dict(DEFAULT_THRESHOLDS.get(spec.stage, DEFAULT_THRESHOLDS["candidate"]))
-        out.update(self.thresholds)
-        out.update(spec.thresholds)
-        out.update(self.datasets[dataset].thresholds)
-        return out
+        ds = self.datasets.get(dataset) if dataset else None
+        return effective(spec.stage, self.thresholds, model, spec.thresholds, dataset if ds else None,
+                         ds.thresholds if ds else {})
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (YAML itself keeps the last, silently:
+    a second ``models:`` block, or a model listed twice with a looser tolerance, would win unseen)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: let SafeLoader report it
+                break
+            if first is not None:
+                raise _DuplicateKey(key, first, key_node.start_mark.line + 1)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first: int, again: int) -> None:
+        super().__init__(key, first, again)
+        self.key, self.first, self.again = key, first, again
 
 
 def _err(path: Path, key: str, msg: str) -> ConfigError:
@@ -113,6 +159,12 @@ def _thresholds(path: Path, key: str, raw: Any) -> dict[str, float]:
             raise _err(path, f"{key}.{k}", f"must be a finite number, got {v!r}")
         if k not in ("rms_min_dbfs", "rms_max_dbfs") and v < 0:
             raise _err(path, f"{key}.{k}", f"must be >= 0, got {v!r}")
+        if k == "confidence" and not 0 < v < 1:
+            raise _err(path, f"{key}.{k}", f"must be between 0 and 1 exclusive (e.g. 0.95), got {v!r}")
+        if k == "catastrophic_max" and not float(v).is_integer():
+            raise _err(path, f"{key}.{k}", f"is a count of utterances: must be a whole number >= 0, got {v!r}")
+        if k in ("clipping_max", "hallucination_rate_abs") and v > 1:
+            raise _err(path, f"{key}.{k}", f"is a share of samples: must be <= 1, got {v!r}")
         out[str(k)] = float(v)
     return out
 
@@ -133,6 +185,16 @@ def _backend_options(backend: str) -> tuple[str, ...] | None:
         return getattr(get_backend(backend), "options", None)
     except ImportError:
         return None
+
+
+def _backend_option_types(backend: str) -> dict[str, Opt]:
+    """The value checks a backend declares for its options (empty when it declares none)."""
+    from .backends import get_backend
+
+    try:
+        return dict(getattr(get_backend(backend), "option_types", {}) or {})
+    except ImportError:
+        return {}
 
 
 def _model(path: Path, name: str, raw: Any) -> ModelSpec:
@@ -161,6 +223,9 @@ def _model(path: Path, name: str, raw: Any) -> ModelSpec:
         raise _err(path, f"{key}.weights", f"must be a string (a path or bundled:NAME), got {weights!r}")
     options = {k: v for k, v in raw.items() if k not in MODEL_KEYS}
     known = _backend_options(backend)
+    problem = option_problem(_backend_option_types(backend), options)
+    if problem:
+        raise _err(path, f"{key}.{problem[0]}", problem[1])
     if known is not None:
         unknown = sorted(str(k) for k in options if k not in known)
         if unknown:
@@ -238,6 +303,25 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
     )
 
 
+def _perturbed(path: Path, spec: DatasetSpec, raw: Any) -> dict[str, DatasetSpec]:
+    """The derived datasets of a ``perturb:`` entry (one per level: ``NAME+snr10``), validated."""
+    import dataclasses
+
+    from . import perturb
+
+    key = f"datasets.{spec.name}.perturb"
+    problem = perturb.problem(raw)
+    if problem:
+        raise _err(path, f"{key}.{problem[0]}" if problem[0] else key, problem[1])
+    if spec.task != "asr":
+        raise _err(path, key, f"perturbs audio: only an asr dataset can have it ({spec.name} is {spec.task})")
+    out = {}
+    for suffix, level in perturb.levels(raw):
+        name = f"{spec.name}+{suffix}"
+        out[name] = dataclasses.replace(spec, name=name, options={**spec.options, "perturb": level})
+    return out
+
+
 def load_config(path: Path) -> SpeechlabConfig:
     """Read and validate ``path``; raise :class:`ConfigError` naming the file and key on any problem."""
     path = Path(path).resolve()
@@ -247,8 +331,15 @@ def load_config(path: Path) -> SpeechlabConfig:
         raise ConfigError(f"{path}: config file not found; create it or pass --speechlab-config PATH") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file; name the speechlab.yaml inside it") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc}); check the path and its permissions") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: duplicate key {exc.key!r} at line {exc.again} (first at line {exc.first}); YAML would "
+                          "silently keep only the last one: remove or merge one of them") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -267,11 +358,19 @@ def load_config(path: Path) -> SpeechlabConfig:
         raise _err(path, "models", "must be a mapping of model name -> settings")
     if not isinstance(datasets_raw, dict):
         raise _err(path, "datasets", "must be a mapping of dataset name -> settings")
+    for section, names in (("models", models_raw), ("datasets", datasets_raw)):
+        for name in names:
+            problem = name_problem(name)
+            if problem:
+                raise _err(path, f"{section}.{name}", problem)
     models = {str(k): _model(path, str(k), v) for k, v in models_raw.items()}
     datasets = {str(k): _dataset(path, str(k), v) for k, v in datasets_raw.items()}
-    for name in list(models) + list(datasets):
-        if not all(c.isalnum() or c in "-_." for c in name):
-            raise _err(path, name, "names may hold only letters, digits, '-', '_' and '.' (they become test ids and folder names)")
+    for k, v in datasets_raw.items():  # perturbed copies: one dataset (and case, and golden) per level
+        if isinstance(v, dict) and "perturb" in v:
+            for name, derived in _perturbed(path, datasets[str(k)], v["perturb"]).items():
+                if name in datasets:
+                    raise _err(path, f"datasets.{k}.perturb", f"derives {name!r}, which is already a dataset; rename one")
+                datasets[name] = derived
     for m in models.values():
         if m.golden_from and m.golden_from.split("/")[0] not in models:
             raise _err(path, f"models.{m.name}.golden_from", f"names no model in models: ({m.golden_from!r})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,15 @@ class Dataset:
     name: str
     source: Path
     utterances: tuple[Utterance, ...]
+    perturb: dict[str, Any] | None = None  # a derived dataset's perturbation (perturb.py), applied on load
 
     def __len__(self) -> int:
         return len(self.utterances)
+
+    @property
+    def root(self) -> Path:
+        """The folder audio paths are relative to: the manifest's folder, or the dataset folder itself."""
+        return self.source if self.source.is_dir() else self.source.parent
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -57,6 +64,8 @@ def load_manifest(path: Path, *, allow_outside_paths: bool = False, task: str = 
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: manifest not found; fix 'manifest:' in speechlab.yaml or the --speechlab-dataset path")
+    if not path.is_file():
+        raise DatasetError(f"{path}: manifest is not a regular file (a FIFO or device); refused. Point at a JSONL file")
     try:
         raw = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -73,8 +82,11 @@ def load_manifest(path: Path, *, allow_outside_paths: bool = False, task: str = 
             raise DatasetError(f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
         if not isinstance(obj, dict):
             raise DatasetError(f"{path}:{lineno}: each line must be a JSON object, got {type(obj).__name__}")
-        if "text" not in obj or not isinstance(obj["text"], str):
+        if "text" not in obj:
             raise DatasetError(f"{path}:{lineno}: row has no 'text' (the reference transcript); add \"text\": \"...\"")
+        if not isinstance(obj["text"], str):
+            raise DatasetError(f"{path}:{lineno}: 'text' must be a string (the reference transcript), got {obj['text']!r}; "
+                               "quote it")
         audio: Path | None = None
         if task == "asr":
             af = obj.get("audio_filepath")
@@ -88,11 +100,22 @@ def load_manifest(path: Path, *, allow_outside_paths: bool = False, task: str = 
                     f"{path}:{lineno}: audio_filepath {af!r} points outside the manifest folder {path.parent}; "
                     "refused. Move the audio under that folder, or set 'allow_outside_paths: true' on the dataset"
                 )
-        uid = str(obj.get("id") or (Path(str(obj.get("audio_filepath"))).stem if audio else f"{lineno:04d}"))
+            if audio.exists() and not audio.is_file():
+                raise DatasetError(f"{path}:{lineno}: audio_filepath {af!r} is not a regular file (a folder, FIFO or "
+                                   "device); refused. Point it at the audio file itself")
+        raw_id = obj.get("id")
+        if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or raw_id == ""):
+            raise DatasetError(f"{path}:{lineno}: 'id' must be a non-empty string or an integer, got {raw_id!r}")
+        # An explicit id is kept as given (``id: 0`` is "0", not replaced by the file stem).
+        uid = str(raw_id) if raw_id is not None else (Path(str(obj.get("audio_filepath"))).stem if audio else f"{lineno:04d}")
         if uid in seen:
             raise DatasetError(f"{path}:{lineno}: duplicate id {uid!r} (first on line {seen[uid]}); ids must be unique")
         seen[uid] = lineno
         duration = obj.get("duration")
+        if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
+                                     or not math.isfinite(duration) or duration < 0):
+            raise DatasetError(f"{path}:{lineno}: 'duration' must be a number of seconds >= 0, got {duration!r}; "
+                               "fix it or leave it out (the audio's length is measured)")
         extra = {k: v for k, v in obj.items() if k not in ("audio_filepath", "text", "duration", "id")}
         if "entities" in extra:  # the entity protocol (entities.py): checked here so the error names the line
             from .entities import EntityError, validate_entities
@@ -107,13 +130,25 @@ def load_manifest(path: Path, *, allow_outside_paths: bool = False, task: str = 
     return rows
 
 
-def load_folder(path: Path) -> list[Utterance]:
+def _regular_inside(file: Path, root: Path, allow_outside_paths: bool) -> None:
+    """Refuse a dataset file that is not a regular file (a FIFO would hang the read) or that a symlink
+    takes outside the dataset's folder (the same rule as a manifest's ``audio_filepath``)."""
+    if file.exists() and not file.is_file():
+        raise DatasetError(f"{file}: not a regular file (a folder, FIFO or device); refused. Put the audio file itself there")
+    if not allow_outside_paths and not _inside(file, root):
+        raise DatasetError(f"{file}: points outside the dataset folder {root} (through a symlink to {file.resolve()}); "
+                           "refused. Copy the file into the folder, or set 'allow_outside_paths: true' on the dataset")
+
+
+def load_folder(path: Path, *, allow_outside_paths: bool = False) -> list[Utterance]:
     """A folder of ``*.wav``/``*.flac`` each with a same-named ``*.txt`` reference."""
     rows: list[Utterance] = []
     for audio in sorted(p for p in Path(path).iterdir() if p.suffix.lower() in AUDIO_SUFFIXES):
         txt = audio.with_suffix(".txt")
         if not txt.exists():
             raise DatasetError(f"{audio}: no reference transcript {txt.name} beside it; add it or remove the audio")
+        _regular_inside(audio, Path(path), allow_outside_paths)
+        _regular_inside(txt, Path(path), allow_outside_paths)
         rows.append(Utterance(audio.stem, txt.read_text(encoding="utf-8").strip(), audio))
     if not rows:
         raise DatasetError(f"{path}: folder holds no .wav or .flac files")
@@ -124,7 +159,7 @@ def load_dataset(name: str, source: Path, *, allow_outside_paths: bool = False, 
     """Load a dataset from a manifest file or a folder."""
     source = Path(source)
     if source.is_dir():
-        rows = load_folder(source)
+        rows = load_folder(source, allow_outside_paths=allow_outside_paths)
     else:
         rows = load_manifest(source, allow_outside_paths=allow_outside_paths, task=task)
     return Dataset(name, source, tuple(rows))
@@ -142,6 +177,8 @@ def load_audio(path: Path, sample_rate: int, *, reference: str | None = None) ->
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: audio file not found; fix the manifest row or restore the file")
+    if not path.is_file():  # a FIFO would block the read forever
+        raise DatasetError(f"{path}: not a regular file (a folder, FIFO or device); refused. Point it at the audio file itself")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # noqa: BLE001 - soundfile raises LibsndfileError / RuntimeError / TypeError by format

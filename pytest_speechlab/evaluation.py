@@ -16,7 +16,6 @@ from .devices import machine_difference
 from .golden import (
     GoldenError,
     Verdict,
-    compare,
     golden_path,
     read_golden,
     render_failure,
@@ -34,7 +33,9 @@ from .metrics import (
     utterance_errors,
     utterance_wer,
 )
+from .provenance import file_sha256, utterance_audio_path
 from .speed import DEFAULT_RUNS, Pacer, Workload
+from .verdicts import judge
 
 # runner(one_round, rounds) calls one_round() ``rounds`` times (pytest-benchmark's pedantic, or a loop).
 Runner = Callable[[Callable[[], None], int], None]
@@ -94,6 +95,10 @@ def evaluate_asr(
     for u in dataset.utterances:
         assert u.audio_path is not None
         audio, dur = load_audio(u.audio_path, model.sample_rate, reference=u.text)
+        if dataset.perturb:  # a derived dataset (perturb: in speechlab.yaml): noise added at the model's rate
+            from .perturb import apply
+
+            audio = apply(audio, dataset.perturb, u.id, model.sample_rate)
         audios.append(audio)
         durations.append(dur)
     case_peak = reset_case_peak()  # this case's own memory peak, model already resident
@@ -106,6 +111,7 @@ def evaluate_asr(
     batch = batch_size_of(model)
     per_round = math.ceil(n / batch) if batch else n
     pacer = Pacer(reference, per_round * rounds, reference_runs)
+    details: dict[int, dict[str, Any]] = {}  # per utterance of the scored round: what the model decoded with
 
     def one_round() -> None:
         hyps: list[str] = []
@@ -131,6 +137,8 @@ def evaluate_asr(
             t0 = time.perf_counter()
             hyps.append(model.transcribe(audio))
             times.append(time.perf_counter() - t0)
+            if not rounds_out and getattr(model, "last_details", None):
+                details[i] = dict(model.last_details)  # type: ignore[attr-defined]
             if progress is not None:
                 progress(len(rounds_out) * n + i + 1, n * rounds)
         rounds_out.append((hyps, times))
@@ -146,13 +154,18 @@ def evaluate_asr(
     hyps, times = rounds_out[0]
     rows: list[dict[str, Any]] = []
     err_rows = []
+    root = dataset.root
     for u, hyp, secs, dur in zip(dataset.utterances, hyps, times, durations, strict=True):
+        assert u.audio_path is not None  # ASR rows always have audio (load_manifest checks)
         ref_n, hyp_n = normalizer(u.text), normalizer(hyp)
         e = utterance_errors(ref_n, hyp_n)
         err_rows.append(e)
         rows.append({
             "id": u.id,
-            "audio": str(u.audio_path),
+            # Relative to the dataset root, so a golden recorded on another machine has the same line; the hash
+            # tells a replaced recording from the one the golden scored.
+            "audio": utterance_audio_path(u.audio_path, root),
+            "audio_sha256": file_sha256(u.audio_path),
             "reference": u.text,
             "hypothesis": hyp,
             "ref_norm": ref_n,
@@ -164,8 +177,14 @@ def evaluate_asr(
             "ref_words": e["ref_words"],
             "char_errors": e["char_errors"],
             "ref_chars": e["ref_chars"],
+            # e.g. the temperature each segment finally decoded at (fallback), when the backend reports it
+            **details.get(len(rows), {}),
         })
     metrics = pool(err_rows)
+    # Catastrophic outputs per utterance, and words emitted on non-speech clips (empty references).
+    from .hallucination import score_outputs
+
+    metrics.update(score_outputs(rows, audios, model.sample_rate, str(dataset.source)))
     if any("entities" in u.extra for u in dataset.utterances):
         metrics.update(_score_entities(dataset, rows, normalizer))
     rtfs = [sum(t) / audio_total for _, t in rounds_out]
@@ -216,7 +235,7 @@ REFERENCE_DEVICE = "cpu"  # a device without its own golden is compared with thi
 CROSS_DEVICE_ABS = 0.02  # extra WER/CER allowance against another device's golden (fp16 vs fp32, other kernels)
 
 GOLDEN_FIELDS = ("case", "model", "dataset", "device", "task", "backend", "normalizer", "decode", "metrics",
-                 "machine", "provenance", "utterances", "stage", "speed_reference")
+                 "machine", "provenance", "utterances", "stage", "weights", "perturb", "speed_reference")
 
 
 def golden_payload(record: dict[str, Any]) -> dict[str, Any]:
@@ -305,14 +324,21 @@ class CaseResult:
             self.record["verdict"] = f"golden borrowed from {self.record['golden_of']['model']}/{self.record['golden_of']['device']}, not updated"
             return self.verdict
         if self.settings.update:
-            self.verdict = Verdict("updated")
-            self.record["verdict"] = "updated"
+            # Accepted, not passed: nothing was compared (speechlab check and merge --gate refuse these).
+            self.verdict = Verdict("accepted")
+            self.record["verdict"] = "accepted"
             return self.verdict
         try:
             golden = read_golden(path)
         except GoldenError as exc:
             self.record["verdict"] = "error"
-            pytest.fail(str(exc), pytrace=False)
+            self.record["causes"] = ["golden invalid"]
+            self.record["reason"] = str(exc)
+            golden = None
+        if self.record.get("verdict") == "error":
+            # The headline names the cause; the next line is the reader's message (file, problem, fix).
+            cause = (self.record.get("causes") or ["golden invalid"])[0]
+            pytest.fail(f"speechlab: {self.record['case']}: {cause}\n{self.record['reason']}", pytrace=False)
         thresholds, rtf_gate, borrowed = self.thresholds, self.settings.rtf_gate, None
         if golden is None:
             golden, borrowed = self._reference_device_golden()
@@ -329,8 +355,8 @@ class CaseResult:
             pytest.fail(render_failure(self.record["case"], self.verdict, path, [], self.accept_command), pytrace=False)
         assert golden is not None
         s = self.settings
-        self.verdict = compare(golden, self.record, thresholds, gate=s.gate, rtf_gate=rtf_gate,
-                               force_rtf=s.force_rtf, abs_rtf=s.abs_rtf, bootstrap=s.bootstrap)
+        self.verdict = judge(golden, self.record, thresholds, gate=s.gate, rtf_gate=rtf_gate,
+                             force_rtf=s.force_rtf, abs_rtf=s.abs_rtf, bootstrap=s.bootstrap)
         if borrowed is not None:
             for c in self.verdict.checks:
                 if c.metric in ("SPEED", "RTF", "RSS_MB", "GPU_MB"):
@@ -347,18 +373,23 @@ class CaseResult:
         for c in self.verdict.checks:
             if c.status == "not-compared" and "re-record" in c.note:
                 c.note += f": {self.accept_command}"
-        self.record["verdict"] = self.verdict.status
-        self.record["checks"] = [c.__dict__ for c in self.verdict.checks]
-        self.record["golden_metrics"] = {k: golden["metrics"].get(k)
-                                         for k in ("wer", "cer", "rtf", "entity_acc", "speed_rel", "case_peak_rss_mb")}
-        changed = changed_utterances(golden, self.record)
         differs = machine_difference(golden.get("machine") or {}, self.record.get("machine") or {})
+        changed = changed_utterances(golden, self.record)
         if differs:
             self.record["machine_difference"] = differs
             if changed:
                 self.verdict.notes.append("the golden was recorded on other hardware (" + "; ".join(differs) + "): "
                                           "int8/ONNX/fp32 kernels differ by CPU features, so a changed transcript "
                                           "may be the machine, not the model")
+        self.record["verdict"] = self.verdict.status
+        self.record["causes"] = list(self.verdict.causes)
+        if self.verdict.drift:
+            self.record["dataset_changes"] = self.verdict.drift
+        if self.verdict.notes:
+            self.record["verdict_notes"] = list(self.verdict.notes)
+        self.record["checks"] = [c.__dict__ for c in self.verdict.checks]
+        self.record["golden_metrics"] = {k: golden["metrics"].get(k)
+                                         for k in ("wer", "cer", "rtf", "entity_acc", "speed_rel", "case_peak_rss_mb")}
         if self.verdict.failed:
             block = render_failure(self.record["case"], self.verdict, path, changed, self.accept_command)
             pytest.fail(block, pytrace=False)

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .metrics import bootstrap_delta
-
-SCHEMA = 1
+from .schema import GOLDEN_SCHEMA as SCHEMA  # noqa: F401  (re-exported: golden.SCHEMA)
 
 
 class GoldenError(Exception):
@@ -52,6 +51,10 @@ def read_golden(path: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
         raise GoldenError(f"{path}: golden file has no 'metrics' object; restore it from git or re-create it with --speechlab-update-golden")
+    from .schema import validate
+
+    validate(data, "golden", str(path), GoldenError,
+             "restore it from git or re-create it with --speechlab-update-golden")
     return data
 
 
@@ -69,6 +72,12 @@ def _dir_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the new one, never a partial one."""
     path = Path(path)
@@ -79,6 +88,8 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp creates 0600; goldens and records are committed and shared files: respect the umask.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -86,7 +97,17 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_golden(golden_dir: Path, path: Path, data: dict[str, Any]) -> None:
-    """Atomically write one golden file while holding the golden folder's lock."""
+    """Atomically write one golden file while holding the golden folder's lock.  The path must stay under
+    ``golden_dir`` and the data must satisfy the golden schema: otherwise :class:`GoldenError`, nothing written."""
+    try:
+        Path(path).resolve().relative_to(Path(golden_dir).resolve())
+    except ValueError:
+        raise GoldenError(f"{path}: refused to write a golden outside golden_dir {golden_dir}; "
+                          "check the model and dataset names in speechlab.yaml") from None
+    from .schema import validate
+
+    validate(data, "golden", str(path), GoldenError,
+             "not written: the run measured values a golden cannot hold; fix the run, then accept again")
     with _dir_lock(Path(golden_dir)):
         atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
@@ -111,6 +132,9 @@ class Verdict:
     checks: list[Check] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # mismatches that make the comparison meaningless
     notes: list[str] = field(default_factory=list)
+    # Why it failed, first cause first (verdicts.CAUSES): the headline names causes[0].
+    causes: list[str] = field(default_factory=list)
+    drift: list[dict[str, Any]] = field(default_factory=list)  # utterances changed in the dataset (drift.py)
 
     @property
     def failed(self) -> bool:
@@ -148,16 +172,54 @@ def compare(
             f"normaliser mismatch: golden used {golden.get('normalizer')}, this run {obtained.get('normalizer')}; "
             "scores are not comparable"
         )
-    gd, od = golden.get("decode") or {}, obtained.get("decode") or {}
-    diff = sorted(k for k in set(gd) | set(od) if gd.get(k) != od.get(k))
+    gd, od = golden.get("decode"), obtained.get("decode")
+    gd, od = (gd if isinstance(gd, dict) else {}), (od if isinstance(od, dict) else {})
+    # The library's version is provenance, not a setting: a release that changes a default shows up through
+    # the changed setting itself; one that changes nothing the golden recorded is only a note.
+    diff = sorted(k for k in set(gd) | set(od) if k != "library" and gd.get(k) != od.get(k))
     if diff:
-        v.problems.append(
-            "decode settings differ from the golden: "
-            + ", ".join(f"{k}: golden {gd.get(k)!r} vs now {od.get(k)!r}" for k in diff)
-        )
-    gm, om = golden["metrics"], obtained["metrics"]
+        text = ", ".join(f"{k}: golden {gd.get(k)!r} vs now {od.get(k)!r}" for k in diff)
+        if _policy(gd) < _policy(od):
+            from .backends.decode_defaults import POLICY_NOTE
+
+            v.problems.append(
+                f"the decode defaults changed in this version: {POLICY_NOTE}. This golden was recorded with the old "
+                f"defaults; settings that differ: {text}. If the model entry did not set them, the new values are "
+                "what users of the library run: accept them with the command below (or set the old values in "
+                "speechlab.yaml to keep decoding the old way)"
+            )
+        else:
+            v.problems.append("decode settings differ from the golden: " + text)
+    elif gd.get("library") != od.get("library") and gd.get("library") and od.get("library"):
+        v.notes.append(f"decode library changed: golden {gd.get('library')}, now {od.get('library')} "
+                       "(every recorded decode setting is the same)")
+    swap = _dataset_change(golden, obtained)
+    if swap:
+        v.problems.append(swap)
+    from .perturb import spec_change
+
+    other_audio = spec_change(golden, obtained)
+    if other_audio:
+        v.problems.append(other_audio)
+    gm, om = golden["metrics"], obtained.get("metrics") or {}
+    for metric in ("wer", "cer", "entity_acc", "rtf"):
+        # A metric on one side only is never skipped in silence: nothing would be compared.
+        g_has, o_has = _number(gm.get(metric)), _number(om.get(metric))
+        if g_has and not o_has:
+            v.problems.append(f"the golden has {metric} {gm[metric]!r} but this run measured {om.get(metric)!r}; "
+                              "nothing to compare it with")
+        elif o_has and not g_has and metric in ("wer", "cer", "entity_acc"):
+            v.problems.append(f"this run measured {metric} but the golden has {gm.get(metric)!r}; re-record the golden "
+                              "(--speechlab-update-golden) so that it can be gated")
+    from .hallucination import gate as output_gate
+    from .hallucination import nonspeech_only
+
     for metric, tol_key in (("wer", "wer_abs"), ("cer", "cer_abs")):
-        if metric not in gm or metric not in om:
+        if not (_number(gm.get(metric)) and _number(om.get(metric))):
+            continue
+        if nonspeech_only(obtained):  # empty references: the hallucination metrics below gate this dataset
+            v.checks.append(Check(metric.upper(), float(om[metric]), float(gm[metric]), "-", "off",
+                                  "non-speech dataset (every reference empty): gated by HAL-WPM/HAL-RATE"))
             continue
         tol = thresholds.get(tol_key, 0.0)
         g, o = float(gm[metric]), float(om[metric])
@@ -171,7 +233,7 @@ def compare(
         if gate == "statistical" and check.status == "fail":
             _statistical(check, metric, golden, obtained, tol, bootstrap, thresholds.get("confidence", 0.95))
         v.checks.append(check)
-    if "entity_acc" in gm and "entity_acc" in om:
+    if _number(gm.get("entity_acc")) and _number(om.get("entity_acc")):
         tol = thresholds.get("entity_abs", 0.02)
         g, o = float(gm["entity_acc"]), float(om["entity_acc"])
         check = Check("ENTITY", o, g, f"-{tol:.4f} abs", "pass")
@@ -191,6 +253,10 @@ def compare(
         mem = _memory_check(metric, key, gm, om, thresholds)
         if mem is not None:
             v.checks.append(mem)
+    checks, problems, notes = output_gate(golden, obtained, thresholds)  # catastrophic outputs, hallucination
+    v.checks += checks
+    v.problems += problems
+    v.notes += notes
     if v.problems or any(c.status == "fail" for c in v.checks):
         v.status = "fail"
     elif any(c.status == "improved" for c in v.checks):
@@ -235,6 +301,8 @@ def _speed_check(golden: dict[str, Any], obtained: dict[str, Any], thresholds: d
         check.note = "golden predates relative speed (no speed_rel): re-record the golden to gate speed"
     elif gref.get("usable") is False:
         check.note = f"the golden's speed is unusable: {gref.get('unusable_reason')}; re-record it on a quiet machine"
+    elif golden.get("rtf_unreliable"):
+        check.note = f"the golden's speed is unusable ({golden['rtf_unreliable']}); re-record it on a quiet machine without -n"
     elif (gref.get("workload"), gref.get("threads")) != (oref.get("workload"), oref.get("threads")):
         check.note = (f"speed reference differs: golden {gref.get('workload')} ({gref.get('threads')} threads), "
                       f"now {oref.get('workload')} ({oref.get('threads')} threads); re-record the golden")
@@ -272,6 +340,10 @@ def _rtf_check(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dic
         check.status = "not-comparable"
         check.note = (f"golden measured on {_machine(gmach)}, this run on {_machine(omach)}; "
                       "--speechlab-force-rtf compares anyway")
+    elif golden.get("rtf_unreliable") and not force_rtf:
+        check.status = "not-comparable"
+        check.note = (f"the golden's RTF is unreliable ({golden['rtf_unreliable']}); re-record it on a quiet machine "
+                      "without -n to gate speed")
     elif o > g * (1 + tol):
         check.status, check.note = "fail", ratio
     elif o * (1 + tol) < g:
@@ -304,6 +376,51 @@ def _memory_check(metric: str, key: str, gm: dict[str, Any], om: dict[str, Any],
     return check
 
 
+def _number(x: Any) -> bool:
+    """A finite number (not a bool, not None, not a string)."""
+    import math
+
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _dataset_change(golden: dict[str, Any], obtained: dict[str, Any]) -> str | None:
+    """How this run's utterances differ from the golden's (ids and references), or None when they are the
+    same: scores over another set of utterances say nothing about getting worse (a swapped or trimmed
+    dataset could pass with a lower WER)."""
+    g_rows, o_rows = golden.get("utterances"), obtained.get("utterances")
+    if not isinstance(g_rows, list) or not isinstance(o_rows, list) or not g_rows:
+        return None
+
+    def refs(rows: list[Any]) -> dict[str, Any]:
+        return {str(r.get("id")): r.get("reference") for r in rows if isinstance(r, dict)}
+
+    g, o = refs(g_rows), refs(o_rows)
+    gone, new = sorted(set(g) - set(o)), sorted(set(o) - set(g))
+    changed = sorted(k for k in set(g) & set(o) if g[k] is not None and o[k] is not None and g[k] != o[k])
+    if not (gone or new or changed):
+        return None
+
+    def few(ids: list[str]) -> str:
+        return ", ".join(ids[:5]) + (f", ... ({len(ids)})" if len(ids) > 5 else "")
+
+    parts = ([f"{len(gone)} only in the golden ({few(gone)})"] if gone else []) + \
+            ([f"{len(new)} only in this run ({few(new)})"] if new else []) + \
+            ([f"{len(changed)} with another reference text ({few(changed)})"] if changed else [])
+    return ("the dataset differs from the golden's: utterances " + "; ".join(parts) + "; scores over other "
+            "utterances are not comparable. If the dataset change is intended, re-record the golden")
+
+
+def saturated(machine: dict[str, Any]) -> bool:
+    """Whether other work left a run's CPU-bound timings meaningless (load above 1.5x the CPU count)."""
+    return _saturated(machine)
+
+
+def _saturated(machine: dict[str, Any]) -> bool:
+    """Whether other work left this run's CPU-bound timings meaningless (load above 1.5x the CPU count)."""
+    load, cpus = machine.get("load_avg_1m"), machine.get("cpu_count")
+    return machine.get("device") == "cpu" and isinstance(load, (int, float)) and isinstance(cpus, int) and load > 1.5 * cpus
+
+
 def _statistical(check: Check, metric: str, golden: dict[str, Any], obtained: dict[str, Any], tol: float,
                  resamples: int, confidence: float) -> None:
     """Keep a strict failure only when a paired bootstrap over utterances says the regression is real."""
@@ -332,10 +449,14 @@ def _statistical(check: Check, metric: str, golden: dict[str, Any], obtained: di
 
 def render_failure(case_id: str, verdict: Verdict, path: Path, changed: list[dict[str, str]], accept: str) -> str:
     """The one block a failing case prints."""
-    lines = [f"speechlab: {case_id} is worse than its golden baseline" if verdict.status == "fail"
-             else f"speechlab: {case_id} has no golden baseline"]
+    from .drift import render as render_drift
+    from .verdicts import headline
+
+    lines = [headline(case_id, verdict)]
     for p in verdict.problems:
         lines.append(f"  ! {p}")
+    if verdict.drift:
+        lines.extend(render_drift(verdict.drift))
     if verdict.checks:
         lines.append(f"  {'metric':<8}{'obtained':>10}{'golden':>10}  {'tolerance':<12}verdict")
         for c in verdict.checks:
@@ -354,3 +475,9 @@ def render_failure(case_id: str, verdict: Verdict, path: Path, changed: list[dic
         lines.append(f"  note: {n}")
     lines.append(f"  to accept the new values as the baseline, run:\n    {accept}")
     return "\n".join(lines)
+
+
+def _policy(decode: dict[str, Any]) -> int:
+    """The decode-settings policy a record was made under (1 before it was recorded: pytest-speechlab 0.1)."""
+    p = decode.get("policy")
+    return p if isinstance(p, int) and not isinstance(p, bool) else 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,10 @@ from .session import Case, Options, SpeechlabSession
 
 SESSION_KEY = pytest.StashKey["SpeechlabSession | None"]()
 CONFIG_ERROR_KEY = pytest.StashKey["str | None"]()
+# Per item: where its rows start in ``sess.results``, and why it failed (one line per failed phase).
+_ROWS_START_KEY = pytest.StashKey[int]()
+_FAILURES_KEY = pytest.StashKey[list[str]]()
+_SKIP_KEY = pytest.StashKey[str]()
 
 MARKERS = {
     "smoke": "the bundled regression suite: bundled model(s) on the bundled fixtures/smoke audio",
@@ -87,6 +92,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "cpu cases over idle workers when there are fewer models than workers (default: ini or auto)")
     group.addoption("--speechlab-shard", type=_shard_arg, default=None, metavar="I/N",
                     help="run only slice I of N of the matrix (deterministic), for CI matrix jobs")
+    group.addoption("--speechlab-allow-empty-shard", action="store_true", default=False,
+                    help="let a --speechlab-shard slice that gets no case pass (default: an error)")
     parser.addini("speechlab_config", "path of speechlab.yaml, relative to the rootdir", default=None)
     parser.addini("speechlab_devices", "default devices (auto|cpu|cuda|mps|remote|all)", type="args", default=[])
     parser.addini("speechlab_xdist_group", "auto|model: how matrix cases are grouped on xdist workers", default="auto")
@@ -96,7 +103,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _config_path(config: pytest.Config) -> tuple[Path | None, bool]:
     opt = config.getoption("speechlab_config")
     if opt:
-        return Path(opt).expanduser().resolve(), True
+        path = Path(opt).expanduser().resolve()
+        if path.is_dir():
+            raise pytest.UsageError(f"--speechlab-config {opt}: is a folder; name the config file, "
+                                    f"e.g. --speechlab-config {Path(opt) / 'speechlab.yaml'}")
+        return path, True
     ini = config.getini("speechlab_config")
     if ini:
         return (config.rootpath / str(ini)).resolve(), True
@@ -120,6 +131,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {desc}")
     config.stash[SESSION_KEY] = None
     config.stash[CONFIG_ERROR_KEY] = None
+    if config.pluginmanager.hasplugin("benchmark") and not config.pluginmanager.hasplugin("speechlab-benchmark-fail"):
+        config.pluginmanager.register(_BenchmarkCompareFail(), "speechlab-benchmark-fail")
     path, explicit = _config_path(config)
     if path is None:
         return
@@ -144,6 +157,9 @@ def pytest_configure(config: pytest.Config) -> None:
     for m in models:
         if m not in cfg.models:
             raise pytest.UsageError(f"--speechlab-model {m}: no such model in {path} (known: {', '.join(cfg.models)})")
+    json_opt = config.getoption("speechlab_json")
+    if json_opt and Path(json_opt).is_dir():
+        raise pytest.UsageError(f"--speechlab-json {json_opt}: is a folder; give the path of a file to write, e.g. {Path(json_opt) / 'run.json'}")
     rounds = config.getoption("speechlab_rounds")
     if rounds is not None and rounds < 1:
         raise pytest.UsageError("--speechlab-rounds must be >= 1")
@@ -160,12 +176,13 @@ def pytest_configure(config: pytest.Config) -> None:
         gate=config.getoption("speechlab_gate"),
         rounds=rounds,
         shard=config.getoption("speechlab_shard"),
+        allow_empty_shard=config.getoption("speechlab_allow_empty_shard"),
     )
     sess = SpeechlabSession(cfg, opts, config.rootpath, _n_workers(config))
     config.stash[SESSION_KEY] = sess
     if config.pluginmanager.hasplugin("xdist"):
         _configure_xdist(config, sess)
-        config.pluginmanager.register(_XdistHooks(), "speechlab-xdist")
+        config.pluginmanager.register(_XdistHooks(config), "speechlab-xdist")
 
 
 def _configure_xdist(config: pytest.Config, sess: SpeechlabSession) -> None:
@@ -223,21 +240,22 @@ class SpeechlabFile(pytest.Module):
 
         return _matrix
 
-
-class _ConfigErrorItem(pytest.Item):
-    def runtest(self) -> None:
-        raise ConfigError(self.config.stash[CONFIG_ERROR_KEY] or "")
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        return str(excinfo.value)
-
-    def reportinfo(self) -> tuple[Path, int, str]:
-        return self.path, 0, "speechlab config"
+    def collect(self) -> Any:
+        # An empty matrix is a collection error (never "got empty parameter set" and rc 0, which a
+        # "no tests collected" guard does not see either).
+        sess = get_session(self.config)
+        if not sess.cases():
+            reason = sess.empty_reason()
+            if reason is not None:
+                raise self.CollectError(reason)
+        return super().collect()
 
 
 class _ConfigErrorFile(pytest.File):
+    """A speechlab.yaml that does not load: a collection error, so -m/-k cannot deselect it away."""
+
     def collect(self) -> Iterator[pytest.Item]:
-        yield _ConfigErrorItem.from_parent(self, name="config")
+        raise self.CollectError(self.config.stash[CONFIG_ERROR_KEY] or "invalid speechlab config")
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -321,6 +339,9 @@ def _benchmark_runner(request: pytest.FixtureRequest, case: Case) -> tuple[Any, 
     except pytest.FixtureLookupError:
         return None, loop_runner
     bench.group = f"{case.dataset}-{case.device}"
+    # pytest-benchmark matches saved runs by fullname, which is the node id ("speechlab.yaml::test_speech[...]"):
+    # the case id alone keeps --benchmark-compare working when the config file is renamed or another one is used.
+    bench.fullname = case.id
 
     def runner(fn: Callable[[], None], rounds: int) -> None:
         bench.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
@@ -351,7 +372,7 @@ def run_matrix_case(case: Any, request: pytest.FixtureRequest) -> None:
                                  "speed_rel": m.get("speed_rel"),
                                  "speed_reference_s": (result.record.get("speed_reference") or {}).get("total_s"),
                                  "audio_seconds": m["audio_seconds"], "decode": result.record["decode"],
-                                 "model": case.model, "device": case.device, "dataset": case.dataset})
+                                 "weights": result.record["weights"], "model": case.model, "device": case.device, "dataset": case.dataset})
         if m.get("entity_acc") is not None:
             bench.extra_info["entity_acc"] = m["entity_acc"]
     _junit_properties(request, result.record)
@@ -363,6 +384,65 @@ def _junit_properties(request: pytest.FixtureRequest, record: dict[str, Any]) ->
     for k in ("wer", "cer", "rtf", "entity_acc"):
         if m.get(k) is not None:
             request.node.user_properties.append((f"speechlab_{k}", f"{m[k]:.6f}"))
+
+
+# ---- every collected case ends up in the record --------------------------------------------------
+
+def _matrix_case(item: pytest.Item) -> Case | None:
+    """The matrix case an item runs, or None for any other test."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or not isinstance(item.parent, SpeechlabFile):
+        return None
+    case = callspec.params.get("speechlab_case")
+    return case if isinstance(case, Case) else None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    sess = session.config.stash.get(SESSION_KEY, None)
+    if sess is None or hasattr(session.config, "workerinput"):
+        return
+    for item in session.items:
+        case = _matrix_case(item)
+        if case is not None:
+            sess.collected[case.id] = case
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    sess = item.config.stash.get(SESSION_KEY, None)
+    if sess is not None:
+        item.stash[_ROWS_START_KEY] = len(sess.results)
+
+
+def _failure_line(report: pytest.TestReport) -> str:
+    """One readable line (or block) saying why a phase failed: the exception, not the whole traceback."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = str(crash.message) if crash is not None else report.longreprtext
+    # xdist heads a worker's report with "[gw0] linux -- Python ..."; the reason is what follows.
+    lines = [ln for ln in text.strip().splitlines() if not re.match(r"\[gw\d+\] \S+ -- Python ", ln)]
+    text = "\n".join(lines).strip() or f"{report.when} failed"
+    return text if len(text) <= 2000 else text[:2000] + " ..."
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report: pytest.TestReport = yield
+    sess = item.config.stash.get(SESSION_KEY, None)
+    if sess is None:
+        return report
+    if report.failed or (report.when == "call" and hasattr(report, "wasxfail")):
+        item.stash.setdefault(_FAILURES_KEY, []).append(
+            ("" if report.when == "call" else f"{report.when}: ") + _failure_line(report))
+    elif report.skipped and isinstance(report.longrepr, tuple):
+        item.stash[_SKIP_KEY] = str(report.longrepr[2]).removeprefix("Skipped: ")
+    if report.when == "teardown":
+        rows = sess.settle_item(_matrix_case(item), item.stash.get(_ROWS_START_KEY, len(sess.results)),
+                                item.stash.get(_FAILURES_KEY, []), item.stash.get(_SKIP_KEY, None))
+        if rows and hasattr(item.config, "workerinput"):
+            # Travels with the report to the xdist controller, so a worker that dies later does not take
+            # the results of the cases it finished with it.
+            report.speechlab_rows = _plain(rows)  # type: ignore[attr-defined]
+    return report
 
 
 # ---- fixtures for users' own tests -----------------------------------------------------------------
@@ -474,8 +554,8 @@ def tts_eval(request: pytest.FixtureRequest) -> Callable[..., Any]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     sess = config.stash.get(SESSION_KEY, None)
-    if sess is None:
-        return
+    if sess is None or config.option.collectonly:
+        return  # --collect-only ran nothing: no record, no summary
     if hasattr(config, "workerinput"):
         # Workers hand their results to the controller, which alone writes files and prints the summary.
         worker = sess.xdist.get("worker")
@@ -488,13 +568,26 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         config.workeroutput["speechlab_loads"] = dict(sess.load_counts)  # type: ignore[attr-defined]
         config.workeroutput["speechlab_worker"] = {"id": worker, "pinned_gpu": pinned}  # type: ignore[attr-defined]
         return
-    written = sess.write_goldens() if sess.opts.update else []
-    sess.written = written  # type: ignore[attr-defined]
+    sess.complete_results()
+    # The run record first: a golden folder that cannot be written must not lose the record too.
     _write_records(sess)
+    if sess.opts.update:
+        sess.written = sess.write_goldens()  # failures go to sess.write_errors, one per file
+    if sess.write_errors and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if os.environ.get("GITHUB_STEP_SUMMARY") and sess.results:
         from .scorecard import append_step_summary
 
         append_step_summary(Path(os.environ["GITHUB_STEP_SUMMARY"]), sess.results, sess.notes)
+
+
+def _file_sha256(path: Path) -> str | None:
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _write_records(sess: SpeechlabSession) -> None:
@@ -506,34 +599,91 @@ def _write_records(sess: SpeechlabSession) -> None:
                 "gate": sess.opts.gate or sess.cfg.gate, "rtf_gate": not sess.rtf_gate_off,
                 "abs_rtf": sess.opts.abs_rtf,
                 "xdist_workers": sess.n_workers, "update_golden": sess.opts.update, "shard": sess.opts.shard,
-                "config": str(sess.cfg.path), "model_loads": sess.load_counts, "notes": sess.notes,
+                "config": str(sess.cfg.path), "config_sha256": _file_sha256(sess.cfg.path),
+                "model_loads": sess.load_counts, "notes": sess.notes,
                 "xdist": sess.xdist}
-    record = run_record(sess.results, sess.rootdir, settings)
+    record = run_record(sess.results, sess.rootdir, settings, collected=len(sess.collected))
+    targets: list[tuple[Path, str]] = []
     if sess.opts.json_path:
-        write_json(sess.opts.json_path, record)
+        targets.append((sess.opts.json_path, "fix --speechlab-json (the path of a writable file)"))
     if sess.opts.save:
         hist = sess.cfg.history_dir or (sess.cfg.path.parent / ".speechlab" / "history")
         stamp = record["created"].replace(":", "").replace("-", "")
-        write_json(hist / f"run-{stamp}-{os.getpid()}.json", record)
+        targets.append((hist / f"run-{stamp}-{os.getpid()}.json", "make the history folder (history_dir) writable"))
+    for path, fix in targets:
+        try:
+            write_json(path, record)
+        except OSError as exc:
+            sess.write_errors.append(f"run record not written: {path}: {exc.strerror or exc}; {fix}")
+
+
+def _benchmark_options_given(config: pytest.Config) -> bool:
+    """Whether the user asked pytest-benchmark for something (on the command line, PYTEST_ADDOPTS or addopts)."""
+    words = [*config.invocation_params.args, *os.environ.get("PYTEST_ADDOPTS", "").split(),
+             *(config.getini("addopts") or [])]
+    return any(str(w).startswith("--benchmark") and str(w) not in ("--benchmark-disable", "--benchmark-skip")
+               for w in words)
+
+
+SESSION_OBJ_KEY = pytest.StashKey["pytest.Session"]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Quiet means quiet: in a speechlab session pytest-benchmark's wide table is shown only with -v or when a
+    --benchmark-* option was given (the speechlab summary already has the figures)."""
+    config = session.config
+    config.stash[SESSION_OBJ_KEY] = session  # _BenchmarkCompareFail sets the exit status through it
+    bench = getattr(config, "_benchmarksession", None)
+    if config.stash.get(SESSION_KEY, None) is None or bench is None:
+        return
+    if config.get_verbosity() <= 0 and not _benchmark_options_given(config):
+        bench.quiet = True
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     sess = config.stash.get(SESSION_KEY, None)
-    if sess is None or not sess.results:
+    if sess is None or not (sess.results or sess.write_errors):
         return
-    from .report import summary_lines
+    from .report import quiet_lines, summary_lines
 
     terminalreporter.write_sep("=", "speechlab summary")
-    for line in summary_lines(sess.results, sess.notes):
+    quiet = config.get_verbosity() < 0
+    for line in (quiet_lines if quiet else summary_lines)(sess.results, sess.notes):
         terminalreporter.write_line(line)
-    for path in getattr(sess, "written", []):
+    for path in sess.written:
         terminalreporter.write_line(f"golden written: {path}")
-    if sess.opts.json_path:
+    if sess.opts.json_path and not any(e.startswith("run record not written") for e in sess.write_errors):
         terminalreporter.write_line(f"run record: {sess.opts.json_path}")
+    for err in sess.write_errors:
+        terminalreporter.write_line(f"speechlab: error: {err}", red=True)
+
+
+class _BenchmarkCompareFail:
+    """Registered when pytest-benchmark is active: its ``--benchmark-compare-fail`` raises out of the terminal
+    summary (a traceback); this ends the run with one clean line and a failing exit status instead (the
+    benchmarks that regressed, and by how much, are already listed above it by pytest-benchmark)."""
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> Any:
+        try:
+            return (yield)
+        except Exception as exc:
+            if type(exc).__name__ != "PerformanceRegression" or not type(exc).__module__.startswith("pytest_benchmark"):
+                raise
+            terminalreporter.write_line(
+                "speechlab: pytest-benchmark --benchmark-compare-fail: performance regressed against the saved run "
+                "(see the regressions listed above); the session fails", red=True)
+            session = config.stash.get(SESSION_OBJ_KEY, None)
+            if session is not None and session.exitstatus == 0:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            return None
 
 
 class _XdistHooks:
     """Registered only when pytest-xdist is active: merge workers' results on the controller."""
+
+    def __init__(self, config: pytest.Config | None = None) -> None:
+        self._config = config
 
     @pytest.hookimpl
     def pytest_configure_node(self, node: Any) -> None:
@@ -555,6 +705,40 @@ class _XdistHooks:
         from .xdist_support import make_scheduler
 
         return make_scheduler(config, log, sess.cfg.path.name, sess.xdist["groups"])
+
+    @pytest.hookimpl
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """The controller never collects: it learns the selected matrix cases from a worker's collection."""
+        from .xdist_support import case_id_of
+
+        sess = node.config.stash.get(SESSION_KEY, None)
+        if sess is None or sess.collected:
+            return
+        by_id = {c.id: c for c in sess.cases()}
+        for nodeid in ids:
+            cid = case_id_of(nodeid, sess.cfg.path.name)
+            if cid is not None:
+                sess.collected[cid] = by_id.get(cid) or cid
+
+    @pytest.hookimpl
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """On the controller: keep each case's rows as they arrive, and why a case's worker crashed."""
+        config = self._config
+        if config is None or hasattr(config, "workerinput"):
+            return
+        sess = config.stash.get(SESSION_KEY, None)
+        if sess is None:
+            return
+        from .xdist_support import case_id_of
+
+        cid = case_id_of(report.nodeid, sess.cfg.path.name)
+        if cid is None:
+            return
+        rows = getattr(report, "speechlab_rows", None)
+        if rows:
+            sess.reported[cid] = list(rows)
+        elif report.failed:
+            sess.crashes.setdefault(cid, _failure_line(report))
 
     @pytest.hookimpl
     def pytest_testnodedown(self, node: Any, error: Any) -> None:

@@ -47,9 +47,12 @@ def load_record(path: Path) -> dict[str, Any]:
     if data.get("schema") != RECORD_SCHEMA:
         raise MergeError(f"{path}: run record schema {data.get('schema')!r}, this speechlab reads schema {RECORD_SCHEMA}; "
                          "merge records written by the same pytest-speechlab version")
-    for i, c in enumerate(data["cases"]):
-        if not isinstance(c, dict) or not isinstance(c.get("case"), str):
-            raise MergeError(f"{path}: cases[{i}] has no 'case' id; the file is not a run record or was edited by hand")
+    from .runs import RunRecordError, load_run
+
+    try:
+        load_run(path, gate=True)  # the schema, with the same messages as speechlab check
+    except RunRecordError as exc:
+        raise MergeError(str(exc)) from None
     return data
 
 
@@ -71,7 +74,7 @@ def _describe(case: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def merge_records(records: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
+def merge_records(records: list[dict[str, Any]], sources: list[str], allow_mixed_configs: bool = False) -> dict[str, Any]:
     """One run record holding every case of ``records`` (``sources`` names them in messages).
 
     Raises :class:`MergeError` on a conflicting duplicate case.  ``settings.merged_from`` lists each input
@@ -80,15 +83,25 @@ def merge_records(records: list[dict[str, Any]], sources: list[str]) -> dict[str
     """
     if not records:
         raise MergeError("nothing to merge: pass at least one run record")
+    hashes = [((r.get("settings") or {}).get("config_sha256"), src) for r, src in zip(records, sources, strict=True)]
+    first_hash, first_src = hashes[0]
+    other = next(((h, s) for h, s in hashes[1:] if h != first_hash), None)
+    if other is not None and not allow_mixed_configs:
+        raise MergeError(f"{first_src} and {other[1]} were run with different speechlab configs (sha256 "
+                         f"{str(first_hash)[:12]} vs {str(other[0])[:12]}); their cases are not one matrix. Merge the "
+                         "shards of one config, or pass --allow-mixed-configs to merge anyway")
     cases: dict[str, dict[str, Any]] = {}
     where: dict[str, str] = {}
     notes: list[str] = []
     loads: dict[str, int] = {}
     merged_from = []
+    collected = 0
+    dropped = 0
     for rec, src in zip(records, sources, strict=True):
         settings = rec.get("settings") or {}
         merged_from.append({"file": src, "created": rec.get("created"), "shard": settings.get("shard"),
                             "git_commit": (rec.get("provenance") or {}).get("git_commit")})
+        collected += int(rec.get("collected") or 0)
         for k, v in (settings.get("model_loads") or {}).items():
             loads[k] = loads.get(k, 0) + int(v)
         for n in settings.get("notes") or []:
@@ -103,6 +116,8 @@ def merge_records(records: list[dict[str, Any]], sources: list[str]) -> dict[str
                         f"({_describe(case)}) with different results; merge the records of disjoint shards "
                         "(--speechlab-shard I/N with the same N), or leave one of the two files out"
                     )
+                if case.get("origin", "matrix") == "matrix":
+                    dropped += 1  # counted in both headers' ``collected``
                 continue  # the same result twice (e.g. one shard passed twice): keep the first
             cases[cid] = case
             where[cid] = src
@@ -124,6 +139,7 @@ def merge_records(records: list[dict[str, Any]], sources: list[str]) -> dict[str
     first = records[0]
     return {
         "schema": RECORD_SCHEMA,
+        "collected": collected - dropped,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "provenance": {**(first.get("provenance") or {}), "merged": True},
         "settings": {**(first.get("settings") or {}), "shard": None, "model_loads": loads, "notes": notes,
@@ -133,15 +149,18 @@ def merge_records(records: list[dict[str, Any]], sources: list[str]) -> dict[str
 
 
 def failed_cases(record: dict[str, Any]) -> list[str]:
-    """Ids of the cases whose verdict fails the gate (fail, missing golden, error)."""
-    return [c["case"] for c in record["cases"]
-            if c.get("verdict") in _FAILED_VERDICTS or c.get("status") == "error"]
+    """Ids of the cases whose verdict fails the gate (fail, missing golden, error, no metrics), except
+    experimental ones (reported, not gated)."""
+    from .runs import case_problem
+
+    return [c["case"] for c in record["cases"] if c.get("stage") != "experimental"
+            and (c.get("verdict") in _FAILED_VERDICTS or case_problem(c) is not None)]
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
     try:
         records = [load_record(Path(p)) for p in args.records]
-        merged = merge_records(records, [str(p) for p in args.records])
+        merged = merge_records(records, [str(p) for p in args.records], allow_mixed_configs=args.allow_mixed_configs)
     except MergeError as exc:
         print(f"speechlab merge: {exc}", file=sys.stderr)
         return 2
@@ -149,11 +168,21 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     for line in summary_lines(merged["cases"], merged["settings"]["notes"]):
         print(line)
     print(f"merged {len(args.records)} run records, {len(merged['cases'])} cases -> {args.output}")
+    if not args.gate:
+        return 0
+    from .runs import compared_nothing, record_problems
+
+    refused = [p for rec, src in zip(records, args.records, strict=True) for p in record_problems(rec, str(src))]
+    refused += record_problems(merged, str(args.output))
+    nothing = compared_nothing(merged, str(args.output))
+    if nothing:
+        refused.append(nothing)
+    for line in refused:
+        print(f"gate: {line}", file=sys.stderr)
     failed = failed_cases(merged)
-    if args.gate and failed:
+    if failed:
         print(f"gate: {len(failed)} case(s) failed: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if failed or refused else 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -164,4 +193,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("-o", "--output", required=True, metavar="MERGED.json", help="where to write the merged record")
     p.add_argument("--gate", action="store_true",
                    help="exit 1 when a merged case failed its gate (fail, missing golden, error)")
+    p.add_argument("--allow-mixed-configs", action="store_true",
+                   help="merge records run with different speechlab configs (refused by default)")
     p.set_defaults(func=_cmd_merge)

@@ -30,6 +30,9 @@ from .backends import get_backend
 from .backends.base import BackendError, MissingExtraError, ModelSpec
 
 DEFAULT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # OpenAI's own limit for audio uploads
+# Compressed bytes say little about the work: 89 KB of FLAC can hold an hour of silence.  The decoded
+# duration is what holds the model (and memory), so it is limited too, before decoding.
+DEFAULT_MAX_AUDIO_SECONDS = 600.0
 SERVE_REQUIRES = ("fastapi", "uvicorn", "multipart")
 
 Scope = MutableMapping[str, Any]
@@ -129,16 +132,24 @@ class GuardMiddleware:
                 await self._reply(send, 413, str(exc), "upload_too_large")
 
 
-def read_upload(data: bytes, filename: str, target_rate: int) -> np.ndarray:
+def read_upload(data: bytes, filename: str, target_rate: int,
+                max_seconds: float = DEFAULT_MAX_AUDIO_SECONDS) -> np.ndarray:
     """Decode an uploaded audio file, downmix to mono and resample to ``target_rate`` (soxr, HQ).
 
-    Raises ValueError with a message naming the upload and the problem.
+    Raises ValueError with a message naming the upload and the problem: unreadable, empty, longer than
+    ``max_seconds`` once decoded (checked from the header, before decoding), or holding NaN/Infinity.
     """
     import soundfile as sf
 
     if not data:
         raise ValueError(f"the uploaded file {filename!r} is empty; send a WAV, FLAC or OGG file")
     try:
+        info = sf.info(io.BytesIO(data))
+        seconds = info.frames / float(info.samplerate) if info.samplerate else 0.0
+        if seconds > max_seconds:
+            raise ValueError(f"the uploaded file {filename!r} holds {seconds:.1f} s of audio, more than this server's "
+                             f"limit of {max_seconds:g} s; send a shorter clip or restart the server with a larger "
+                             "--max-audio-seconds")
         audio, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise ValueError(
@@ -146,6 +157,11 @@ def read_upload(data: bytes, filename: str, target_rate: int) -> np.ndarray:
         ) from exc
     if audio.shape[0] == 0:
         raise ValueError(f"the uploaded file {filename!r} holds no audio samples (0 frames)")
+    if audio.shape[0] / float(sr) > max_seconds:  # a header that under-reported its length
+        raise ValueError(f"the uploaded file {filename!r} holds more than this server's limit of {max_seconds:g} s "
+                         "of audio; send a shorter clip or restart the server with a larger --max-audio-seconds")
+    if not np.isfinite(audio).all():
+        raise ValueError(f"the uploaded file {filename!r} holds NaN or infinite samples; send PCM or finite float audio")
     mono = audio.mean(axis=1, dtype=np.float32) if audio.shape[1] > 1 else audio[:, 0]
     if int(sr) != target_rate:
         import soxr
@@ -164,6 +180,60 @@ def encode_wav_response(audio: np.ndarray, sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
+#: ``/v1/audio/speech`` response formats: (media type, soundfile format, subtype, sample rate or None to keep the
+#: model's).  OpenAI's API defaults to mp3; ``pcm`` is raw 16-bit little-endian mono at 24 kHz, as OpenAI sends it.
+SPEECH_FORMATS: dict[str, tuple[str, str | None, str | None, int | None]] = {
+    "mp3": ("audio/mpeg", "MP3", "MPEG_LAYER_III", None),
+    "opus": ("audio/ogg", "OGG", "OPUS", 24000),  # Ogg Opus takes 8/12/16/24/48 kHz only
+    "flac": ("audio/flac", "FLAC", "PCM_16", None),
+    "wav": ("audio/wav", "WAV", "PCM_16", None),
+    "pcm": ("audio/pcm", None, None, 24000),
+}
+#: ``/v1/audio/transcriptions`` response formats.
+TRANSCRIPTION_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
+
+
+def encode_speech(audio: np.ndarray, sample_rate: int, fmt: str) -> tuple[bytes, str]:
+    """``audio`` encoded as ``fmt`` (a key of :data:`SPEECH_FORMATS`), and its media type."""
+    import soundfile as sf
+
+    media, container, subtype, rate = SPEECH_FORMATS[fmt]
+    mono = np.asarray(audio, dtype=np.float32).reshape(-1)
+    if rate is not None and rate != int(sample_rate):
+        import soxr
+
+        mono = soxr.resample(mono, int(sample_rate), rate, quality="HQ").astype(np.float32)
+        sample_rate = rate
+    if container is None:  # raw PCM
+        pcm = np.clip(np.round(mono.astype(np.float64) * 32768.0), -32768, 32767).astype("<i2")
+        return pcm.tobytes(), media
+    if fmt == "wav":
+        return encode_wav_response(mono, sample_rate), media
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(mono, -1.0, 1.0), int(sample_rate), format=container, subtype=subtype)
+    return buf.getvalue(), media
+
+
+def _timestamp(seconds: float, sep: str) -> str:
+    ms = max(0, round(seconds * 1000))
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    sec, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{sec:02d}{sep}{ms:03d}"
+
+
+def subtitles(segments: list[dict[str, Any]], fmt: str) -> str:
+    """SubRip (``srt``) or WebVTT (``vtt``) text of transcript segments."""
+    blocks = []
+    for i, seg in enumerate(segments, start=1):
+        sep = "," if fmt == "srt" else "."
+        span = f"{_timestamp(seg['start'], sep)} --> {_timestamp(seg['end'], sep)}"
+        text = str(seg["text"]).strip()
+        blocks.append(f"{i}\n{span}\n{text}\n" if fmt == "srt" else f"{span}\n{text}\n")
+    body = "\n".join(blocks)
+    return body if fmt == "srt" else "WEBVTT\n\n" + body
+
+
 def create_app(
     model_name: str,
     spec: ModelSpec,
@@ -171,6 +241,7 @@ def create_app(
     api_key: str | None = None,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     model: Any = None,
+    max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
 ) -> Any:
     """The FastAPI app serving ``spec`` on ``device``.
 
@@ -265,20 +336,36 @@ def create_app(
             raise HTTPException(
                 400, f"model {model_name!r} is configured for language {fixed!r}; the request asked for {language!r}"
             )
-        if response_format not in ("json", "text"):
-            raise HTTPException(400, f"response_format {response_format!r} is not supported; use json or text")
+        if response_format not in TRANSCRIPTION_FORMATS:
+            raise HTTPException(400, f"response_format {response_format!r} is not supported; use "
+                                     + ", ".join(TRANSCRIPTION_FORMATS))
+        timed = response_format in ("verbose_json", "srt", "vtt")
+        if timed and not callable(getattr(m, "transcribe_segments", None)):
+            raise HTTPException(400, f"model {model_name!r} gives no segment timestamps, so response_format "
+                                     f"{response_format!r} is not available; use json or text")
         data = file.file.read()
         try:
-            audio = read_upload(data, file.filename or "file", int(m.sample_rate))
+            audio = read_upload(data, file.filename or "file", int(m.sample_rate), max_audio_seconds)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from exc
         with lock:
             try:
-                text = m.transcribe(audio)
+                segments = m.transcribe_segments(audio) if timed else None
+                text = "".join(str(x["text"]) for x in segments).strip() if segments is not None else m.transcribe(audio)
             except BackendError as exc:
                 raise HTTPException(500, f"model {model_name!r} failed: {exc}") from exc
         if response_format == "text":
             return Response(text, media_type="text/plain")
+        if response_format in ("srt", "vtt"):
+            return Response(subtitles(segments or [], response_format), media_type="text/plain; charset=utf-8")
+        if response_format == "verbose_json":
+            fixed_language = (getattr(m, "decode_settings", None) or {}).get("language")
+            return {
+                "task": "transcribe", "language": language or fixed_language or "unknown",
+                "duration": round(len(audio) / float(m.sample_rate), 3), "text": text,
+                "segments": [{"seek": 0, "tokens": [], "temperature": 0.0, "avg_logprob": 0.0,
+                              "compression_ratio": 0.0, "no_speech_prob": 0.0, **seg} for seg in segments or []],
+            }
         return {"text": text}
 
     @app.post("/v1/audio/speech")
@@ -290,15 +377,16 @@ def create_app(
         if not isinstance(text, str) or not text.strip():
             raise HTTPException(400, "'input' must be a non-empty string (the text to speak)")
         _check_model_field(payload.get("model"))
-        fmt = payload.get("response_format", "wav")
-        if fmt != "wav":
-            raise HTTPException(400, f"response_format {fmt!r} is not supported; use wav")
+        fmt = payload.get("response_format", "mp3")  # OpenAI's default
+        if fmt not in SPEECH_FORMATS:
+            raise HTTPException(400, f"response_format {fmt!r} is not supported; use " + ", ".join(SPEECH_FORMATS))
         with lock:
             try:
                 audio, sr = m.synthesize(text)
             except BackendError as exc:
                 raise HTTPException(500, f"model {model_name!r} failed: {exc}") from exc
-        return Response(encode_wav_response(audio, sr), media_type="audio/wav")
+        body, media = encode_speech(audio, sr, fmt)
+        return Response(body, media_type=media)
 
     app.add_middleware(GuardMiddleware, api_key=api_key, max_upload_bytes=int(max_upload_bytes))
     return app
@@ -331,7 +419,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", required=True, help="model name under models: in the config")
     p.add_argument("--config", default="speechlab.yaml", type=Path, help="path to speechlab.yaml (default: ./speechlab.yaml)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1, loopback only)")
-    p.add_argument("--port", default=8000, type=int, help="TCP port (default 8000)")
+    p.add_argument("--port", default=8000, type=_port, help="TCP port, 0-65535 (default 8000)")
     p.add_argument("--device", default="cpu", help="device to load the model on (cpu, cuda, mps)")
     p.add_argument(
         "--api-key-env",
@@ -340,14 +428,56 @@ def register(subparsers: Any) -> None:
         help="require 'Authorization: Bearer KEY' where KEY is read from environment variable VAR",
     )
     p.add_argument(
-        "--max-upload-mb", default=DEFAULT_MAX_UPLOAD_BYTES / 1e6, type=float, help="largest accepted upload in MB (default 25)"
+        "--max-upload-mb", default=DEFAULT_MAX_UPLOAD_BYTES / 1e6, type=_positive_mb,
+        help="largest accepted upload in MB, > 0 (default 25)"
+    )
+    p.add_argument(
+        "--max-audio-seconds", default=DEFAULT_MAX_AUDIO_SECONDS, type=_positive_seconds,
+        help=f"longest accepted upload once decoded, in seconds, > 0 (default {DEFAULT_MAX_AUDIO_SECONDS:g})"
     )
     p.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     p.set_defaults(func=run_serve)
 
 
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--port wants an integer 0-65535, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"--port wants an integer 0-65535, got {port}")
+    return port
+
+
+def _positive_mb(value: str) -> float:
+    import math
+
+    try:
+        mb = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--max-upload-mb wants a number of MB > 0, got {value!r}") from None
+    if not math.isfinite(mb) or mb <= 0:
+        raise argparse.ArgumentTypeError(f"--max-upload-mb wants a number of MB > 0, got {value}")
+    return mb
+
+
+def _positive_seconds(value: str) -> float:
+    import math
+
+    try:
+        s = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--max-audio-seconds wants a number of seconds > 0, got {value!r}") from None
+    if not math.isfinite(s) or s <= 0:
+        raise argparse.ArgumentTypeError(f"--max-audio-seconds wants a number of seconds > 0, got {value}")
+    return s
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Load the model and run uvicorn until interrupted."""
+    if not args.api_key_env and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"speechlab serve: warning: listening on {args.host} without an API key: anyone who can reach this "
+              "port can use the model; pass --api-key-env VAR", file=sys.stderr)
     api_key: str | None = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
@@ -367,7 +497,8 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"speechlab serve: {reason}", file=sys.stderr)
         return 2
     try:
-        app = create_app(args.model, spec, args.device, api_key=api_key, max_upload_bytes=int(args.max_upload_mb * 1e6))
+        app = create_app(args.model, spec, args.device, api_key=api_key, max_upload_bytes=int(args.max_upload_mb * 1e6),
+                         max_audio_seconds=args.max_audio_seconds)
         import uvicorn
     except BackendError as exc:
         print(f"speechlab serve: {exc}", file=sys.stderr)

@@ -54,14 +54,15 @@ class Options:
     gate: str | None = None
     rounds: int | None = None
     shard: tuple[int, int] | None = None
+    allow_empty_shard: bool = False
 
 
 def _manifest_task(path: Path) -> str:
     """``tts`` for a text-only manifest (its first row has no ``audio_filepath``), else ``asr``."""
     import json
 
-    if path.is_dir():
-        return "asr"
+    if path.is_dir() or not path.is_file():
+        return "asr"  # a FIFO is never opened here; the loader refuses it with the path
     try:
         with open(path, encoding="utf-8") as fh:
             first = next((line for line in fh if line.strip()), "")
@@ -86,9 +87,21 @@ class SpeechlabSession:
         self.xdist: dict[str, Any] = {}
         self._models: dict[tuple[str, str], Any] = {}
         self._datasets: dict[str, Dataset] = {}
+        self._weights: dict[str, dict[str, Any]] = {}
         self.adhoc: dict[str, DatasetSpec] = {}
+        # Every matrix case this session selected (id -> Case; on the xdist controller, from a worker's
+        # collection).  Each of them ends up in the run record, whatever happened to it.
+        self.collected: dict[str, Case | str] = {}
+        # xdist controller: the rows each case's report carried, and why a case's worker crashed.
+        self.reported: dict[str, list[dict[str, Any]]] = {}
+        self.crashes: dict[str, str] = {}
+        # End-of-session write failures (run record, goldens), reported as errors in the summary.
+        self.write_errors: list[str] = []
+        self.written: list[Path] = []
         self._resolve_adhoc()
-        if self.rtf_gate_off:
+        if self.rtf_gate_off and self.opts.rtf_gate == "off":
+            self.notes.append("RTF gate off (--speechlab-rtf-gate off); RTF is still measured and recorded")
+        elif self.rtf_gate_off:
             self.notes.append(
                 f"RTF gate off: {n_workers} xdist workers share {os.cpu_count()} CPUs, so timings are noisy "
                 "(--speechlab-rtf-gate on forces it); RTF is still measured and recorded"
@@ -129,6 +142,16 @@ class SpeechlabSession:
             return None, str(exc)
 
     def _resolve_adhoc(self) -> None:
+        """Name the ad hoc datasets (--speechlab-dataset PATH).  A name comes from the path relative to the
+        rootdir (stable across machines): its last part (the folder of a ``manifest.jsonl``, else the file
+        stem), lengthened with parent folders until it is unique among them (``a.clips``, ``b.clips``); it is
+        legal as a name (item 7).  A name that is a configured dataset's is an error, unless the path is that
+        dataset's own manifest (then it is that dataset)."""
+        import re
+
+        from .config import name_problem
+
+        paths: dict[str, Path] = {}
         for item in self.opts.datasets:
             if item in self.cfg.datasets:
                 continue
@@ -141,34 +164,106 @@ class SpeechlabSession:
                     f"--speechlab-dataset {item}: no dataset of that name in {self.cfg.path} (known: {known}) "
                     "and no manifest or folder at that path"
                 )
-            name = path.stem if path.is_file() else path.name
-            if path.is_file() and path.stem == "manifest":
-                name = path.parent.name
+            path = path.resolve()
+            same = [n for n, d in self.cfg.datasets.items() if d.manifest.resolve() == path]
+            if same:
+                self.opts.datasets = [same[0] if x == item else x for x in self.opts.datasets]
+                continue
+            paths[item] = path
+
+        def parts(path: Path) -> list[str]:
+            try:
+                rel = path.relative_to(self.rootdir.resolve())
+            except ValueError:
+                rel = path
+            out = [p for p in rel.parts if p not in ("/", "\\")]
+            if path.is_file():
+                out[-1] = Path(out[-1]).stem
+                if out[-1] == "manifest" and len(out) > 1:
+                    out.pop()
+            return [re.sub(r"[^A-Za-z0-9_.+@-]", "_", p).lstrip(".") or "_" for p in out]
+
+        split = {item: parts(p) for item, p in paths.items()}
+        depth = {item: 1 for item in split}
+        while True:
+            names = {item: ".".join(split[item][-depth[item]:]) for item in split}
+            clash = {item for item in names if list(names.values()).count(names[item]) > 1
+                     and depth[item] < len(split[item])}
+            if not clash:
+                break
+            for item in clash:
+                depth[item] += 1
+        seen: dict[str, str] = {}
+        for item, name in names.items():
+            if name in self.cfg.datasets:
+                raise pytest.UsageError(
+                    f"--speechlab-dataset {item}: its name {name!r} (from the path) is the name of a configured "
+                    f"dataset in {self.cfg.path}, whose manifest is {self.cfg.datasets[name].manifest}; pass the "
+                    f"name {name} to run that one, or rename the folder or file of yours")
+            if name in seen or name_problem(name):
+                raise pytest.UsageError(f"--speechlab-dataset {item}: cannot derive a unique, legal dataset name "
+                                        f"from the path (got {name!r}, also from {seen.get(name)}); rename it")
+            seen[name] = item
+            path = paths[item]
             self.adhoc[name] = DatasetSpec(name=name, manifest=path, allow_outside_paths=True, task=_manifest_task(path))
 
     def dataset_spec(self, name: str) -> DatasetSpec:
         return self.cfg.datasets.get(name) or self.adhoc[name]
 
     def thresholds_for(self, model: str, dataset: str) -> dict[str, float]:
-        if dataset in self.cfg.datasets:
-            return self.cfg.thresholds_for(model, dataset)
-        from .config import DEFAULT_THRESHOLDS
+        """The case's effective tolerances (an ad hoc dataset has no thresholds of its own)."""
+        return self.cfg.tolerances_for(model, dataset)[0]
 
-        out = dict(DEFAULT_THRESHOLDS.get(self.cfg.models[model].stage, DEFAULT_THRESHOLDS["candidate"]))
-        out.update(self.cfg.thresholds)
-        out.update(self.cfg.models[model].thresholds)
-        return out
+    def tolerance_sources(self, model: str, dataset: str) -> dict[str, str]:
+        """Where each of the case's tolerances came from (stage ceiling, global, model or dataset)."""
+        return self.cfg.tolerances_for(model, dataset)[1]
 
     # ---- matrix --------------------------------------------------------------------------------
+    def empty_reason(self) -> str | None:
+        """Why the matrix holds no case (an error), or None when that is allowed (an empty shard under
+        --speechlab-allow-empty-shard)."""
+        path = self.cfg.path
+        if self.opts.shard:
+            i, n = self.opts.shard
+            total = len(self._all_cases())
+            if total:
+                if self.opts.allow_empty_shard:
+                    return None
+                return (f"--speechlab-shard {i}/{n}: this shard got no case (the matrix has {total} case(s) for {n} shards); "
+                        "use fewer shards, or pass --speechlab-allow-empty-shard to let an empty shard pass")
+        models = self.opts.models or list(self.cfg.models)
+        if not models:
+            return f"{path}: models: no model configured, so the matrix is empty; add one under models:"
+        names = [d for d in self.opts.datasets if d in self.cfg.datasets] + list(self.adhoc) if self.opts.datasets else list(self.cfg.datasets)
+        if not names:
+            return f"{path}: datasets: no dataset configured, so the matrix is empty; add one under datasets:"
+        tasks_m = ", ".join(f"{m} ({self.cfg.models[m].task})" for m in models)
+        tasks_d = ", ".join(f"{d} ({self.dataset_spec(d).task})" for d in names)
+        return (f"{path}: the matrix is empty: no selected model's task matches a selected dataset's task "
+                f"(models: {tasks_m}; datasets: {tasks_d}); give a dataset the task of a model (task: asr|tts), "
+                "or select others with --speechlab-model/--speechlab-dataset")
+
     def cases(self) -> list[Case]:
         """Every model x device x dataset the options select, in a stable order (skips included)."""
+        out = self._all_cases()
+        if self.opts.shard:
+            i, n = self.opts.shard
+            # Contiguous slices of the id-sorted matrix: a partition (every case in exactly one shard),
+            # balanced to within one case, and a model@device's cases stay together (ids start with
+            # model-device), so each CI job loads as few models as possible.
+            ordered = sorted(out, key=lambda c: c.id)
+            out = ordered[(i - 1) * len(ordered) // n: i * len(ordered) // n]
+        return out
+
+    def _all_cases(self) -> list[Case]:
+        """The whole matrix the options select, before sharding."""
         from .devices import resolve_auto
 
         if self.opts.datasets:
             names = [d for d in self.opts.datasets if d in self.cfg.datasets] + list(self.adhoc)
         else:
             names = list(self.cfg.datasets)
-        models = self.opts.models or list(self.cfg.models)
+        models = list(dict.fromkeys(self.opts.models)) or list(self.cfg.models)
         out: list[Case] = []
         for m in models:
             spec = self.cfg.models[m]
@@ -183,17 +278,10 @@ class SpeechlabSession:
                 else:
                     devices.append(d)
             for dev in dict.fromkeys(devices):
-                for ds in names:
+                for ds in dict.fromkeys(names):  # a dataset given twice is one case
                     if self.dataset_spec(ds).task != spec.task and not (spec.task == "chat" and self.dataset_spec(ds).task == "asr"):
                         continue
                     out.append(Case(m, ds, dev))
-        if self.opts.shard:
-            i, n = self.opts.shard
-            # Contiguous slices of the id-sorted matrix: a partition (every case in exactly one shard),
-            # balanced to within one case, and a model@device's cases stay together (ids start with
-            # model-device), so each CI job loads as few models as possible.
-            ordered = sorted(out, key=lambda c: c.id)
-            out = ordered[(i - 1) * len(ordered) // n: i * len(ordered) // n]
         return out
 
     def skip_reason(self, case: Case) -> str | None:
@@ -269,11 +357,27 @@ class SpeechlabSession:
             self._models[key] = loaded
         return self._models[key]
 
+    def weights_identity(self, spec: ModelSpec, loaded: Any = None) -> dict[str, Any]:
+        """``{spec, source, sha256}`` of the weights ``spec`` loads (provenance.py), once per model per process."""
+        if spec.name not in self._weights:
+            from .provenance import weights_identity
+
+            try:
+                self._weights[spec.name] = weights_identity(spec, loaded, self.cfg.path.parent)
+            except (OSError, BackendError) as exc:
+                # The model loaded, so this is about reading its files again: say so rather than fail the case.
+                self._weights[spec.name] = {"spec": spec.weights, "source": f"unknown ({exc})", "sha256": None}
+        return self._weights[spec.name]
+
     def dataset(self, name: str) -> Dataset:
         """The dataset ``name`` (configured or ad hoc), read once per process."""
         if name not in self._datasets:
             spec = self.dataset_spec(name)
             self._datasets[name] = load_dataset(name, spec.manifest, allow_outside_paths=spec.allow_outside_paths, task=spec.task)
+            if spec.options.get("perturb"):
+                import dataclasses
+
+                self._datasets[name] = dataclasses.replace(self._datasets[name], perturb=spec.options["perturb"])
         return self._datasets[name]
 
     # ---- running --------------------------------------------------------------------------------
@@ -317,7 +421,10 @@ class SpeechlabSession:
             "speed_reference": out["speed_reference"] or ({"error": ref_error} if ref_error else {}),
             "machine": machine_fingerprint(case.device, threads),
             "provenance": {"versions": versions()},
+            "weights": self.weights_identity(spec, model),
+            "tolerance_sources": self.tolerance_sources(case.model, case.dataset),
             "utterances": out["utterances"],
+            **({"perturb": data.perturb} if data.perturb else {}),
         }
         if spec.golden_from:
             owner, owner_device = spec.golden_from.split("/")
@@ -328,14 +435,69 @@ class SpeechlabSession:
         return CaseResult(record, self.cfg.golden_dir, self.thresholds_for(case.model, case.dataset),
                           self.gate_settings(), accept)
 
+    # ---- every collected case in the record -----------------------------------------------------------
+    def _error_row(self, case: Case | str, reason: str) -> dict[str, Any]:
+        if isinstance(case, Case):
+            base = self.base_record(case)
+        else:  # only the id is known (the controller could not rebuild the case)
+            base = {"case": case, "model": "unknown", "dataset": "unknown", "device": "unknown"}
+        return {**base, "status": "error", "verdict": "error", "reason": reason, "origin": "matrix"}
+
+    def settle_item(self, case: Case | None, start: int, failures: list[str], skip_reason: str | None) -> list[dict[str, Any]]:
+        """After an item's teardown: make its rows say what happened to it, and return them.
+
+        A matrix case that crashed before recording a row gets an ``error`` row with the exception; a row
+        that reads as passed while the item failed (a crash after the row was written, a teardown error)
+        gets the verdict ``error``.  Rows are tagged with their origin (``matrix`` or a user's ``test``).
+        """
+        rows = self.results[start:]
+        cid = case.id if case is not None else None
+        for r in rows:
+            r.setdefault("origin", "matrix" if cid is not None and r.get("case") == cid else "test")
+        if case is None:
+            return rows
+        mine = [r for r in rows if r.get("case") == cid]
+        if not mine:
+            if failures:
+                row = self._error_row(case, f"crashed before recording a result: {failures[0]}")
+            elif skip_reason is not None:
+                row = {**self.base_record(case), "status": "skipped", "reason": skip_reason, "origin": "matrix"}
+            else:
+                row = self._error_row(case, "the test passed without recording a result; nothing was compared")
+            self.results.append(row)
+            rows = self.results[start:]
+        elif failures:
+            for r in mine:
+                if r.get("status") == "ran" and r.get("verdict") not in ("fail", "missing", "error"):
+                    r["verdict"] = "error"
+                    r["reason"] = failures[0]
+        return rows
+
+    def complete_results(self) -> None:
+        """On the controller, at the end: every collected case has a row.  Rows that a dead xdist worker
+        sent with its reports are used; a case with none gets an ``error`` row saying why."""
+        have = {r.get("case") for r in self.results if r.get("origin", "matrix") == "matrix"}
+        for cid, case in self.collected.items():
+            if cid in have:
+                continue
+            if cid in self.reported:
+                self.results.extend(self.reported[cid])
+                continue
+            reason = self.crashes.get(cid) or (
+                "never ran to the end: its xdist worker died or the session stopped before it (-x, Ctrl-C); "
+                "nothing was compared")
+            self.results.append(self._error_row(case, reason))
+
     # ---- end of session -------------------------------------------------------------------------
     def write_goldens(self) -> list[Path]:
         """Write the goldens of every case that ran under --speechlab-update-golden (controller only)."""
+        from .golden import GoldenError, saturated
         from .speed import recording_problem
 
-        written = []
+        written: list[Path] = []
+        marked: list[str] = []
         for r in self.results:
-            if r.get("verdict") == "updated" and r.get("golden_path"):
+            if r.get("verdict") == "accepted" and r.get("golden_path"):
                 path = Path(r["golden_path"])
                 payload = golden_payload(r)
                 problem = recording_problem(r.get("machine") or {}, r.get("metrics") or {})
@@ -346,6 +508,27 @@ class SpeechlabSession:
                                                   "unusable_reason": problem}
                     self.notes.append(f"{r.get('case')}: golden written, but its speed is marked unusable: {problem}; "
                                       "re-record it on a quiet machine")
-                write_golden(self.cfg.golden_dir, path, payload)
+                machine = r.get("machine") or {}
+                if self.n_workers > 1 or saturated(machine):
+                    # A baseline timed while other work shared the CPUs would make every later quiet run look
+                    # "improved" and a later busy run pass: it is kept, but marked and never gated.
+                    payload["rtf_unreliable"] = (
+                        f"recorded with {self.n_workers} xdist workers" if self.n_workers > 1 else
+                        f"recorded under 1-minute load {machine.get('load_avg_1m')} on {machine.get('cpu_count')} CPUs")
+                    marked.append(str(r.get("case")))
+                try:
+                    write_golden(self.cfg.golden_dir, path, payload)
+                except GoldenError as exc:
+                    self.write_errors.append(f"golden not written: {exc}")
+                    continue
+                except OSError as exc:
+                    self.write_errors.append(
+                        f"golden not written: {path}: {exc.strerror or exc}; make {self.cfg.golden_dir} writable "
+                        "(with free space), then accept again")
+                    continue
                 written.append(path)
+        if marked:
+            self.notes.append(f"RTF of {len(marked)} golden(s) recorded on a busy machine ({', '.join(sorted(marked))}): marked "
+                              "rtf_unreliable, so RTF is not gated against them; re-record them without -n on a quiet "
+                              "machine to gate speed")
         return written

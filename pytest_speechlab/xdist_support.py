@@ -181,6 +181,14 @@ def case_scope(nodeid: str, config_name: str, case_groups: dict[str, str]) -> st
     return None if group is None else f"speechlab:{group}"
 
 
+def case_id_of(nodeid: str, config_name: str) -> str | None:
+    """The case id of a matrix item's node id (with or without xdist's ``@group`` suffix), else None."""
+    m = _SPEECH_ITEM.match(nodeid)
+    if not m or m.group("file").rsplit("/", 1)[-1] != config_name:
+        return None
+    return m.group("case")
+
+
 def make_scheduler(config: Any, log: Any, config_name: str, case_groups: dict[str, str]) -> Any:
     """A ``LoadGroupScheduling`` that groups the matrix by :func:`group_names` (see the module docstring)."""
     from xdist.scheduler import LoadGroupScheduling

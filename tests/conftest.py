@@ -138,7 +138,7 @@ def _native_modules_loaded() -> None:
     # The plugin's own lazily imported modules too: a submodule dropped from sys.modules stays an attribute
     # of its (kept) parent package, so ``from pytest_speechlab.backends import faster_whisper`` in a later
     # run would get a stale copy while the plugin imports a fresh one.
-    for name in ("backends.faster_whisper", "backends.weights", "datasets", "evaluation", "golden", "metrics",
+    for name in ("backends.faster_whisper", "backends.decode_defaults", "backends.weights", "datasets", "evaluation", "golden", "metrics",
                  "report", "session", "devices"):
         importlib.import_module(f"pytest_speechlab.{name}")
 
@@ -182,3 +182,11 @@ def plugin_args(request: pytest.FixtureRequest) -> list[str]:
     """Behaviour tests run three ways: without xdist, with ``-n 0`` and with ``-n 2`` workers."""
     args: list[str] = request.param
     return args
+
+
+@pytest.fixture
+def fake(pytester: pytest.Pytester) -> Any:
+    """A project whose models run on the fake backend of tests/_fake.py (no real model loads: fast)."""
+    from _fake import FakeProject
+
+    return FakeProject(pytester)

@@ -228,7 +228,7 @@ def test_empty_reference_has_a_defined_score(project: SpeechProject) -> None:
 def test_malformed_yaml(project: SpeechProject) -> None:
     path = project.pytester.makefile(".yaml", speechlab="models:\n  fw: [unclosed\ndatasets: {}\n")
     result = project.run()
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([
         f"{path}: malformed YAML at line *, column *: *; fix the syntax (yaml.safe_load must parse it)"])
 
@@ -236,7 +236,7 @@ def test_malformed_yaml(project: SpeechProject) -> None:
 def test_unknown_backend(project: SpeechProject) -> None:
     project.config(models={"fw": {**DEFAULT_MODEL, "backend": "nemo-magic"}})
     result = project.run()
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([
         f"{project.path / 'speechlab.yaml'}: models.fw.backend: unknown backend 'nemo-magic'; known: *faster-whisper*"])
 
@@ -257,14 +257,14 @@ def test_unknown_config_key(project: SpeechProject, where: str, message: str) ->
     else:
         project.config(models={"fw-tiny-en": {**DEFAULT_MODEL, "beam_szie": 3}})
     result = project.run()
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([f"{project.path / 'speechlab.yaml'}: {message}"])
 
 
 def test_unknown_device_in_config_and_ini(project: SpeechProject) -> None:
     project.config(models={"fw-tiny-en": {**DEFAULT_MODEL, "devices": ["cpu", "tpu"]}})
     result = project.run()
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([
         f"{project.path / 'speechlab.yaml'}: models.fw-tiny-en.devices: unknown device 'tpu'; known: cpu, cuda, mps, remote"])
 

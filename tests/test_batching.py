@@ -22,7 +22,8 @@ def test_transcribe_batch_matches_sequential_and_timing_is_split_by_length() -> 
     from pytest_speechlab.metrics import get_normalizer
 
     spec = ModelSpec(name="fw", backend="faster-whisper", weights="bundled:tiny.en", devices=("cpu",),
-                     options={"compute_type": "int8", "beam_size": 5, "language": "en", "batch_size": 4})
+                     options={"compute_type": "int8", "beam_size": 5, "language": "en", "batch_size": 4,
+                              "temperature": 0.0, "without_timestamps": True})
     batched = get_backend("faster-whisper").load(spec, "cpu")
     sequential = FasterWhisperASR(batched.model, {**batched.decode_settings, "batch_size": None}, None)
     data = load_dataset("smoke", ROOT / "fixtures" / "smoke" / "manifest.jsonl")

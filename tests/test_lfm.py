@@ -580,7 +580,7 @@ golden_dir: golden
     result = pytester.runpytest("-p", "no:cacheprovider", "--speechlab-device", "all", "--speechlab-update-golden", "-rs")
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed") == 1 and not outcomes.get("failed") and not outcomes.get("errors")
-    result.stdout.fnmatch_lines(["*lfm-tiny-cpu-one*updated*", "*lfm-tiny-mps-one*skipped*mps*"])
+    result.stdout.fnmatch_lines(["*lfm-tiny-cpu-one*accepted*", "*lfm-tiny-mps-one*skipped*mps*"])
     golden = json.loads((pytester.path / "golden" / "lfm-tiny" / "one" / "cpu.json").read_text())
     assert golden["decode"]["task"] == "asr" and golden["decode"]["weights"] == "tiny-random"
     assert golden["decode"]["system_prompt"] == "Perform ASR."

@@ -216,7 +216,7 @@ def test_goldens_written_once_by_the_controller_and_valid(blessed: dict[str, Any
     assert blessed["stdout"].count("golden written:") == 4
     # the workers' results reached the controller: every case is in the record, written once
     assert [c["case"] for c in blessed["record"]["cases"]] == EXPECTED_CASES
-    assert all(c["verdict"] == "updated" for c in blessed["record"]["cases"])
+    assert all(c["verdict"] == "accepted" for c in blessed["record"]["cases"])
 
 
 @needs_xdist

@@ -69,6 +69,78 @@ class ModelSpec:
         return p
 
 
+@dataclass(frozen=True)
+class Opt:
+    """What one model option of a backend accepts: a declarative entry of ``option_types``.
+
+    ``kind``: ``int``, ``number``, ``bool``, ``str``, ``numbers`` (a number or a list of numbers, e.g. a
+    temperature fallback).  ``lo``/``hi``: inclusive bounds (``lo_open``: lo excluded).  ``choices``: the
+    allowed strings; ``also``: extra literal values accepted as-is (e.g. ``"voice"``); ``null``: None allowed.
+    """
+
+    kind: str
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    choices: tuple[str, ...] = ()
+    also: tuple[Any, ...] = ()
+    null: bool = False
+
+    def allowed(self) -> str:
+        """What is allowed, in words (for the error message)."""
+        if self.choices:
+            what = "one of " + ", ".join(self.choices)
+        else:
+            what = {"int": "an integer", "number": "a number", "bool": "true or false", "str": "a string",
+                    "numbers": "a number or a list of numbers"}[self.kind]
+            if self.lo is not None and self.hi is not None:
+                what += f" {'>' if self.lo_open else '>='} {_num(self.lo)} and <= {_num(self.hi)}"
+            elif self.lo is not None:
+                what += f" {'>' if self.lo_open else '>='} {_num(self.lo)}"
+            elif self.hi is not None:
+                what += f" <= {_num(self.hi)}"
+        extra = [repr(a) for a in self.also] + (["null"] if self.null else [])
+        return what + (f" (or {', '.join(extra)})" if extra else "")
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` (as YAML gave it) is allowed."""
+        import math
+
+        if value is None:
+            return self.null
+        if any(value == a and type(value) is type(a) for a in self.also):
+            return True
+        if self.choices:
+            return isinstance(value, str) and value in self.choices
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if self.kind == "str":
+            return isinstance(value, str)
+        values = value if self.kind == "numbers" and isinstance(value, list) and value else [value]
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                return False
+            if self.kind == "int" and not isinstance(v, int):
+                return False
+            if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
+                return False
+            if self.hi is not None and v > self.hi:
+                return False
+        return True
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def option_problem(types: dict[str, Opt], options: dict[str, Any]) -> tuple[str, str] | None:
+    """The first option whose value ``types`` does not allow, as (key, "value: allowed"), or None."""
+    for key, opt in types.items():
+        if key in options and not opt.accepts(options[key]):
+            return key, f"{options[key]!r} is not allowed; want {opt.allowed()}"
+    return None
+
+
 @runtime_checkable
 class ASRModel(Protocol):
     """A loaded speech-recognition model: 16 kHz (or ``sample_rate``) float32 mono in, text out."""
@@ -119,6 +191,9 @@ class BaseBackend:
     # Model-entry keys (decode/load settings) this backend reads; speechlab.yaml rejects any other key so a
     # typo is an error, not a silently ignored setting.  None: not declared, so not checked.
     options: ClassVar[tuple[str, ...] | None] = None
+    # Model-entry values this backend checks (types and ranges), by key; speechlab.yaml rejects a value that
+    # breaks them with one line naming the key, the value and what is allowed.  Keys left out are not checked.
+    option_types: ClassVar[dict[str, Opt]] = {}
 
     def unsupported_reason(self, device: str) -> str | None:
         """Why this backend cannot run on ``device`` at all (whatever the machine), or None."""

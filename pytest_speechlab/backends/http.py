@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Audio, BackendError, BaseBackend, ModelSpec
+from .base import Audio, BackendError, BaseBackend, ModelSpec, Opt
 
 BASE_URL_ENV = "SPEECHLAB_HTTP_BASE_URL"
 DEFAULT_API_KEY_ENV = "SPEECHLAB_API_KEY"
@@ -272,6 +272,20 @@ class HTTPBackend(BaseBackend):
     devices: ClassVar[tuple[str, ...]] = ("remote",)
     requires: ClassVar[tuple[str, ...]] = ("httpx",)
     speed_reference: ClassVar[str | None] = None  # a remote service's speed is not this machine's: reported, not gated
+    # Value checks (issue 12): speechlab.yaml refuses anything else, naming the key and what is allowed.
+    option_types: ClassVar[dict[str, Opt]] = {
+        "base_url": Opt("str"),
+        "api_key_env": Opt("str"),
+        "wav_subtype": Opt("str", choices=WAV_SUBTYPES),
+        "timeout": Opt("number", lo=0, lo_open=True, hi=86_400),
+        "retries": Opt("int", lo=0, hi=100),
+        "backoff": Opt("number", lo=0, hi=3600),
+        "sample_rate": Opt("int", lo=1000, hi=384_000),
+        "remote_model": Opt("str", null=True),
+        "language": Opt("str", null=True),
+        "voice": Opt("str", null=True),
+        "health_path": Opt("str", null=True),
+    }
 
     def unsupported_reason(self, device: str) -> str | None:
         if device != "remote":

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Audio, BackendError, BaseBackend, ModelSpec
+from .base import Audio, BackendError, BaseBackend, MissingExtraError, ModelSpec, Opt
 
 HUB_ID = "LiquidAI/LFM2.5-Audio-1.5B"
 WEIGHTS_ENV = "SPEECHLAB_LFM_WEIGHTS"
@@ -410,6 +410,14 @@ class LiquidAudioModel:
         )
 
 
+class PythonTooOldError(MissingExtraError):
+    """The backend's library cannot run on this Python at all: its cases skip with this reason."""
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+        self.backend, self.extra, self.missing = "liquid-audio", "lfm", "liquid_audio"
+
+
 class LiquidAudioBackend(BaseBackend):
     """LFM2-Audio through liquid-audio: ASR, TTS and chat on cpu, cuda and mps."""
 
@@ -420,15 +428,30 @@ class LiquidAudioBackend(BaseBackend):
     requires: ClassVar[tuple[str, ...]] = ("liquid_audio", "torch")
     speed_reference: ClassVar[str | None] = "torch"
     runtime: ClassVar[str | None] = "torch"  # devices.probe runs a tiny op through it
+    # Value checks (issue 12): speechlab.yaml refuses anything else, naming the key and what is allowed.
+    option_types: ClassVar[dict[str, Opt]] = {
+        "dtype": Opt("str", choices=("float32", "bfloat16", "float16")),
+        "seed": Opt("int", lo=0),
+        "max_new_tokens": Opt("int", lo=1, hi=100_000),
+        "cpu_threads": Opt("int", lo=0, hi=1024),
+        "text_temperature": Opt("number", lo=0, hi=5, null=True),
+        "audio_temperature": Opt("number", lo=0, hi=5, null=True),
+        "text_top_k": Opt("int", lo=1, null=True),
+        "audio_top_k": Opt("int", lo=1, null=True),
+        "voice": Opt("str", choices=VOICES),
+        "asr_system_prompt": Opt("str"),
+        "tts_system_prompt": Opt("str"),
+        "chat_system_prompt": Opt("str"),
+    }
 
     def check_installed(self) -> None:
         """Also refuse Python < 3.12: liquid-audio uses PEP 695 syntax and fails to import there."""
         # The project itself needs 3.12 today, but the 'lfm' extra is marker-guarded so the plugin may
         # one day support older Pythons; then this is the clear error instead of a SyntaxError.
-        if sys.version_info < (3, 12):  # noqa: UP036
-            raise BackendError(
-                f"backend {self.name!r} needs Python >= 3.12 (liquid-audio uses PEP 695 syntax); "
-                f"this is Python {sys.version_info.major}.{sys.version_info.minor}"
+        if sys.version_info < (3, 12):
+            raise PythonTooOldError(
+                f"backend {self.name!r} needs Python >= 3.12 (liquid-audio uses PEP 695 syntax, so the 'lfm' extra "
+                f"does not install it here); this is Python {sys.version_info.major}.{sys.version_info.minor}"
             )
         super().check_installed()
 

