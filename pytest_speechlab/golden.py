@@ -245,9 +245,9 @@ def compare(
             # The interval is over the entity miss rate (1 - accuracy), so "worse" is positive as for WER.
             _statistical(check, "entity", golden, obtained, tol, bootstrap, thresholds.get("confidence", 0.95))
         v.checks.append(check)
-    if om.get("rtf") is not None:
+    if _number(om.get("rtf")):
         v.checks.append(_speed_check(golden, obtained, thresholds, rtf_gate))
-    if "rtf" in gm and "rtf" in om and gm["rtf"] is not None and om["rtf"] is not None:
+    if _number(gm.get("rtf")) and _number(om.get("rtf")):
         v.checks.append(_rtf_check(golden, obtained, thresholds, rtf_gate, abs_rtf, force_rtf))
     for metric, key in (("RSS_MB", "case_peak_rss_mb"), ("GPU_MB", "cuda_peak_mb")):
         mem = _memory_check(metric, key, gm, om, thresholds)

@@ -208,7 +208,7 @@ def test_first_run_on_a_new_device_compares_with_the_cpu_golden(torch_project: p
     assert {c["metric"]: c["status"] for c in case["checks"]}["SPEED"] == "not-compared"
     res.stdout.fnmatch_lines([
         "tor-mps-clips *vs cpu golden*pass",
-        ("device: tor-mps-clips: no mps golden: accuracy compared with the cpu golden (*cpu.json) with a cross-device "
+        ("note: tor-mps-clips: no mps golden: accuracy compared with the cpu golden (*cpu.json) with a cross-device "
          "tolerance of +0.0200 WER/CER; speed not compared. Record this device's own golden: pytest *tor-mps-clips* "
          "--speechlab-update-golden"),
     ])

@@ -394,7 +394,7 @@ def test_changed_transcript_on_other_hardware_says_so(tmp_path: Path) -> None:
 
     row = {"id": "u1", "reference": "leaves from gate twelve", "ref_norm": "leaves from gate 12", "word_errors": 1,
            "ref_words": 4, "char_errors": 2, "ref_chars": 19}
-    golden = {**_case(1.0), "utterances": [{**row, "hypothesis": "lease from gate 12", "hyp_norm": "lease from gate 12"}],
+    golden = {**_case(1.0), "schema": 1, "utterances": [{**row, "hypothesis": "lease from gate 12", "hyp_norm": "lease from gate 12"}],
               "machine": {"cpu_model": "AMD EPYC", "cpu_flags": ["avx2"]}}
     golden["metrics"].update(wer=0.0, cer=0.0)
     path = tmp_path / "m" / "d" / "cpu.json"
