@@ -188,7 +188,9 @@ def quiet_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
     # the table of those cases (with its header row), then every note and statistical-gate line, as without -q:
     # a pass that the strict gate would have failed is never silent
     lines = summary_lines(problems, [])[:len(problems) + 1] if problems else []
-    lines += summary_lines(results, notes)[len(results) + 1:]
+    quiet_cases = {str(r.get("case")) for r in results if _verdict_word(r) in QUIET_OK}
+    lines += [line for line in summary_lines(results, notes)[len(results) + 1:]
+              if not (line.startswith("speed: ") and line[7:].split(":", 1)[0] in quiet_cases)]
     counts: dict[str, int] = {}
     for r in results:
         word = _verdict_word(r)

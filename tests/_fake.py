@@ -44,6 +44,9 @@ class FakeBackend(BaseBackend):
     extra = ""
     tasks = ("asr",)
     devices = ("cpu",)
+    # No paired speed reference: these tests judge other things, and reference runs inside the timed pass
+    # would blur the pytest-benchmark comparisons some of them make (tests/test_speed.py covers speed).
+    speed_reference = None
     options = ("say", "crash", "beam_size")
 
     def load(self, spec, device):
@@ -92,7 +95,10 @@ class FakeProject:
         if models is None:
             models = {"ok": {"backend": "fake"}}
         models = {k: {"backend": "fake", **v} for k, v in models.items()}
-        doc = {"models": models, "datasets": datasets, "thresholds": {"rtf_rel": 1000.0}, "golden_dir": "golden", **top}
+        # speed and memory are not what these tests judge (tests/test_speed.py does): huge tolerances
+        doc = {"models": models, "datasets": datasets, "golden_dir": "golden", **top,
+               "thresholds": {"rtf_rel": 1000.0, "speed_rel": 1000.0, "speed_rel_min": 1000.0, "rss_rel": 1000.0,
+                              **(top.get("thresholds") or {})}}
         path = self.path / "speechlab.yaml"
         path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
         return path
