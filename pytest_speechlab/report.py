@@ -166,7 +166,10 @@ def quiet_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
     # the table of those cases (with its header row), then every note and statistical-gate line, as without -q:
     # a pass that the strict gate would have failed is never silent
     lines = summary_lines(problems, [])[:len(problems) + 1] if problems else []
-    lines += summary_lines(results, notes)[len(results) + 1:]
+    from .tolerances import summary_lines as tolerance_lines
+
+    lines += [x for x in summary_lines(results, notes)[len(results) + 1:] if not x.startswith("tolerance: ")]
+    lines += tolerance_lines(problems)  # the effective tolerances of the listed cases only
     counts: dict[str, int] = {}
     for r in results:
         word = _verdict_word(r)
