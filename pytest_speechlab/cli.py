@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pytest_speechlab.check",
     "pytest_speechlab.scorecard",
     "pytest_speechlab.capability",
+    "pytest_speechlab.init",
 )
 
 
