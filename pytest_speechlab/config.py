@@ -19,7 +19,7 @@ GATES = ("strict", "statistical")
 # Tolerances used when speechlab.yaml sets none.  Production gates tighter than candidate: a model that
 # ships is held to its baseline more strictly than one still being evaluated.
 DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
-    "production": {"wer_abs": 0.01, "cer_abs": 0.01, "rtf_rel": 0.5},
+    "production": {"wer_abs": 0.01, "cer_abs": 0.01, "rtf_rel": 0.5, "catastrophic_max": 0},
     "candidate": {"wer_abs": 0.02, "cer_abs": 0.02, "rtf_rel": 0.5},
 }
 THRESHOLD_KEYS = {
@@ -36,11 +36,15 @@ THRESHOLD_KEYS = {
     "sec_per_char_max": "longest plausible duration per input character",
     "rms_max_dbfs": "loudest RMS level in dBFS (TTS audio sanity)",
     "roundtrip_wer_max": "highest pooled round-trip WER of a TTS voice through its judge, golden or not",
+    "catastrophic_max": "most utterances allowed a catastrophic output (hypothesis > 3x the reference, or "
+                        "compression ratio > 2.4); unset: the golden's count (production: 0)",
+    "hallucination_wpm_abs": "words per minute of non-speech may exceed the golden by this much (default 5)",
+    "hallucination_rate_abs": "share of non-speech clips with any output may exceed the golden by this much (default 0)",
 }
 MODEL_KEYS = {"backend", "weights", "devices", "stage", "task", "thresholds", "real_e2e", "description", "golden_from"}
 DATASET_KEYS = {
     "manifest", "normalizer", "markers", "thresholds", "task", "real_e2e", "allow_outside_paths",
-    "description", "language", "entities",
+    "description", "language", "entities", "perturb",
 }
 TOP_KEYS = {"models", "datasets", "thresholds", "golden_dir", "gate", "rounds", "bootstrap", "judge", "history_dir"}
 
@@ -149,7 +153,9 @@ def _thresholds(path: Path, key: str, raw: Any) -> dict[str, float]:
             raise _err(path, f"{key}.{k}", f"must be >= 0, got {v!r}")
         if k == "confidence" and not 0 < v < 1:
             raise _err(path, f"{key}.{k}", f"must be between 0 and 1 exclusive (e.g. 0.95), got {v!r}")
-        if k == "clipping_max" and v > 1:
+        if k == "catastrophic_max" and not float(v).is_integer():
+            raise _err(path, f"{key}.{k}", f"is a count of utterances: must be a whole number >= 0, got {v!r}")
+        if k in ("clipping_max", "hallucination_rate_abs") and v > 1:
             raise _err(path, f"{key}.{k}", f"is a share of samples: must be <= 1, got {v!r}")
         out[str(k)] = float(v)
     return out
@@ -278,6 +284,25 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
     )
 
 
+def _perturbed(path: Path, spec: DatasetSpec, raw: Any) -> dict[str, DatasetSpec]:
+    """The derived datasets of a ``perturb:`` entry (one per level: ``NAME+snr10``), validated."""
+    import dataclasses
+
+    from . import perturb
+
+    key = f"datasets.{spec.name}.perturb"
+    problem = perturb.problem(raw)
+    if problem:
+        raise _err(path, f"{key}.{problem[0]}" if problem[0] else key, problem[1])
+    if spec.task != "asr":
+        raise _err(path, key, f"perturbs audio: only an asr dataset can have it ({spec.name} is {spec.task})")
+    out = {}
+    for suffix, level in perturb.levels(raw):
+        name = f"{spec.name}+{suffix}"
+        out[name] = dataclasses.replace(spec, name=name, options={**spec.options, "perturb": level})
+    return out
+
+
 def load_config(path: Path) -> SpeechlabConfig:
     """Read and validate ``path``; raise :class:`ConfigError` naming the file and key on any problem."""
     path = Path(path).resolve()
@@ -321,6 +346,12 @@ def load_config(path: Path) -> SpeechlabConfig:
                 raise _err(path, f"{section}.{name}", problem)
     models = {str(k): _model(path, str(k), v) for k, v in models_raw.items()}
     datasets = {str(k): _dataset(path, str(k), v) for k, v in datasets_raw.items()}
+    for k, v in datasets_raw.items():  # perturbed copies: one dataset (and case, and golden) per level
+        if isinstance(v, dict) and "perturb" in v:
+            for name, derived in _perturbed(path, datasets[str(k)], v["perturb"]).items():
+                if name in datasets:
+                    raise _err(path, f"datasets.{k}.perturb", f"derives {name!r}, which is already a dataset; rename one")
+                datasets[name] = derived
     for m in models.values():
         if m.golden_from and m.golden_from.split("/")[0] not in models:
             raise _err(path, f"models.{m.name}.golden_from", f"names no model in models: ({m.golden_from!r})")

@@ -37,6 +37,7 @@ class Dataset:
     name: str
     source: Path
     utterances: tuple[Utterance, ...]
+    perturb: dict[str, Any] | None = None  # a derived dataset's perturbation (perturb.py), applied on load
 
     def __len__(self) -> int:
         return len(self.utterances)

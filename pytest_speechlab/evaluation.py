@@ -68,6 +68,10 @@ def evaluate_asr(
     for u in dataset.utterances:
         assert u.audio_path is not None
         audio, dur = load_audio(u.audio_path, model.sample_rate, reference=u.text)
+        if dataset.perturb:  # a derived dataset (perturb: in speechlab.yaml): noise added at the model's rate
+            from .perturb import apply
+
+            audio = apply(audio, dataset.perturb, u.id, model.sample_rate)
         audios.append(audio)
         durations.append(dur)
     model.transcribe(audios[0])  # warm-up: first-call costs (graph build, allocations) are not speed
@@ -138,6 +142,10 @@ def evaluate_asr(
             **details.get(len(rows), {}),
         })
     metrics = pool(err_rows)
+    # Catastrophic outputs per utterance, and words emitted on non-speech clips (empty references).
+    from .hallucination import score_outputs
+
+    metrics.update(score_outputs(rows, audios, model.sample_rate, str(dataset.source)))
     if any("entities" in u.extra for u in dataset.utterances):
         metrics.update(_score_entities(dataset, rows, normalizer))
     rtfs = [sum(t) / audio_total for _, t in rounds_out]
@@ -176,7 +184,7 @@ def _score_entities(dataset: Dataset, rows: list[dict[str, Any]], normalizer: No
 
 
 GOLDEN_FIELDS = ("case", "model", "dataset", "device", "task", "backend", "normalizer", "decode", "metrics",
-                 "machine", "provenance", "utterances", "stage", "weights")
+                 "machine", "provenance", "utterances", "stage", "weights", "perturb")
 
 
 def golden_payload(record: dict[str, Any]) -> dict[str, Any]:

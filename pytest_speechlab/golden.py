@@ -195,6 +195,11 @@ def compare(
     swap = _dataset_change(golden, obtained)
     if swap:
         v.problems.append(swap)
+    from .perturb import spec_change
+
+    other_audio = spec_change(golden, obtained)
+    if other_audio:
+        v.problems.append(other_audio)
     gm, om = golden["metrics"], obtained.get("metrics") or {}
     for metric in ("wer", "cer", "entity_acc", "rtf"):
         # A metric on one side only is never skipped in silence: nothing would be compared.
@@ -205,8 +210,15 @@ def compare(
         elif o_has and not g_has and metric in ("wer", "cer", "entity_acc"):
             v.problems.append(f"this run measured {metric} but the golden has {gm.get(metric)!r}; re-record the golden "
                               "(--speechlab-update-golden) so that it can be gated")
+    from .hallucination import gate as output_gate
+    from .hallucination import nonspeech_only
+
     for metric, tol_key in (("wer", "wer_abs"), ("cer", "cer_abs")):
         if not (_number(gm.get(metric)) and _number(om.get(metric))):
+            continue
+        if nonspeech_only(obtained):  # empty references: the hallucination metrics below gate this dataset
+            v.checks.append(Check(metric.upper(), float(om[metric]), float(gm[metric]), "-", "off",
+                                  "non-speech dataset (every reference empty): gated by HAL-WPM/HAL-RATE"))
             continue
         tol = thresholds.get(tol_key, 0.0)
         g, o = float(gm[metric]), float(om[metric])
@@ -267,6 +279,10 @@ def compare(
         if len(spread) > 1:
             check.note = (check.note + "; " if check.note else "") + f"rounds {min(spread):.4f}..{max(spread):.4f}"
         v.checks.append(check)
+    checks, problems, notes = output_gate(golden, obtained, thresholds)  # catastrophic outputs, hallucination
+    v.checks += checks
+    v.problems += problems
+    v.notes += notes
     if v.problems or any(c.status == "fail" for c in v.checks):
         v.status = "fail"
     elif any(c.status == "improved" for c in v.checks):

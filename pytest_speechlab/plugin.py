@@ -547,8 +547,8 @@ def tts_eval(request: pytest.FixtureRequest) -> Callable[..., Any]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     sess = config.stash.get(SESSION_KEY, None)
-    if sess is None:
-        return
+    if sess is None or config.option.collectonly:
+        return  # --collect-only ran nothing: no record, no summary
     if hasattr(config, "workerinput"):
         # Workers hand their results to the controller, which alone writes files and prints the summary.
         worker = sess.xdist.get("worker")

@@ -355,6 +355,10 @@ class SpeechlabSession:
         if name not in self._datasets:
             spec = self.dataset_spec(name)
             self._datasets[name] = load_dataset(name, spec.manifest, allow_outside_paths=spec.allow_outside_paths, task=spec.task)
+            if spec.options.get("perturb"):
+                import dataclasses
+
+                self._datasets[name] = dataclasses.replace(self._datasets[name], perturb=spec.options["perturb"])
         return self._datasets[name]
 
     # ---- running --------------------------------------------------------------------------------
@@ -397,6 +401,7 @@ class SpeechlabSession:
             "weights": self.weights_identity(spec, model),
             "tolerance_sources": self.tolerance_sources(case.model, case.dataset),
             "utterances": out["utterances"],
+            **({"perturb": data.perturb} if data.perturb else {}),
         }
         if spec.golden_from:
             owner, owner_device = spec.golden_from.split("/")
