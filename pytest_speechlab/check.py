@@ -15,7 +15,6 @@ from .config import DEFAULT_THRESHOLDS, GATES
 from .golden import (
     GoldenError,
     Verdict,
-    compare,
     golden_path,
     read_golden,
     render_failure,
@@ -27,6 +26,7 @@ from .runs import (
     load_run,
     record_problems,
 )
+from .verdicts import judge
 
 
 def register(subparsers: Any) -> None:
@@ -77,13 +77,17 @@ def check_case(record: dict[str, Any], case: dict[str, Any], golden_file: Path, 
         return verdict, render_failure(case["case"], verdict, golden_file, [], _accept(record, case))
     if rtf_gate is None:
         rtf_gate = bool(settings.get("rtf_gate", True))
-    verdict = compare(golden, case, thresholds, gate=gate, rtf_gate=rtf_gate,
-                      force_rtf=force_rtf or bool(settings.get("force_rtf", False)))
+    verdict = judge(golden, case, thresholds, gate=gate, rtf_gate=rtf_gate,
+                    force_rtf=force_rtf or bool(settings.get("force_rtf", False)))
+    from .tolerances import describe
+
+    tol = describe(thresholds, case.get("tolerance_sources") or {k: "as recorded" for k in thresholds})
     if verdict.failed:
-        return verdict, render_failure(case["case"], verdict, golden_file, changed_utterances(golden, case),
-                                       _accept(record, case))
+        block = render_failure(case["case"], verdict, golden_file, changed_utterances(golden, case), _accept(record, case))
+        return verdict, f"{block}\n  tolerances: {tol}"
     lines = [f"{c.metric} {c.status}" + (f" ({c.note})" if c.note else "") for c in verdict.checks]
-    return verdict, f"{case['case']}: {verdict.status}: " + "; ".join(lines)
+    notes = "".join(f"\n  note: {n}" for n in verdict.notes)
+    return verdict, f"{case['case']}: {verdict.status}: " + "; ".join(lines) + f"\n  tolerances: {tol}{notes}"
 
 
 def run_check(args: argparse.Namespace) -> int:

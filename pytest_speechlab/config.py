@@ -97,13 +97,17 @@ class SpeechlabConfig:
     history_dir: Path | None = None
 
     def thresholds_for(self, model: str, dataset: str) -> dict[str, float]:
-        """Tolerances for one case: stage defaults < global < model < dataset (later wins)."""
+        """Tolerances for one case (the stage is a ceiling the global block cannot loosen: tolerances.py)."""
+        return self.tolerances_for(model, dataset)[0]
+
+    def tolerances_for(self, model: str, dataset: str | None) -> tuple[dict[str, float], dict[str, str]]:
+        """Tolerances for one case and, per key, where the value came from (see tolerances.py)."""
+        from .tolerances import effective
+
         spec = self.models[model]
-        out = dict(DEFAULT_THRESHOLDS.get(spec.stage, DEFAULT_THRESHOLDS["candidate"]))
-        out.update(self.thresholds)
-        out.update(spec.thresholds)
-        out.update(self.datasets[dataset].thresholds)
-        return out
+        ds = self.datasets.get(dataset) if dataset else None
+        return effective(spec.stage, self.thresholds, model, spec.thresholds, dataset if ds else None,
+                         ds.thresholds if ds else {})
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -42,6 +42,11 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.utterances)
 
+    @property
+    def root(self) -> Path:
+        """The folder audio paths are relative to: the manifest's folder, or the dataset folder itself."""
+        return self.source if self.source.is_dir() else self.source.parent
+
 
 def _inside(path: Path, root: Path) -> bool:
     try:

@@ -14,7 +14,6 @@ from .datasets import Dataset, load_audio
 from .golden import (
     GoldenError,
     Verdict,
-    compare,
     golden_path,
     read_golden,
     render_failure,
@@ -28,6 +27,8 @@ from .metrics import (
     utterance_errors,
     utterance_wer,
 )
+from .provenance import file_sha256, utterance_audio_path
+from .verdicts import judge
 
 # runner(one_round, rounds) calls one_round() ``rounds`` times (pytest-benchmark's pedantic, or a loop).
 Runner = Callable[[Callable[[], None], int], None]
@@ -114,13 +115,18 @@ def evaluate_asr(
     hyps, times = rounds_out[0]
     rows: list[dict[str, Any]] = []
     err_rows = []
+    root = dataset.root
     for u, hyp, secs, dur in zip(dataset.utterances, hyps, times, durations, strict=True):
+        assert u.audio_path is not None  # ASR rows always have audio (load_manifest checks)
         ref_n, hyp_n = normalizer(u.text), normalizer(hyp)
         e = utterance_errors(ref_n, hyp_n)
         err_rows.append(e)
         rows.append({
             "id": u.id,
-            "audio": str(u.audio_path),
+            # Relative to the dataset root, so a golden recorded on another machine has the same line; the hash
+            # tells a replaced recording from the one the golden scored.
+            "audio": utterance_audio_path(u.audio_path, root),
+            "audio_sha256": file_sha256(u.audio_path),
             "reference": u.text,
             "hypothesis": hyp,
             "ref_norm": ref_n,
@@ -178,7 +184,7 @@ def _score_entities(dataset: Dataset, rows: list[dict[str, Any]], normalizer: No
 
 
 GOLDEN_FIELDS = ("case", "model", "dataset", "device", "task", "backend", "normalizer", "decode", "metrics",
-                 "machine", "provenance", "utterances", "stage", "perturb")
+                 "machine", "provenance", "utterances", "stage", "weights", "perturb")
 
 
 def golden_payload(record: dict[str, Any]) -> dict[str, Any]:
@@ -264,19 +270,27 @@ class CaseResult:
             golden = read_golden(path)
         except GoldenError as exc:
             self.record["verdict"] = "error"
+            self.record["causes"] = ["golden invalid"]
             self.record["reason"] = str(exc)
             golden = None
         if self.record.get("verdict") == "error":
-            pytest.fail(self.record["reason"], pytrace=False)
+            # The headline names the cause; the next line is the reader's message (file, problem, fix).
+            cause = (self.record.get("causes") or ["golden invalid"])[0]
+            pytest.fail(f"speechlab: {self.record['case']}: {cause}\n{self.record['reason']}", pytrace=False)
         if golden is None:
             self.verdict = Verdict("missing")
             self.record["verdict"] = "missing"
             pytest.fail(render_failure(self.record["case"], self.verdict, path, [], self.accept_command), pytrace=False)
         assert golden is not None
         s = self.settings
-        self.verdict = compare(golden, self.record, self.thresholds, gate=s.gate, rtf_gate=s.rtf_gate,
-                               force_rtf=s.force_rtf, bootstrap=s.bootstrap)
+        self.verdict = judge(golden, self.record, self.thresholds, gate=s.gate, rtf_gate=s.rtf_gate,
+                             force_rtf=s.force_rtf, bootstrap=s.bootstrap)
         self.record["verdict"] = self.verdict.status
+        self.record["causes"] = list(self.verdict.causes)
+        if self.verdict.drift:
+            self.record["dataset_changes"] = self.verdict.drift
+        if self.verdict.notes:
+            self.record["verdict_notes"] = list(self.verdict.notes)
         self.record["checks"] = [c.__dict__ for c in self.verdict.checks]
         self.record["golden_metrics"] = {k: golden["metrics"].get(k) for k in ("wer", "cer", "rtf", "entity_acc")}
         if self.verdict.failed:

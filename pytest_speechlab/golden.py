@@ -132,6 +132,9 @@ class Verdict:
     checks: list[Check] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # mismatches that make the comparison meaningless
     notes: list[str] = field(default_factory=list)
+    # Why it failed, first cause first (verdicts.CAUSES): the headline names causes[0].
+    causes: list[str] = field(default_factory=list)
+    drift: list[dict[str, Any]] = field(default_factory=list)  # utterances changed in the dataset (drift.py)
 
     @property
     def failed(self) -> bool:
@@ -360,10 +363,14 @@ def _statistical(check: Check, metric: str, golden: dict[str, Any], obtained: di
 
 def render_failure(case_id: str, verdict: Verdict, path: Path, changed: list[dict[str, str]], accept: str) -> str:
     """The one block a failing case prints."""
-    lines = [f"speechlab: {case_id} is worse than its golden baseline" if verdict.status == "fail"
-             else f"speechlab: {case_id} has no golden baseline"]
+    from .drift import render as render_drift
+    from .verdicts import headline
+
+    lines = [headline(case_id, verdict)]
     for p in verdict.problems:
         lines.append(f"  ! {p}")
+    if verdict.drift:
+        lines.extend(render_drift(verdict.drift))
     if verdict.checks:
         lines.append(f"  {'metric':<8}{'obtained':>10}{'golden':>10}  {'tolerance':<12}verdict")
         for c in verdict.checks:

@@ -127,6 +127,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {desc}")
     config.stash[SESSION_KEY] = None
     config.stash[CONFIG_ERROR_KEY] = None
+    if config.pluginmanager.hasplugin("benchmark") and not config.pluginmanager.hasplugin("speechlab-benchmark-fail"):
+        config.pluginmanager.register(_BenchmarkCompareFail(), "speechlab-benchmark-fail")
     path, explicit = _config_path(config)
     if path is None:
         return
@@ -332,6 +334,9 @@ def _benchmark_runner(request: pytest.FixtureRequest, case: Case) -> tuple[Any, 
     except pytest.FixtureLookupError:
         return None, loop_runner
     bench.group = f"{case.dataset}-{case.device}"
+    # pytest-benchmark matches saved runs by fullname, which is the node id ("speechlab.yaml::test_speech[...]"):
+    # the case id alone keeps --benchmark-compare working when the config file is renamed or another one is used.
+    bench.fullname = case.id
 
     def runner(fn: Callable[[], None], rounds: int) -> None:
         bench.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
@@ -360,7 +365,7 @@ def run_matrix_case(case: Any, request: pytest.FixtureRequest) -> None:
         m = result.metrics
         bench.extra_info.update({"wer": m["wer"], "cer": m["cer"], "rtf": m["rtf"], "rtf_rounds": m["rtf_rounds"],
                                  "audio_seconds": m["audio_seconds"], "decode": result.record["decode"],
-                                 "model": case.model, "device": case.device, "dataset": case.dataset})
+                                 "weights": result.record["weights"], "model": case.model, "device": case.device, "dataset": case.dataset})
         if m.get("entity_acc") is not None:
             bench.extra_info["entity_acc"] = m["entity_acc"]
     _junit_properties(request, result.record)
@@ -542,8 +547,8 @@ def tts_eval(request: pytest.FixtureRequest) -> Callable[..., Any]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     sess = config.stash.get(SESSION_KEY, None)
-    if sess is None:
-        return
+    if sess is None or config.option.collectonly:
+        return  # --collect-only ran nothing: no record, no summary
     if hasattr(config, "workerinput"):
         # Workers hand their results to the controller, which alone writes files and prints the summary.
         worker = sess.xdist.get("worker")
@@ -612,10 +617,14 @@ def _benchmark_options_given(config: pytest.Config) -> bool:
                for w in words)
 
 
+SESSION_OBJ_KEY = pytest.StashKey["pytest.Session"]()
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Quiet means quiet: in a speechlab session pytest-benchmark's wide table is shown only with -v or when a
     --benchmark-* option was given (the speechlab summary already has the figures)."""
     config = session.config
+    config.stash[SESSION_OBJ_KEY] = session  # _BenchmarkCompareFail sets the exit status through it
     bench = getattr(config, "_benchmarksession", None)
     if config.stash.get(SESSION_KEY, None) is None or bench is None:
         return
@@ -639,6 +648,27 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(f"run record: {sess.opts.json_path}")
     for err in sess.write_errors:
         terminalreporter.write_line(f"speechlab: error: {err}", red=True)
+
+
+class _BenchmarkCompareFail:
+    """Registered when pytest-benchmark is active: its ``--benchmark-compare-fail`` raises out of the terminal
+    summary (a traceback); this ends the run with one clean line and a failing exit status instead (the
+    benchmarks that regressed, and by how much, are already listed above it by pytest-benchmark)."""
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> Any:
+        try:
+            return (yield)
+        except Exception as exc:
+            if type(exc).__name__ != "PerformanceRegression" or not type(exc).__module__.startswith("pytest_benchmark"):
+                raise
+            terminalreporter.write_line(
+                "speechlab: pytest-benchmark --benchmark-compare-fail: performance regressed against the saved run "
+                "(see the regressions listed above); the session fails", red=True)
+            session = config.stash.get(SESSION_OBJ_KEY, None)
+            if session is not None and session.exitstatus == 0:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            return None
 
 
 class _XdistHooks:

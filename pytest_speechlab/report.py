@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -89,9 +90,35 @@ def vs_golden(r: dict[str, Any]) -> str:
             parts.append(f"{label} {m[k] - g[k]:+.4f}")
     if g.get("rtf") and m.get("rtf") is not None:
         rtf_check = next((c for c in r.get("checks", []) if c["metric"] == "RTF"), None)
-        tag = f" ({rtf_check['status']})" if rtf_check and rtf_check["status"] in ("not-comparable", "off") else ""
+        tag = ""
+        if rtf_check and rtf_check["status"] in ("not-comparable", "off"):
+            tag = f" ({rtf_check['status']}: {short_reason(rtf_check)})"
         parts.append(f"RTF x{m['rtf'] / g['rtf']:.2f}{tag}")
     return ", ".join(parts) or "-"
+
+
+def short_reason(check: dict[str, Any]) -> str:
+    """Why a check was not compared, in a few words for the summary table (the note has the rest)."""
+    note = str(check.get("note") or "")
+    if check.get("status") == "off":
+        return "gate off"
+    if "saturated" in note:
+        load = re.search(r"load ([0-9.]+) on (\d+) CPUs", note)
+        return f"saturated CPU, load {load.group(1)}/{load.group(2)}" if load else "saturated CPU"
+    if "golden measured on" in note:
+        return "other machine"
+    if "dataset changed" in note:
+        return "dataset changed"
+    return note.split(";")[0][:40] or "see the record"
+
+
+def verdict_text(r: dict[str, Any]) -> str:
+    """The summary's verdict cell: the verdict and, when it failed, its first cause."""
+    verdict = str(r.get("verdict") or r.get("status", "?"))
+    causes = r.get("causes") or []
+    if verdict in ("fail", "error") and causes:
+        return f"{verdict}: {causes[0]}" + (f" (+{len(causes) - 1})" if len(causes) > 1 else "")
+    return verdict
 
 
 def summary_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
@@ -99,11 +126,12 @@ def summary_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
     rows = [("case", "WER", "CER", "RTF", "vs golden", "verdict")]
     for r in sorted(results, key=lambda r: r.get("case", "")):
         m = r.get("metrics") or {}
-        verdict = r.get("verdict") or r.get("status", "?")
+        verdict = verdict_text(r)
         if r.get("status") == "skipped":
             verdict = f"skipped: {r.get('reason', '')}"
         elif r.get("status") == "error" or r.get("verdict") == "error":
-            verdict = f"error: {r.get('reason', '')}"
+            cause = f"{r['causes'][0]}: " if r.get("causes") else ""
+            verdict = f"error: {cause}{r.get('reason', '')}"
         rows.append((r.get("case", "?"), _f(m.get("wer")), _f(m.get("cer")), _f(m.get("rtf")), vs_golden(r), verdict))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:5], widths, strict=True)) + "  " + row[5] for row in rows]
@@ -111,7 +139,14 @@ def summary_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
     # strict gate would have failed is never silent.
     gate_notes = [f"{r.get('case')}: {c['metric']} {c['note']}" for r in sorted(results, key=lambda r: r.get("case", ""))
                   for c in r.get("checks", []) if c.get("status") == "noise" or "real regression" in (c.get("note") or "")]
-    return lines + [f"note: {n}" for n in notes] + [f"gate: {n}" for n in gate_notes]
+    # Each case's checks that were left undone, and why (golden predates weights/audio identity, ...):
+    # a pass that could not verify something says so.
+    case_notes = [f"{r.get('case')}: {n}" for r in sorted(results, key=lambda r: r.get("case", ""))
+                  for n in r.get("verdict_notes") or []]
+    from .tolerances import summary_lines as tolerance_lines
+
+    return (lines + [f"note: {n}" for n in notes] + [f"gate: {n}" for n in gate_notes]
+            + [f"note: {n}" for n in case_notes] + tolerance_lines(results))
 
 
 #: Verdicts that need no attention; with ``-q`` the summary lists every other case.

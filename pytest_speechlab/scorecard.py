@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,13 +36,15 @@ GRADE_RULE = (
     f"and device, and RTF <= {A_RTF_MAX:g}. "
     f"C: failed its golden gate (a regression or no baseline), or RTF >= {C_RTF_MIN:g} (slower than real time), "
     f"or WER more than {C_WER_MARGIN:.2f} above the best. "
-    "B: everything else."
+    "B: everything else. RTF measured while the CPU was saturated is shown greyed and not graded (only WER and the "
+    "gate decide)."
 )
 RECOMMEND_RULE = (
     "Per task: the model with the best grade (its worst grade over the datasets and devices it ran), then the "
     "lowest mean WER, then the lowest mean RTF; at equal footing the production-stage model is preferred "
-    "(production, then candidate, then experimental). Per dataset and device the same order applies to that "
-    "group alone."
+    "(production, then candidate). Per dataset and device the same order applies to that group alone. Never "
+    "recommended: models at stage experimental or deprecated, and models whose weights are random or test weights "
+    "(e.g. tiny-random): they are graded and listed, not picked."
 )
 
 
@@ -62,6 +65,8 @@ class Entry:
     source: str
     grade: str = "?"
     notes: list[str] = field(default_factory=list)
+    excluded: str | None = None  # why this model is never recommended (stage, random weights)
+    rtf_ignored: str | None = None  # why its RTF is not graded (a saturated CPU)
 
     @property
     def wer(self) -> float:
@@ -107,6 +112,8 @@ def collect(records: list[dict[str, Any]]) -> tuple[list[Entry], list[str]]:
                       stage=c.get("stage", "candidate"), backend=c.get("backend", "?"), metrics=c["metrics"],
                       golden=_golden_metrics(c), verdict=str(c.get("verdict") or "ran"), decode=c.get("decode") or {},
                       source=rec["_path"])
+            e.excluded = not_recommendable(c)
+            e.rtf_ignored = rtf_unusable(c)
             key = (e.model, e.task, e.dataset, e.device)
             if key in chosen:
                 notes.append(f"{'/'.join(key)} appears in several records; the newest ({max(created, chosen[key][0])}) is shown")
@@ -116,6 +123,34 @@ def collect(records: list[dict[str, Any]]) -> tuple[list[Entry], list[str]]:
     entries = [e for _, e in chosen.values()]
     grade(entries)
     return entries, notes
+
+
+_TEST_WEIGHTS = re.compile(r"random|dummy|(^|[^a-z])test([^a-z]|$)", re.IGNORECASE)
+
+
+def not_recommendable(case: dict[str, Any]) -> str | None:
+    """Why a case's model must never be recommended (stage or random/test weights), or None."""
+    stage = case.get("stage", "candidate")
+    if stage in ("experimental", "deprecated"):
+        return f"stage {stage}"
+    w = case.get("weights") or {}
+    spec = str(w.get("spec") or (case.get("decode") or {}).get("weights") or "")
+    if _TEST_WEIGHTS.search(spec) or str(w.get("source") or "").startswith("generated"):
+        return f"random or test weights ({spec or w.get('source')})"
+    return None
+
+
+def rtf_unusable(case: dict[str, Any]) -> str | None:
+    """Why a case's RTF says nothing about the model (measured on a saturated CPU), or None."""
+    from .golden import _saturated
+
+    m = case.get("machine") or {}
+    if _saturated(m):
+        return f"saturated CPU: 1-minute load {m.get('load_avg_1m')} on {m.get('cpu_count')} CPUs"
+    rtf = next((c for c in case.get("checks") or [] if c.get("metric") == "RTF"), None)
+    if rtf and rtf.get("status") == "not-comparable" and "saturated" in str(rtf.get("note")):
+        return "saturated CPU (the gate said so)"
+    return None
 
 
 def groups(entries: list[Entry]) -> dict[tuple[str, str, str], list[Entry]]:
@@ -131,9 +166,11 @@ def grade(entries: list[Entry]) -> None:
     for group in groups(entries).values():
         best = min(e.wer for e in group)
         for e in group:
-            if e.verdict in FAILED_VERDICTS or e.rtf >= C_RTF_MIN or e.wer > best + C_WER_MARGIN + 1e-12:
+            slow = e.rtf_ignored is None and e.rtf >= C_RTF_MIN
+            fast = e.rtf_ignored is not None or e.rtf <= A_RTF_MAX
+            if e.verdict in FAILED_VERDICTS or slow or e.wer > best + C_WER_MARGIN + 1e-12:
                 e.grade = "C"
-            elif e.wer <= best + A_WER_MARGIN + 1e-12 and e.rtf <= A_RTF_MAX:
+            elif e.wer <= best + A_WER_MARGIN + 1e-12 and fast:
                 e.grade = "A"
             else:
                 e.grade = "B"
@@ -143,9 +180,14 @@ def _rank_key(grade_: str, wer: float, rtf: float, stage: str) -> tuple[str, flo
     return grade_, round(wer, 6), round(rtf, 6), STAGE_RANK.get(stage, 9)
 
 
-def recommend_group(group: list[Entry]) -> Entry:
-    """The recommended entry of one task/dataset/device group."""
-    return min(group, key=lambda e: _rank_key(e.grade, e.wer, e.rtf, e.stage))
+def _rtf_key(e: Entry) -> float:
+    return float("inf") if e.rtf_ignored else e.rtf
+
+
+def recommend_group(group: list[Entry]) -> Entry | None:
+    """The recommended entry of one task/dataset/device group (None when every model there is excluded)."""
+    eligible = [e for e in group if not e.excluded]
+    return min(eligible, key=lambda e: _rank_key(e.grade, e.wer, _rtf_key(e), e.stage)) if eligible else None
 
 
 def recommend_tasks(entries: list[Entry]) -> dict[str, dict[str, Any]]:
@@ -161,7 +203,7 @@ def recommend_tasks(entries: list[Entry]) -> dict[str, dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         for model, es in per_model.items():
             finite_w = [e.wer for e in es if e.wer != float("inf")]
-            finite_r = [e.rtf for e in es if e.rtf != float("inf")]
+            finite_r = [e.rtf for e in es if e.rtf != float("inf") and not e.rtf_ignored]
             rows.append({
                 "model": model,
                 "grade": max(e.grade for e in es),  # the worst grade ("C" > "B" > "A")
@@ -170,9 +212,11 @@ def recommend_tasks(entries: list[Entry]) -> dict[str, dict[str, Any]]:
                 "stage": es[0].stage,
                 "groups": len(es),
                 "of": n_groups,
+                "excluded": next((e.excluded for e in es if e.excluded), None),
             })
         rows.sort(key=lambda r: _rank_key(r["grade"], r["wer"], r["rtf"], r["stage"]))
-        out[task] = {"pick": rows[0], "ranking": rows}
+        pick = next((r for r in rows if not r["excluded"]), None)
+        out[task] = {"pick": pick, "ranking": rows}
     return out
 
 
@@ -287,13 +331,30 @@ def _row(e: Entry) -> list[str]:
     ratio = "-"
     if e.golden.get("rtf") and e.metrics.get("rtf") is not None:
         ratio = f"x{float(e.metrics['rtf']) / float(e.golden['rtf']):.2f}"
+    rtf = _f(e.metrics.get("rtf"))
+    if e.rtf_ignored:
+        rtf += f" (not graded: {e.rtf_ignored})"
+    grade_ = e.grade + (f" (never recommended: {e.excluded})" if e.excluded else "")
     return [e.model, e.stage, _decode(e), _f(e.metrics.get("wer")), _f(e.metrics.get("cer")),
-            _f(e.metrics.get("entity_acc")), _f(e.metrics.get("rtf")), _mem(e), _d(e.delta("wer")), _d(e.delta("cer")),
-            ratio, e.verdict, e.grade]
+            _f(e.metrics.get("entity_acc")), rtf, _mem(e), _d(e.delta("wer")), _d(e.delta("cer")),
+            ratio, e.verdict, grade_]
 
 
-def _group_pick(best: Entry, md: bool) -> str:
+def _task_pick(task: str, rec: dict[str, Any], md: bool) -> str:
     b = "**" if md else ""
+    p = rec["pick"]
+    if p is None:
+        why = "; ".join(f"{r['model']}: {r['excluded']}" for r in rec["ranking"])
+        return f"{b}{task}{b}: none recommended (every model is excluded: {why})"
+    return (f"{b}{task}{b}: {b}{p['model']}{b} (grade {p['grade']}, mean WER {_f(p['wer'])}, mean RTF {_f(p['rtf'])}, "
+            f"{p['stage']}, ran on {p['groups']} of {p['of']} dataset/device groups)")
+
+
+def _group_pick(best: Entry | None, md: bool, group: list[Entry] | None = None) -> str:
+    b = "**" if md else ""
+    if best is None:
+        why = "; ".join(f"{e.model}: {e.excluded}" for e in group or [])
+        return f"Recommended here: none (every model here is excluded from recommendation: {why})."
     if best.grade == "C":  # a C is never recommended: say so, and name the least bad
         return f"Recommended here: none (every model is graded C); least bad: {b}{best.model}{b}."
     return f"Recommended here: {b}{best.model}{b} (grade {best.grade})."
@@ -309,12 +370,10 @@ def render_markdown(entries: list[Entry], records: list[dict[str, Any]], notes: 
                      f"CPU {prov.get('cpu_model', '?')})")
     lines += ["", MEMORY_NOTE, "", "## Grades", "", GRADE_RULE, "", "## Recommendation", "", RECOMMEND_RULE, ""]
     for task, rec in recommend_tasks(entries).items():
-        p = rec["pick"]
-        lines.append(f"- **{task}**: **{p['model']}** (grade {p['grade']}, mean WER {_f(p['wer'])}, mean RTF {_f(p['rtf'])}, "
-                     f"{p['stage']}, ran on {p['groups']} of {p['of']} dataset/device groups)")
+        lines.append(f"- {_task_pick(task, rec, md=True)}")
     for (task, ds, dev), group in groups(entries).items():
         best = recommend_group(group)
-        lines += ["", f"## {task}: {ds} on {dev}", "", _group_pick(best, md=True), ""]
+        lines += ["", f"## {task}: {ds} on {dev}", "", _group_pick(best, md=True, group=group), ""]
         lines.append("| " + " | ".join(HEADER) + " |")
         lines.append("|" + "---|" * len(HEADER))
         for e in group:
@@ -329,7 +388,7 @@ def render_markdown(entries: list[Entry], records: list[dict[str, Any]], notes: 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;margin:.5em 0 1.5em}
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}th{background:#f3f3f3}td:first-child,td:nth-child(2),
 td:nth-child(3){text-align:left}.A{background:#d9f2d9}.B{background:#fff3cd}.C{background:#f8d7da}.rule{background:#f7f7f7;
-padding:.6em 1em;border-left:4px solid #888}img{max-width:48%;margin-right:1%}"""
+padding:.6em 1em;border-left:4px solid #888}.grey{color:#999}img{max-width:48%;margin-right:1%}"""
 
 
 def render_html(entries: list[Entry], records: list[dict[str, Any]], notes: list[str],
@@ -345,17 +404,18 @@ def render_html(entries: list[Entry], records: list[dict[str, Any]], notes: list
     out.append(f"</ul><p>{esc(MEMORY_NOTE)}</p><h2>Grades</h2>")
     out.append(f"<p class='rule'>{esc(GRADE_RULE)}</p><h2>Recommendation</h2><p class='rule'>{esc(RECOMMEND_RULE)}</p><ul>")
     for task, rec in recommend_tasks(entries).items():
-        p = rec["pick"]
-        out.append(f"<li><b>{esc(task)}</b>: <b>{esc(p['model'])}</b> (grade {p['grade']}, mean WER {_f(p['wer'])}, "
-                   f"mean RTF {_f(p['rtf'])}, {esc(p['stage'])}, ran on {p['groups']} of {p['of']} dataset/device groups)</li>")
+        out.append(f"<li>{esc(_task_pick(task, rec, md=False))}</li>")
     out.append("</ul>")
     for (task, ds, dev), group in groups(entries).items():
         best = recommend_group(group)
-        out.append(f"<h2>{esc(task)}: {esc(ds)} on {esc(dev)}</h2><p>{esc(_group_pick(best, md=False))}</p>"
+        out.append(f"<h2>{esc(task)}: {esc(ds)} on {esc(dev)}</h2><p>{esc(_group_pick(best, md=False, group=group))}</p>"
                    "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in HEADER) + "</tr>")
         for e in group:
             cells = _row(e)
-            out.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells[:-1]) + f"<td class='{e.grade}'>{e.grade}</td></tr>")
+            # RTF (column 7) greyed when it was not graded.
+            out.append("<tr>" + "".join(f"<td{' class=grey' if i == 6 and e.rtf_ignored else ''}>{esc(c)}</td>"
+                                        for i, c in enumerate(cells[:-1]))
+                       + f"<td class='{e.grade}'>{esc(cells[-1])}</td></tr>")
         out.append("</table>")
     if plots:
         out.append("<h2>Plots</h2><div>")
@@ -407,6 +467,9 @@ def run_scorecard(args: argparse.Namespace) -> int:
     entries, _ = collect([load_run(p) for p in args.runs])
     for task, rec in recommend_tasks(entries).items():
         p = rec["pick"]
+        if p is None:
+            print(f"recommended for {task}: none ({_task_pick(task, rec, md=False).split(': ', 1)[1]})")
+            continue
         print(f"recommended for {task}: {p['model']} (grade {p['grade']}, mean WER {_f(p['wer'])}, mean RTF {_f(p['rtf'])})")
     for kind, path in written.items():
         print(f"{kind}: {path}")

@@ -180,6 +180,60 @@ def encode_wav_response(audio: np.ndarray, sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
+#: ``/v1/audio/speech`` response formats: (media type, soundfile format, subtype, sample rate or None to keep the
+#: model's).  OpenAI's API defaults to mp3; ``pcm`` is raw 16-bit little-endian mono at 24 kHz, as OpenAI sends it.
+SPEECH_FORMATS: dict[str, tuple[str, str | None, str | None, int | None]] = {
+    "mp3": ("audio/mpeg", "MP3", "MPEG_LAYER_III", None),
+    "opus": ("audio/ogg", "OGG", "OPUS", 24000),  # Ogg Opus takes 8/12/16/24/48 kHz only
+    "flac": ("audio/flac", "FLAC", "PCM_16", None),
+    "wav": ("audio/wav", "WAV", "PCM_16", None),
+    "pcm": ("audio/pcm", None, None, 24000),
+}
+#: ``/v1/audio/transcriptions`` response formats.
+TRANSCRIPTION_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
+
+
+def encode_speech(audio: np.ndarray, sample_rate: int, fmt: str) -> tuple[bytes, str]:
+    """``audio`` encoded as ``fmt`` (a key of :data:`SPEECH_FORMATS`), and its media type."""
+    import soundfile as sf
+
+    media, container, subtype, rate = SPEECH_FORMATS[fmt]
+    mono = np.asarray(audio, dtype=np.float32).reshape(-1)
+    if rate is not None and rate != int(sample_rate):
+        import soxr
+
+        mono = soxr.resample(mono, int(sample_rate), rate, quality="HQ").astype(np.float32)
+        sample_rate = rate
+    if container is None:  # raw PCM
+        pcm = np.clip(np.round(mono.astype(np.float64) * 32768.0), -32768, 32767).astype("<i2")
+        return pcm.tobytes(), media
+    if fmt == "wav":
+        return encode_wav_response(mono, sample_rate), media
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(mono, -1.0, 1.0), int(sample_rate), format=container, subtype=subtype)
+    return buf.getvalue(), media
+
+
+def _timestamp(seconds: float, sep: str) -> str:
+    ms = max(0, round(seconds * 1000))
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    sec, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{sec:02d}{sep}{ms:03d}"
+
+
+def subtitles(segments: list[dict[str, Any]], fmt: str) -> str:
+    """SubRip (``srt``) or WebVTT (``vtt``) text of transcript segments."""
+    blocks = []
+    for i, seg in enumerate(segments, start=1):
+        sep = "," if fmt == "srt" else "."
+        span = f"{_timestamp(seg['start'], sep)} --> {_timestamp(seg['end'], sep)}"
+        text = str(seg["text"]).strip()
+        blocks.append(f"{i}\n{span}\n{text}\n" if fmt == "srt" else f"{span}\n{text}\n")
+    body = "\n".join(blocks)
+    return body if fmt == "srt" else "WEBVTT\n\n" + body
+
+
 def create_app(
     model_name: str,
     spec: ModelSpec,
@@ -282,8 +336,13 @@ def create_app(
             raise HTTPException(
                 400, f"model {model_name!r} is configured for language {fixed!r}; the request asked for {language!r}"
             )
-        if response_format not in ("json", "text"):
-            raise HTTPException(400, f"response_format {response_format!r} is not supported; use json or text")
+        if response_format not in TRANSCRIPTION_FORMATS:
+            raise HTTPException(400, f"response_format {response_format!r} is not supported; use "
+                                     + ", ".join(TRANSCRIPTION_FORMATS))
+        timed = response_format in ("verbose_json", "srt", "vtt")
+        if timed and not callable(getattr(m, "transcribe_segments", None)):
+            raise HTTPException(400, f"model {model_name!r} gives no segment timestamps, so response_format "
+                                     f"{response_format!r} is not available; use json or text")
         data = file.file.read()
         try:
             audio = read_upload(data, file.filename or "file", int(m.sample_rate), max_audio_seconds)
@@ -291,11 +350,22 @@ def create_app(
             raise HTTPException(400, str(exc)) from exc
         with lock:
             try:
-                text = m.transcribe(audio)
+                segments = m.transcribe_segments(audio) if timed else None
+                text = "".join(str(x["text"]) for x in segments).strip() if segments is not None else m.transcribe(audio)
             except BackendError as exc:
                 raise HTTPException(500, f"model {model_name!r} failed: {exc}") from exc
         if response_format == "text":
             return Response(text, media_type="text/plain")
+        if response_format in ("srt", "vtt"):
+            return Response(subtitles(segments or [], response_format), media_type="text/plain; charset=utf-8")
+        if response_format == "verbose_json":
+            fixed_language = (getattr(m, "decode_settings", None) or {}).get("language")
+            return {
+                "task": "transcribe", "language": language or fixed_language or "unknown",
+                "duration": round(len(audio) / float(m.sample_rate), 3), "text": text,
+                "segments": [{"seek": 0, "tokens": [], "temperature": 0.0, "avg_logprob": 0.0,
+                              "compression_ratio": 0.0, "no_speech_prob": 0.0, **seg} for seg in segments or []],
+            }
         return {"text": text}
 
     @app.post("/v1/audio/speech")
@@ -307,15 +377,16 @@ def create_app(
         if not isinstance(text, str) or not text.strip():
             raise HTTPException(400, "'input' must be a non-empty string (the text to speak)")
         _check_model_field(payload.get("model"))
-        fmt = payload.get("response_format", "wav")
-        if fmt != "wav":
-            raise HTTPException(400, f"response_format {fmt!r} is not supported; use wav")
+        fmt = payload.get("response_format", "mp3")  # OpenAI's default
+        if fmt not in SPEECH_FORMATS:
+            raise HTTPException(400, f"response_format {fmt!r} is not supported; use " + ", ".join(SPEECH_FORMATS))
         with lock:
             try:
                 audio, sr = m.synthesize(text)
             except BackendError as exc:
                 raise HTTPException(500, f"model {model_name!r} failed: {exc}") from exc
-        return Response(encode_wav_response(audio, sr), media_type="audio/wav")
+        body, media = encode_speech(audio, sr, fmt)
+        return Response(body, media_type=media)
 
     app.add_middleware(GuardMiddleware, api_key=api_key, max_upload_bytes=int(max_upload_bytes))
     return app

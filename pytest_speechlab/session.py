@@ -86,6 +86,7 @@ class SpeechlabSession:
         self.xdist: dict[str, Any] = {}
         self._models: dict[tuple[str, str], Any] = {}
         self._datasets: dict[str, Dataset] = {}
+        self._weights: dict[str, dict[str, Any]] = {}
         self.adhoc: dict[str, DatasetSpec] = {}
         # Every matrix case this session selected (id -> Case; on the xdist controller, from a worker's
         # collection).  Each of them ends up in the run record, whatever happened to it.
@@ -197,14 +198,12 @@ class SpeechlabSession:
         return self.cfg.datasets.get(name) or self.adhoc[name]
 
     def thresholds_for(self, model: str, dataset: str) -> dict[str, float]:
-        if dataset in self.cfg.datasets:
-            return self.cfg.thresholds_for(model, dataset)
-        from .config import DEFAULT_THRESHOLDS
+        """The case's effective tolerances (an ad hoc dataset has no thresholds of its own)."""
+        return self.cfg.tolerances_for(model, dataset)[0]
 
-        out = dict(DEFAULT_THRESHOLDS.get(self.cfg.models[model].stage, DEFAULT_THRESHOLDS["candidate"]))
-        out.update(self.cfg.thresholds)
-        out.update(self.cfg.models[model].thresholds)
-        return out
+    def tolerance_sources(self, model: str, dataset: str) -> dict[str, str]:
+        """Where each of the case's tolerances came from (stage ceiling, global, model or dataset)."""
+        return self.cfg.tolerances_for(model, dataset)[1]
 
     # ---- matrix --------------------------------------------------------------------------------
     def empty_reason(self) -> str | None:
@@ -339,6 +338,18 @@ class SpeechlabSession:
             self._models[key] = loaded
         return self._models[key]
 
+    def weights_identity(self, spec: ModelSpec, loaded: Any = None) -> dict[str, Any]:
+        """``{spec, source, sha256}`` of the weights ``spec`` loads (provenance.py), once per model per process."""
+        if spec.name not in self._weights:
+            from .provenance import weights_identity
+
+            try:
+                self._weights[spec.name] = weights_identity(spec, loaded, self.cfg.path.parent)
+            except (OSError, BackendError) as exc:
+                # The model loaded, so this is about reading its files again: say so rather than fail the case.
+                self._weights[spec.name] = {"spec": spec.weights, "source": f"unknown ({exc})", "sha256": None}
+        return self._weights[spec.name]
+
     def dataset(self, name: str) -> Dataset:
         """The dataset ``name`` (configured or ad hoc), read once per process."""
         if name not in self._datasets:
@@ -387,6 +398,8 @@ class SpeechlabSession:
             "rounds": self.rounds,
             "machine": machine_fingerprint(case.device, threads),
             "provenance": {"versions": versions()},
+            "weights": self.weights_identity(spec, model),
+            "tolerance_sources": self.tolerance_sources(case.model, case.dataset),
             "utterances": out["utterances"],
             **({"perturb": data.perturb} if data.perturb else {}),
         }

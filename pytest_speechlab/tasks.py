@@ -64,6 +64,7 @@ def run_chat_case(sess: Any, case: Any) -> None:
         rows.append({"id": u.id, "reference": u.text, "hypothesis": reply.text, "seconds": round(secs, 6),
                      "reply_audio_seconds": round(out.size / reply.sample_rate, 6) if reply.sample_rate else 0.0})
     record = {**base, "status": "ran", "decode": model.decode_settings, "utterances": rows,
+              "weights": sess.weights_identity(sess.cfg.models[case.model], model),
               "machine": machine_fingerprint(case.device),
               "metrics": {"rtf": seconds / audio_in if audio_in else None, "utterances": len(rows),
                           "replies_with_text": sum(1 for r in rows if r["hypothesis"].strip()),

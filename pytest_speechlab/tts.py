@@ -655,6 +655,8 @@ def run_tts_case(sess: Any, case: Any, request: Any) -> Any:
         "rounds": sess.rounds,
         "machine": machine_fingerprint(case.device, threads),
         "provenance": {"versions": versions()},
+        "weights": sess.weights_identity(spec, voice),
+        "tolerance_sources": sess.tolerance_sources(case.model, case.dataset),
         "utterances": result.rows,
         "audio_dir": str(result.audio_dir),
         "audio_files": result.audio_files,
@@ -663,6 +665,7 @@ def run_tts_case(sess: Any, case: Any, request: Any) -> Any:
     if bench is not None:
         bench.extra_info.update({"wer": m["wer"], "cer": m["cer"], "rtf": m["rtf"], "ttfa_s": m["ttfa_s"],
                                  "audio_seconds": m["audio_seconds"], "decode": record["decode"],
+                                 "weights": record["weights"],
                                  "model": case.model, "device": case.device, "dataset": case.dataset})
     _junit_properties(request, record)
     ttfa = f", time to first audio {m['ttfa_s']:.3f} s" if m.get("ttfa_s") is not None else ""

