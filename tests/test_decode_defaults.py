@@ -257,8 +257,8 @@ def test_session_refuses_batching_that_cannot_honour_the_settings(project: Any) 
     project.config(models={"fw-tiny-en": {**DEFAULT_MODEL, "batch_size": 4}})
     result = project.run("-m", "smoke", "--speechlab-update-golden")
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*model 'fw-tiny-en': batch_size 4 batches across utterances, which decodes only at "
-                                 "temperature 0.0 without timestamps*"])
+    result.stdout.fnmatch_lines([("*model 'fw-tiny-en': batch_size 4 batches across utterances, which decodes only at "
+                                 "temperature 0.0 without timestamps*")])
     project.config(models={"fw-tiny-en": {**DEFAULT_MODEL, "batch_size": 4, "temperature": 0.0,
                                           "without_timestamps": True}})
     assert project.run("-m", "smoke", "--speechlab-update-golden").ret == 0
