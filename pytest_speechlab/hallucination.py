@@ -9,8 +9,9 @@
 * **Hallucination on non-speech**: utterances whose reference is empty are non-speech clips (silence, noise,
   music).  ``hallucination_wpm`` = words emitted per minute of non-speech audio, ``hallucination_rate`` =
   the share of those clips with any output after normalisation.  Silero VAD (shipped with faster-whisper,
-  ONNX, no torch) measures the speech in each such clip (``vad_speech_s``): a clip in which it finds speech
-  is not a non-speech clip, and the case errors instead of scoring it.
+  ONNX, no torch) measures the speech in each such clip (``vad_speech_s``): in a non-speech dataset (every
+  reference empty) a clip in which it finds speech is an error; in a speech dataset such a clip (a forgotten
+  transcript) is scored as before and left out of the non-speech metrics (``not_nonspeech`` on its row).
 
 Everything here is additive to a case record: new per-utterance fields and new metric keys.  A golden
 recorded before them lacks them; :func:`gate` says so instead of passing silently.
@@ -110,6 +111,11 @@ def score_outputs(rows: list[dict[str, Any]], audios: Sequence[np.ndarray], samp
     words = 0
     emitting = 0
     n_nonspeech = 0
+    rejected = 0
+    # A non-speech dataset (every reference empty) is gated by these metrics alone: speech in it is an error.
+    # In a speech dataset, a clip with a forgotten transcript is scored as before (its words are insertions)
+    # and left out of the non-speech metrics.
+    all_empty = all(not r["ref_norm"].strip() for r in rows)
     for row, audio in zip(rows, audios, strict=True):
         row["compression_ratio"] = round(compression_ratio(row["hypothesis"]), 4)
         reason = catastrophic_reason(row["ref_norm"], row["hyp_norm"], row["hypothesis"])
@@ -118,20 +124,27 @@ def score_outputs(rows: list[dict[str, Any]], audios: Sequence[np.ndarray], samp
             flagged += 1
         if row["ref_norm"].strip():
             continue
-        n_nonspeech += 1
         speech = vad_speech_seconds(audio, sample_rate)
         if speech is not None:
             row["vad_speech_s"] = round(speech, 3)
+            if speech > VAD_SPEECH_MAX_S and not all_empty:
+                row["not_nonspeech"] = (f"the reference is empty but Silero VAD finds {speech:.2f} s of speech: scored "
+                                        "as a speech clip (its words are insertions), not as non-speech")
+                rejected += 1
+                continue
             if speech > VAD_SPEECH_MAX_S:
                 raise NonSpeechError(
                     f"{source} (utterance {row['id']}): the reference is empty (a non-speech clip) but Silero VAD "
                     f"finds {speech:.2f} s of speech in {row.get('audio')}; its hallucination score would count real "
                     "words. Transcribe the clip in the manifest, or remove it")
+        n_nonspeech += 1
         nonspeech_s += float(row["duration"])
         n = len(row["hyp_norm"].split())
         words += n
         emitting += 1 if n else 0
     out: dict[str, Any] = {"catastrophic": flagged}
+    if rejected:
+        out["empty_references_with_speech"] = rejected
     if n_nonspeech:
         out.update({
             "hallucination_wpm": words / (nonspeech_s / 60.0) if nonspeech_s else 0.0,

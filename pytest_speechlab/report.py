@@ -142,7 +142,8 @@ def verdict_text(r: dict[str, Any]) -> str:
     return verdict
 
 
-def summary_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
+def summary_lines(results: list[dict[str, Any]], notes: list[str],
+                  detail: list[dict[str, Any]] | None = None) -> list[str]:
     """The end-of-session table: case, WER, CER, RTF, vs golden, verdict."""
     rows = [("case", "WER", "CER", "RTF", "vs golden", "verdict")]
     for r in sorted(results, key=lambda r: r.get("case", "")):
@@ -162,13 +163,15 @@ def summary_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
                   for c in r.get("checks", []) if c.get("status") == "noise" or "real regression" in (c.get("note") or "")]
     # Each case's checks that were left undone, and why (golden predates weights/audio identity, ...):
     # a pass that could not verify something says so.
-    case_notes = [f"{r.get('case')}: {n}" for r in sorted(results, key=lambda r: r.get("case", ""))
+    # ``detail``: the cases whose notes and tolerances are printed (with -q only those that need attention).
+    detail = results if detail is None else detail
+    case_notes = [f"{r.get('case')}: {n}" for r in sorted(detail, key=lambda r: r.get("case", ""))
                   for n in r.get("verdict_notes") or []]
     from .tolerances import summary_lines as tolerance_lines
 
     return (lines + [f"note: {n}" for n in notes] + [f"gate: {n}" for n in gate_notes]
-            + [f"note: {n}" for n in case_notes] + tolerance_lines(results)
-            + [f"speed: {n}" for n in speed_notes(results) if "golden yet" not in n])
+            + [f"note: {n}" for n in case_notes] + tolerance_lines(detail)
+            + [f"speed: {n}" for n in speed_notes(detail) if "golden yet" not in n])
 
 
 #: Verdicts that need no attention; with ``-q`` the summary lists every other case.
@@ -188,9 +191,7 @@ def quiet_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
     # the table of those cases (with its header row), then every note and statistical-gate line, as without -q:
     # a pass that the strict gate would have failed is never silent
     lines = summary_lines(problems, [])[:len(problems) + 1] if problems else []
-    quiet_cases = {str(r.get("case")) for r in results if _verdict_word(r) in QUIET_OK}
-    lines += [line for line in summary_lines(results, notes)[len(results) + 1:]
-              if not (line.startswith("speed: ") and line[7:].split(":", 1)[0] in quiet_cases)]
+    lines += summary_lines(results, notes, detail=problems)[len(results) + 1:]
     counts: dict[str, int] = {}
     for r in results:
         word = _verdict_word(r)

@@ -476,7 +476,9 @@ class SpeechlabSession:
     def complete_results(self) -> None:
         """On the controller, at the end: every collected case has a row.  Rows that a dead xdist worker
         sent with its reports are used; a case with none gets an ``error`` row saying why."""
-        have = {r.get("case") for r in self.results if r.get("origin", "matrix") == "matrix"}
+        for r in self.results:
+            r.setdefault("origin", "test")  # a row made outside any item (e.g. in a wide-scoped fixture)
+        have = {r.get("case") for r in self.results if r.get("origin") == "matrix"}
         for cid, case in self.collected.items():
             if cid in have:
                 continue

@@ -60,6 +60,20 @@ def test_score_outputs_counts_words_on_nonspeech() -> None:
     assert rows[0]["vad_speech_s"] == 0.0 and "vad_speech_s" not in rows[2]
 
 
+def test_empty_reference_on_speech_in_a_speech_dataset_is_not_nonspeech() -> None:
+    """A forgotten transcript in a speech dataset stays a speech clip (WER counts its words as insertions)."""
+    import soundfile as sf
+
+    speech, rate = sf.read(REPO / "fixtures" / "smoke" / "smoke-06.wav", dtype="float32")
+    rows = [{"id": "s", "reference": "", "ref_norm": "", "hypothesis": "Can you send me the report by Friday?",
+             "hyp_norm": "can you send me the report by friday", "duration": len(speech) / rate},
+            {"id": "q", "reference": "", "ref_norm": "", "hypothesis": "", "hyp_norm": "", "duration": 2.0},
+            {"id": "t", "reference": "hi", "ref_norm": "hi", "hypothesis": "hi", "hyp_norm": "hi", "duration": 1.0}]
+    m = score_outputs(rows, [speech, np.zeros(32000, dtype=np.float32), speech], rate, "test")
+    assert m["empty_references_with_speech"] == 1 and "Silero VAD finds" in rows[0]["not_nonspeech"]
+    assert (m["nonspeech_clips"], m["nonspeech_words"], m["hallucination_rate"]) == (1, 0, 0.0)
+
+
 def _cases(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["case"]: c for c in record["cases"]}
 
