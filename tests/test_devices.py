@@ -170,9 +170,15 @@ golden_dir: golden
 
 
 @pytest.fixture
-def torch_project(pytester: pytest.Pytester) -> pytest.Pytester:
+def torch_project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    import sys
+
     import numpy as np
     import soundfile as sf
+
+    # The backend registers as "conftest:TorchishBackend": another in-process project's conftest must not
+    # answer to that name.
+    monkeypatch.delitem(sys.modules, "conftest", raising=False)
 
     data = pytester.path / "data"
     data.mkdir()
