@@ -25,7 +25,11 @@ DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
 THRESHOLD_KEYS = {
     "wer_abs": "WER may exceed the golden by this much (absolute)",
     "cer_abs": "CER may exceed the golden by this much (absolute)",
-    "rtf_rel": "RTF may exceed the golden by this fraction (0.5 = 50% slower)",
+    "rtf_rel": "absolute RTF may exceed the golden by this fraction (gated only with --speechlab-abs-rtf)",
+    "speed_rel": "relative speed (vs the speed reference) may exceed the golden by at most this fraction (default 0.2)",
+    "speed_rel_min": "the relative-speed tolerance never goes below this, however quiet the reference (default 0.15)",
+    "rss_rel": "per-case peak RSS may exceed the golden by this fraction (default 0.25)",
+    "cross_device_abs": "extra WER/CER allowance when a device without its own golden is compared with the cpu golden (default 0.02)",
     "entity_abs": "entity accuracy may fall below the golden by this much",
     "confidence": "confidence level of the statistical gate's bootstrap interval",
     # TTS audio sanity (checked against absolute bands, not the golden)
@@ -41,12 +45,14 @@ THRESHOLD_KEYS = {
     "hallucination_wpm_abs": "words per minute of non-speech may exceed the golden by this much (default 5)",
     "hallucination_rate_abs": "share of non-speech clips with any output may exceed the golden by this much (default 0)",
 }
-MODEL_KEYS = {"backend", "weights", "devices", "stage", "task", "thresholds", "real_e2e", "description", "golden_from"}
+MODEL_KEYS = {"backend", "weights", "devices", "stage", "task", "thresholds", "real_e2e", "description", "golden_from",
+              "speed_reference"}
 DATASET_KEYS = {
     "manifest", "normalizer", "markers", "thresholds", "task", "real_e2e", "allow_outside_paths",
     "description", "language", "entities", "perturb",
 }
-TOP_KEYS = {"models", "datasets", "thresholds", "golden_dir", "gate", "rounds", "bootstrap", "judge", "history_dir"}
+TOP_KEYS = {"models", "datasets", "thresholds", "golden_dir", "gate", "rounds", "bootstrap", "judge", "history_dir",
+            "speed_reference", "min_timed_audio_s"}
 
 
 # A model or dataset name becomes a test id and a folder under golden_dir: letters, digits and -_.+@,
@@ -91,10 +97,12 @@ class SpeechlabConfig:
     thresholds: dict[str, float]
     golden_dir: Path
     gate: str = "strict"
-    rounds: int = 3
+    rounds: int | None = None  # None: adaptive (timed passes until min_timed_audio_s of audio)
     bootstrap: int = 2000
     judge: str | None = None
     history_dir: Path | None = None
+    speed_reference_runs: int = 5
+    min_timed_audio_s: float = 30.0
 
     def thresholds_for(self, model: str, dataset: str) -> dict[str, float]:
         """Tolerances for one case (the stage is a ceiling the global block cannot loosen: tolerances.py)."""
@@ -235,7 +243,18 @@ def _model(path: Path, name: str, raw: Any) -> ModelSpec:
         config_path=path,
         real_e2e=bool(raw.get("real_e2e", False)),
         golden_from=_golden_from(path, f"{key}.golden_from", raw.get("golden_from")),
+        speed_reference=_speed_reference(path, f"{key}.speed_reference", raw.get("speed_reference")),
     )
+
+
+def _speed_reference(path: Path, key: str, raw: Any) -> str | None:
+    from .speed import WORKLOADS
+
+    if raw is None:
+        return None
+    if raw not in (*WORKLOADS, "none"):
+        raise _err(path, key, f"unknown speed reference {raw!r}; one of: {', '.join(WORKLOADS)}, none")
+    return str(raw)
 
 
 def _golden_from(path: Path, key: str, raw: Any) -> str | None:
@@ -361,9 +380,20 @@ def load_config(path: Path) -> SpeechlabConfig:
     gate = raw.get("gate", "strict")
     if gate not in GATES:
         raise _err(path, "gate", f"unknown gate {gate!r}; one of: {', '.join(GATES)}")
-    rounds = raw.get("rounds", 3)
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise _err(path, "rounds", f"must be an integer >= 1 (timed passes over each dataset), got {rounds!r}")
+    rounds = raw.get("rounds")
+    if rounds is not None and (isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1):
+        raise _err(path, "rounds", f"must be an integer >= 1 (timed passes over each dataset), got {rounds!r}; "
+                                   "leave it out for adaptive rounds (min_timed_audio_s)")
+    min_audio = raw.get("min_timed_audio_s", 30.0)
+    if isinstance(min_audio, bool) or not isinstance(min_audio, (int, float)) or not 0 <= min_audio < math.inf:
+        raise _err(path, "min_timed_audio_s", f"must be a number of seconds >= 0, got {min_audio!r}")
+    sref = raw.get("speed_reference") or {}
+    if not isinstance(sref, dict) or set(sref) - {"runs"}:
+        raise _err(path, "speed_reference", f"must be a mapping with 'runs: N' (N >= 5), got {sref!r}; "
+                                            "choose a model's workload with speed_reference: NAME under the model")
+    ref_runs = sref.get("runs", 5)
+    if isinstance(ref_runs, bool) or not isinstance(ref_runs, int) or ref_runs < 5:
+        raise _err(path, "speed_reference.runs", f"must be an integer >= 5 (reference runs per case), got {ref_runs!r}")
     bootstrap = raw.get("bootstrap", 2000)
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 100:
         raise _err(path, "bootstrap", f"must be an integer >= 100 (bootstrap resamples), got {bootstrap!r}")
@@ -382,4 +412,6 @@ def load_config(path: Path) -> SpeechlabConfig:
         bootstrap=bootstrap,
         judge=judge,
         history_dir=(path.parent / history).resolve() if isinstance(history, str) else None,
+        speed_reference_runs=ref_runs,
+        min_timed_audio_s=float(min_audio),
     )

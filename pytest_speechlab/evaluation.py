@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Any
 
 from .backends.base import ASRModel
 from .datasets import Dataset, load_audio
+from .devices import machine_difference
 from .golden import (
     GoldenError,
     Verdict,
@@ -20,14 +22,19 @@ from .golden import (
 )
 from .metrics import (
     Normalizer,
+    case_memory_mb,
+    case_peak_rss_mb,
     cuda_peak_mb,
     peak_rss_mb,
     percentile,
     pool,
+    reset_case_peak,
+    rss_mb,
     utterance_errors,
     utterance_wer,
 )
 from .provenance import file_sha256, utterance_audio_path
+from .speed import DEFAULT_RUNS, Pacer, Workload
 from .verdicts import judge
 
 # runner(one_round, rounds) calls one_round() ``rounds`` times (pytest-benchmark's pedantic, or a loop).
@@ -49,19 +56,39 @@ def batch_size_of(model: Any) -> int | None:
     return None
 
 
+MIN_TIMED_AUDIO_S = 30.0  # adaptive rounds: timed passes until this much audio has been timed
+MAX_ADAPTIVE_ROUNDS = 10
+
+
+def adaptive_rounds(audio_seconds: float, min_timed_audio_s: float = MIN_TIMED_AUDIO_S) -> int:
+    """Timed passes needed to time at least ``min_timed_audio_s`` of audio (1 for a long dataset, at most 10)."""
+    if audio_seconds <= 0:
+        return 1
+    return max(1, min(MAX_ADAPTIVE_ROUNDS, math.ceil(min_timed_audio_s / audio_seconds - 1e-9)))
+
+
 def evaluate_asr(
     model: ASRModel,
     dataset: Dataset,
     normalizer: Normalizer,
     *,
-    rounds: int = 3,
+    rounds: int | None = 3,
     runner: Runner = loop_runner,
     progress: Progress | None = None,
+    reference: Workload | None = None,
+    reference_runs: int = DEFAULT_RUNS,
+    min_timed_audio_s: float = MIN_TIMED_AUDIO_S,
 ) -> dict[str, Any]:
     """Transcribe every utterance ``rounds`` times after one warm-up call; score the first round.
 
-    Returns ``{"metrics": ..., "utterances": [...], "deterministic": bool}``.  RTF = inference seconds /
-    audio seconds per round; the reported RTF is the median round, and every round's RTF is kept.
+    ``rounds=None`` is adaptive: as many timed passes as it takes to time ``min_timed_audio_s`` of audio
+    (one pass for a dataset that long).  With a speed ``reference`` workload, ``reference_runs`` runs of it
+    are interleaved with the timed calls (see :mod:`pytest_speechlab.speed`) and the metrics gain
+    ``speed_rel``/``speed_rel_band``.  Determinism: every round must give the same hypotheses, and the
+    shortest clip is transcribed once more (untimed) and must give its first hypothesis again.
+
+    Returns ``{"metrics": ..., "utterances": [...], "deterministic": bool, "speed_reference": {...}}``.  RTF =
+    inference seconds / audio seconds per round; the reported RTF is the median round, every round's is kept.
     """
     audios: list[Any] = []
     durations: list[float] = []
@@ -74,10 +101,16 @@ def evaluate_asr(
             audio = apply(audio, dataset.perturb, u.id, model.sample_rate)
         audios.append(audio)
         durations.append(dur)
+    case_peak = reset_case_peak()  # this case's own memory peak, model already resident
+    start_rss = rss_mb()
     model.transcribe(audios[0])  # warm-up: first-call costs (graph build, allocations) are not speed
     n = len(audios)
+    if rounds is None:
+        rounds = adaptive_rounds(sum(durations), min_timed_audio_s)
     rounds_out: list[tuple[list[str], list[float]]] = []
     batch = batch_size_of(model)
+    per_round = math.ceil(n / batch) if batch else n
+    pacer = Pacer(reference, per_round * rounds, reference_runs)
     details: dict[int, dict[str, Any]] = {}  # per utterance of the scored round: what the model decoded with
 
     def one_round() -> None:
@@ -86,7 +119,8 @@ def evaluate_asr(
         if batch:
             # Cross-utterance batching: one call per batch.  An utterance's "seconds" is its share of the
             # batch's wall time, split by audio length (the batch is timed, not each utterance in it).
-            for start in range(0, n, batch):
+            for k, start in enumerate(range(0, n, batch)):
+                pacer.at(len(rounds_out) * per_round + k)
                 chunk = audios[start:start + batch]
                 t0 = time.perf_counter()
                 out = model.transcribe_batch(chunk)  # type: ignore[attr-defined]
@@ -99,6 +133,7 @@ def evaluate_asr(
             rounds_out.append((hyps, times))
             return
         for i, audio in enumerate(audios):
+            pacer.at(len(rounds_out) * per_round + i)
             t0 = time.perf_counter()
             hyps.append(model.transcribe(audio))
             times.append(time.perf_counter() - t0)
@@ -111,6 +146,10 @@ def evaluate_asr(
     runner(one_round, rounds)
     while len(rounds_out) < rounds:  # a disabled benchmark runs the function once
         one_round()
+    pacer.finish()
+    # Determinism from one cheap re-run: the shortest clip again, compared with its first-round hypothesis.
+    shortest = min(range(n), key=lambda i: durations[i])
+    rerun_same = model.transcribe(audios[shortest]) == rounds_out[0][0][shortest]
     audio_total = sum(durations)
     hyps, times = rounds_out[0]
     rows: list[dict[str, Any]] = []
@@ -150,21 +189,30 @@ def evaluate_asr(
         metrics.update(_score_entities(dataset, rows, normalizer))
     rtfs = [sum(t) / audio_total for _, t in rounds_out]
     all_times = [t for _, ts in rounds_out for t in ts]
+    # Batched calls: the pacer paired whole batches; per-utterance shares sum back to each batch's time.
+    call_times = ([[sum(t[i:i + batch]) for i in range(0, n, batch)] for _, t in rounds_out] if batch
+                  else [t for _, t in rounds_out])
+    call_audio = [sum(durations[i:i + batch]) for i in range(0, n, batch)] if batch else durations
+    speed_metrics, speed_block = pacer.summary(statistics.median(rtfs), call_times, call_audio)
     metrics.update({
         "rtf": statistics.median(rtfs),
+        **speed_metrics,
         "rtf_rounds": [round(r, 6) for r in rtfs],
         "latency_p50_s": percentile(all_times, 50),
         "latency_p95_s": percentile(all_times, 95),
         "audio_seconds": audio_total,
         "warmup_calls": 1,  # provenance: one untimed call before the timed rounds (see above)
         "peak_rss_mb": peak_rss_mb(),
+        "case_peak_rss_mb": case_memory_mb(model, start_rss,
+                                           case_peak_rss_mb() if case_peak else None),
         "cuda_peak_mb": cuda_peak_mb(),
     })
     if batch:
         metrics["batch_size"] = batch
         metrics["timing"] = "per batch, split among its utterances by audio length"
-    deterministic = all(h == hyps for h, _ in rounds_out)
-    return {"metrics": metrics, "utterances": rows, "deterministic": deterministic}
+    deterministic = rerun_same and all(h == hyps for h, _ in rounds_out)
+    return {"metrics": metrics, "utterances": rows, "deterministic": deterministic, "speed_reference": speed_block,
+            "rounds": rounds}
 
 
 def _score_entities(dataset: Dataset, rows: list[dict[str, Any]], normalizer: Normalizer) -> dict[str, Any]:
@@ -183,8 +231,11 @@ def _score_entities(dataset: Dataset, rows: list[dict[str, Any]], normalizer: No
     return pool_entities(rows)
 
 
+REFERENCE_DEVICE = "cpu"  # a device without its own golden is compared with this device's
+CROSS_DEVICE_ABS = 0.02  # extra WER/CER allowance against another device's golden (fp16 vs fp32, other kernels)
+
 GOLDEN_FIELDS = ("case", "model", "dataset", "device", "task", "backend", "normalizer", "decode", "metrics",
-                 "machine", "provenance", "utterances", "stage", "weights", "perturb")
+                 "machine", "provenance", "utterances", "stage", "weights", "perturb", "speed_reference")
 
 
 def golden_payload(record: dict[str, Any]) -> dict[str, Any]:
@@ -216,6 +267,7 @@ class GateSettings:
     gate: str = "strict"
     rtf_gate: bool = True
     force_rtf: bool = False
+    abs_rtf: bool = False
     update: bool = False
     bootstrap: int = 2000
 
@@ -237,6 +289,16 @@ class CaseResult:
         """The pooled metrics (wer, cer, rtf, ...)."""
         m: dict[str, Any] = self.record["metrics"]
         return m
+
+    def _reference_device_golden(self) -> tuple[dict[str, Any] | None, Path | None]:
+        """The golden of this model on its reference device (cpu), when this case's device has none."""
+        r = self.record
+        ref = REFERENCE_DEVICE
+        if r.get("device") in (ref, "remote") or r.get("golden_of"):
+            return None, None
+        path = golden_path(self.golden_dir, r["model"], r["dataset"], ref)
+        golden = read_golden(path)
+        return (golden, path) if golden is not None else (None, None)
 
     @property
     def golden_path(self) -> Path:
@@ -277,14 +339,49 @@ class CaseResult:
             # The headline names the cause; the next line is the reader's message (file, problem, fix).
             cause = (self.record.get("causes") or ["golden invalid"])[0]
             pytest.fail(f"speechlab: {self.record['case']}: {cause}\n{self.record['reason']}", pytrace=False)
+        thresholds, rtf_gate, borrowed = self.thresholds, self.settings.rtf_gate, None
+        if golden is None:
+            golden, borrowed = self._reference_device_golden()
+            if borrowed is not None:
+                # The first run on a new device is useful, not red: accuracy against the reference device's
+                # golden with a cross-device allowance (fp16 vs fp32, other kernels); speed is not compared.
+                extra = self.thresholds.get("cross_device_abs", CROSS_DEVICE_ABS)
+                thresholds = {**self.thresholds, "wer_abs": self.thresholds.get("wer_abs", 0.0) + extra,
+                              "cer_abs": self.thresholds.get("cer_abs", 0.0) + extra}
+                rtf_gate = False
         if golden is None:
             self.verdict = Verdict("missing")
             self.record["verdict"] = "missing"
             pytest.fail(render_failure(self.record["case"], self.verdict, path, [], self.accept_command), pytrace=False)
         assert golden is not None
         s = self.settings
-        self.verdict = judge(golden, self.record, self.thresholds, gate=s.gate, rtf_gate=s.rtf_gate,
-                             force_rtf=s.force_rtf, bootstrap=s.bootstrap)
+        self.verdict = judge(golden, self.record, thresholds, gate=s.gate, rtf_gate=rtf_gate,
+                             force_rtf=s.force_rtf, abs_rtf=s.abs_rtf, bootstrap=s.bootstrap)
+        if borrowed is not None:
+            for c in self.verdict.checks:
+                if c.metric in ("SPEED", "RTF", "RSS_MB", "GPU_MB"):
+                    c.status = "not-compared"
+                    c.note = f"no {self.record['device']} golden yet; speed and memory do not travel between devices"
+            ref_dev = borrowed.stem
+            msg = (f"no {self.record['device']} golden: accuracy compared with the {ref_dev} golden ({borrowed}) "
+                   f"with a cross-device tolerance of +{thresholds['wer_abs'] - self.thresholds.get('wer_abs', 0.0):.4f} "
+                   f"WER/CER; speed not compared. Record this device's own golden: {self.accept_command}")
+            self.verdict.notes.append(msg)
+            self.record["golden_device"] = ref_dev
+            self.record["golden_path"] = str(borrowed)
+            self.record["cross_device"] = msg
+        for c in self.verdict.checks:
+            if c.status == "not-compared" and "re-record" in c.note:
+                c.note += f": {self.accept_command}"
+        # (another device is other hardware by design: the cross-device note above says so)
+        differs = [] if borrowed else machine_difference(golden.get("machine") or {}, self.record.get("machine") or {})
+        changed = changed_utterances(golden, self.record)
+        if differs:
+            self.record["machine_difference"] = differs
+            if changed:
+                self.verdict.notes.append("the golden was recorded on other hardware (" + "; ".join(differs) + "): "
+                                          "int8/ONNX/fp32 kernels differ by CPU features, so a changed transcript "
+                                          "may be the machine, not the model")
         self.record["verdict"] = self.verdict.status
         self.record["causes"] = list(self.verdict.causes)
         if self.verdict.drift:
@@ -292,9 +389,9 @@ class CaseResult:
         if self.verdict.notes:
             self.record["verdict_notes"] = list(self.verdict.notes)
         self.record["checks"] = [c.__dict__ for c in self.verdict.checks]
-        self.record["golden_metrics"] = {k: golden["metrics"].get(k) for k in ("wer", "cer", "rtf", "entity_acc")}
+        self.record["golden_metrics"] = {k: golden["metrics"].get(k)
+                                         for k in ("wer", "cer", "rtf", "entity_acc", "speed_rel", "case_peak_rss_mb")}
         if self.verdict.failed:
-            block = render_failure(self.record["case"], self.verdict, path, changed_utterances(golden, self.record),
-                                   self.accept_command)
+            block = render_failure(self.record["case"], self.verdict, path, changed, self.accept_command)
             pytest.fail(block, pytrace=False)
         return self.verdict

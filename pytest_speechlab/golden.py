@@ -120,7 +120,7 @@ class Check:
     obtained: float | None
     golden: float | None
     tolerance: str
-    status: str  # pass | improved | fail | not-comparable | off | noise
+    status: str  # pass | improved | fail | not-comparable | not-compared | reported | off | noise
     note: str = ""
 
 
@@ -162,6 +162,7 @@ def compare(
     gate: str = "strict",
     rtf_gate: bool = True,
     force_rtf: bool = False,
+    abs_rtf: bool = False,
     bootstrap: int = 2000,
 ) -> Verdict:
     """Compare an obtained case record with its golden; one-sided (only getting worse fails)."""
@@ -244,41 +245,14 @@ def compare(
             # The interval is over the entity miss rate (1 - accuracy), so "worse" is positive as for WER.
             _statistical(check, "entity", golden, obtained, tol, bootstrap, thresholds.get("confidence", 0.95))
         v.checks.append(check)
+    if _number(om.get("rtf")):
+        v.checks.append(_speed_check(golden, obtained, thresholds, rtf_gate))
     if _number(gm.get("rtf")) and _number(om.get("rtf")):
-        tol = thresholds.get("rtf_rel", 0.5)
-        g, o = float(gm["rtf"]), float(om["rtf"])
-        check = Check("RTF", o, g, f"x{1 + tol:.2f}", "pass")
-        gmach, omach = golden.get("machine") or {}, obtained.get("machine") or {}
-        keys = ("device_name", "cpu_model", "threads")
-        comparable = all(gmach.get(k) == omach.get(k) for k in keys)
-        if not rtf_gate:
-            check.status, check.note = "off", "RTF gate off for this run (see summary)"
-        elif not comparable and not force_rtf:
-            check.status = "not-comparable"
-            check.note = (
-                f"golden measured on {_machine(gmach)}, this run on {_machine(omach)}; "
-                "--speechlab-force-rtf compares anyway"
-            )
-        elif _saturated(omach) and not force_rtf:
-            check.status = "not-comparable"
-            check.note = (
-                f"the CPU was saturated while this case ran (1-minute load {omach.get('load_avg_1m')} on "
-                f"{omach.get('cpu_count')} CPUs), so its speed says nothing; --speechlab-force-rtf compares anyway"
-            )
-        elif golden.get("rtf_unreliable") and not force_rtf:
-            check.status = "not-comparable"
-            check.note = (f"the golden's RTF is unreliable ({golden['rtf_unreliable']}); re-record it on a quiet machine "
-                          "without -n to gate speed")
-        elif o > g * (1 + tol):
-            check.status, check.note = "fail", f"{o / g:.2f}x the golden" if g else "slower than the golden"
-        elif o * (1 + tol) < g:
-            # Faster only counts as an improvement beyond the same band that counts as a regression;
-            # inside it, speed differences are timing noise, not news.
-            check.status, check.note = "improved", f"{o / g:.2f}x the golden"
-        spread = (om.get("rtf_rounds") or [])
-        if len(spread) > 1:
-            check.note = (check.note + "; " if check.note else "") + f"rounds {min(spread):.4f}..{max(spread):.4f}"
-        v.checks.append(check)
+        v.checks.append(_rtf_check(golden, obtained, thresholds, rtf_gate, abs_rtf, force_rtf))
+    for metric, key in (("RSS_MB", "case_peak_rss_mb"), ("GPU_MB", "cuda_peak_mb")):
+        mem = _memory_check(metric, key, gm, om, thresholds)
+        if mem is not None:
+            v.checks.append(mem)
     checks, problems, notes = output_gate(golden, obtained, thresholds)  # catastrophic outputs, hallucination
     v.checks += checks
     v.problems += problems
@@ -288,6 +262,118 @@ def compare(
     elif any(c.status == "improved" for c in v.checks):
         v.status = "improved"
     return v
+
+
+SPEED_REL_MAX = 0.20  # relative-speed tolerance never looser than this (a 30% slowdown always fails)
+SPEED_REL_MIN = 0.15  # ... and never tighter than this, whatever the measured noise
+RSS_REL = 0.25
+NOT_COMPARED = "not-compared"
+
+
+def speed_tolerance(thresholds: dict[str, float], band_golden: float, band_now: float) -> float:
+    """The relative-speed tolerance: the larger reference noise band of the two runs, clamped to
+    [``speed_rel_min``, ``speed_rel``] (defaults 15% and 20%)."""
+    hi = thresholds.get("speed_rel", SPEED_REL_MAX)
+    lo = min(hi, thresholds.get("speed_rel_min", SPEED_REL_MIN))
+    return min(hi, max(lo, band_golden, band_now))
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+def _speed_check(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str, float], rtf_gate: bool) -> Check:
+    """SPEED: the case's speed relative to its speed reference (see speed.py), gated one-sided.
+
+    Not compared (and said so, never a silent pass) when the golden predates relative speed, when its
+    speed was recorded on a saturated machine, or when the two runs used different reference workloads."""
+    gm, om = golden["metrics"], obtained["metrics"]
+    g, o = _num(gm.get("speed_rel")), _num(om.get("speed_rel"))
+    gref, oref = golden.get("speed_reference") or {}, obtained.get("speed_reference") or {}
+    check = Check("SPEED", o, g, "-", NOT_COMPARED)
+    if not rtf_gate:
+        check.status, check.note = "off", "speed gate off for this run (see summary)"
+    elif o is None:
+        why = ("this run measured no speed reference" +
+               (f" (device {obtained.get('device')})" if obtained.get("device") != "cpu" else " (speed_reference: none)"))
+        check.note = why
+    elif g is None:
+        check.note = "golden predates relative speed (no speed_rel): re-record the golden to gate speed"
+    elif gref.get("usable") is False:
+        check.note = f"the golden's speed is unusable: {gref.get('unusable_reason')}; re-record it on a quiet machine"
+    elif golden.get("rtf_unreliable"):
+        check.note = f"the golden's speed is unusable ({golden['rtf_unreliable']}); re-record it on a quiet machine without -n"
+    elif (gref.get("workload"), gref.get("threads")) != (oref.get("workload"), oref.get("threads")):
+        check.note = (f"speed reference differs: golden {gref.get('workload')} ({gref.get('threads')} threads), "
+                      f"now {oref.get('workload')} ({oref.get('threads')} threads); re-record the golden")
+    else:
+        tol = speed_tolerance(thresholds, _num(gm.get("speed_rel_band")) or 0.0, _num(om.get("speed_rel_band")) or 0.0)
+        check.tolerance = f"x{1 + tol:.2f} rel"
+        ratio = o / g if g else float("inf")
+        check.status = "pass"
+        check.note = f"{ratio:.2f}x the golden's speed relative to {oref.get('workload')}"
+        if o > g * (1 + tol):
+            check.status = "fail"
+        elif o * (1 + tol) < g:
+            check.status = "improved"
+    return check
+
+
+def _rtf_check(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str, float], rtf_gate: bool,
+               abs_rtf: bool, force_rtf: bool) -> Check:
+    """RTF: absolute real-time factor.  Reported, not gated, unless ``abs_rtf`` (identical machines only)
+    or ``force_rtf`` (any machine)."""
+    gm, om = golden["metrics"], obtained["metrics"]
+    tol = thresholds.get("rtf_rel", 0.5)
+    g, o = float(gm["rtf"]), float(om["rtf"])
+    check = Check("RTF", o, g, f"x{1 + tol:.2f}", "pass")
+    gmach, omach = golden.get("machine") or {}, obtained.get("machine") or {}
+    keys = ("device_name", "cpu_model", "threads", "cpu_flags", "usable_cpus")
+    comparable = all(gmach.get(k) == omach.get(k) for k in keys)
+    ratio = f"{o / g:.2f}x the golden" if g else "golden RTF is 0"
+    if not rtf_gate:
+        check.status, check.note = "off", "RTF gate off for this run (see summary)"
+    elif not (abs_rtf or force_rtf):
+        check.status, check.tolerance = "reported", "-"
+        check.note = f"{ratio}; absolute RTF is reported, not gated (--speechlab-abs-rtf gates it on identical machines)"
+    elif not comparable and not force_rtf:
+        check.status = "not-comparable"
+        check.note = (f"golden measured on {_machine(gmach)}, this run on {_machine(omach)}; "
+                      "--speechlab-force-rtf compares anyway")
+    elif golden.get("rtf_unreliable") and not force_rtf:
+        check.status = "not-comparable"
+        check.note = (f"the golden's RTF is unreliable ({golden['rtf_unreliable']}); re-record it on a quiet machine "
+                      "without -n to gate speed")
+    elif o > g * (1 + tol):
+        check.status, check.note = "fail", ratio
+    elif o * (1 + tol) < g:
+        # Faster only counts as an improvement beyond the same band that counts as a regression.
+        check.status, check.note = "improved", ratio
+    spread = (om.get("rtf_rounds") or [])
+    if len(spread) > 1:
+        check.note = (check.note + "; " if check.note else "") + f"rounds {min(spread):.4f}..{max(spread):.4f}"
+    return check
+
+
+def _memory_check(metric: str, key: str, gm: dict[str, Any], om: dict[str, Any],
+                  thresholds: dict[str, float]) -> Check | None:
+    """RSS_MB / GPU_MB: the case's own peak resident (or CUDA) memory, gated one-sided with ``rss_rel``
+    (default +25%); memory travels between machines, unlike speed.  None when this run measured none."""
+    g, o = _num(gm.get(key)), _num(om.get(key))
+    if o is None:
+        return None
+    tol = thresholds.get("rss_rel", RSS_REL)
+    check = Check(metric, o, g, f"x{1 + tol:.2f}", "pass")
+    if g is None:
+        check.status, check.tolerance = NOT_COMPARED, "-"
+        check.note = f"golden predates the per-case peak ({key}): re-record the golden to gate memory"
+    elif o > g * (1 + tol):
+        check.status, check.note = "fail", f"{o / g:.2f}x the golden's peak" if g else "more memory than the golden"
+    elif o * (1 + tol) < g:
+        # Reported, not an "improved" verdict: less memory usually means allocations reused from the case
+        # before (run order), not a leaner model.
+        check.note = f"{o / g:.2f}x the golden's peak"
+    return check
 
 
 def _number(x: Any) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import re
 import resource
@@ -159,6 +160,59 @@ def peak_rss_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def reset_case_peak() -> bool:
+    """Start a case's own memory peak: reset the kernel's resident-set high-water mark (Linux
+    ``/proc/self/clear_refs`` 5) and torch's CUDA peak counter when CUDA is in use.  False when the RSS
+    peak cannot be reset here (not Linux): then there is no per-case peak to gate."""
+    torch = sys.modules.get("torch")
+    # A broken CUDA runtime must not break the report: its peak is then simply not reset.
+    with contextlib.suppress(Exception):
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats()
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _proc_status_mb(key: str) -> float | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def rss_mb() -> float | None:
+    """This process's resident memory now (VmRSS, MiB), None off Linux."""
+    return _proc_status_mb("VmRSS")
+
+
+def case_peak_rss_mb() -> float | None:
+    """The resident-set high-water mark since :func:`reset_case_peak` (VmHWM, MiB), None off Linux."""
+    return _proc_status_mb("VmHWM")
+
+
+def case_memory_mb(model: object, start_rss_mb: float | None, peak_rss_mb: float | None) -> float | None:
+    """A case's own memory: what its model added to the process when it loaded (``model.load_rss_mb``),
+    plus the largest rise above the process's resident memory that any case of this loaded model has
+    caused so far (kept on the model as ``peak_growth_mb``).  Unlike the process peak it does not depend on
+    which other models the session loaded before; the running maximum keeps it from depending on whether
+    this case was the model's first (first calls allocate arenas that later cases reuse)."""
+    load = getattr(model, "load_rss_mb", None)
+    if load is None or start_rss_mb is None or peak_rss_mb is None:
+        return None
+    growth = max(0.0, peak_rss_mb - start_rss_mb, float(getattr(model, "peak_growth_mb", 0.0) or 0.0))
+    with contextlib.suppress(AttributeError, TypeError):  # a model object that refuses attributes
+        model.peak_growth_mb = growth  # type: ignore[attr-defined]
+    return max(0.0, float(load)) + growth
 
 
 def cuda_peak_mb() -> float | None:

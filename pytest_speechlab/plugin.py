@@ -76,13 +76,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--speechlab-save", action="store_true", default=False,
                     help="also save the run record under the history folder (history_dir in speechlab.yaml)")
     group.addoption("--speechlab-force-rtf", action="store_true", default=False,
-                    help="compare RTF with the golden even when it was measured on other hardware")
+                    help="gate absolute RTF against the golden even when it was measured on other hardware")
     group.addoption("--speechlab-rtf-gate", type=_rtf_gate_arg, default=None, metavar="auto|on|off",
                     help="gate RTF: auto = off when several xdist workers share the CPUs (default: ini or auto)")
     group.addoption("--speechlab-gate", choices=GATES, default=None,
                     help="override the config's gate policy (strict or statistical)")
     group.addoption("--speechlab-rounds", type=int, default=None, metavar="N",
-                    help="timed passes over each dataset (default: rounds in speechlab.yaml, else 3)")
+                    help="timed passes over each dataset (default: rounds in speechlab.yaml, else adaptive: "
+                         "passes until min_timed_audio_s (30 s) of audio is timed)")
+    group.addoption("--speechlab-abs-rtf", action="store_true", default=False,
+                    help="also gate absolute RTF (rtf_rel) when the golden was recorded on an identical machine "
+                         "(same CPU model, features, usable CPUs, threads); speed is always gated relative to the speed reference")
     group.addoption("--speechlab-xdist-group", choices=("auto", "model"), default=None,
                     help="xdist grouping: model = one worker per model@device; auto = the same, but spread a model's "
                          "cpu cases over idle workers when there are fewer models than workers (default: ini or auto)")
@@ -167,6 +171,7 @@ def pytest_configure(config: pytest.Config) -> None:
         json_path=Path(config.getoption("speechlab_json")).resolve() if config.getoption("speechlab_json") else None,
         save=config.getoption("speechlab_save"),
         force_rtf=config.getoption("speechlab_force_rtf"),
+        abs_rtf=config.getoption("speechlab_abs_rtf"),
         rtf_gate=config.getoption("speechlab_rtf_gate") or str(config.getini("speechlab_rtf_gate") or "auto"),
         gate=config.getoption("speechlab_gate"),
         rounds=rounds,
@@ -364,6 +369,8 @@ def run_matrix_case(case: Any, request: pytest.FixtureRequest) -> None:
     if bench is not None:
         m = result.metrics
         bench.extra_info.update({"wer": m["wer"], "cer": m["cer"], "rtf": m["rtf"], "rtf_rounds": m["rtf_rounds"],
+                                 "speed_rel": m.get("speed_rel"),
+                                 "speed_reference_s": (result.record.get("speed_reference") or {}).get("total_s"),
                                  "audio_seconds": m["audio_seconds"], "decode": result.record["decode"],
                                  "weights": result.record["weights"], "model": case.model, "device": case.device, "dataset": case.dataset})
         if m.get("entity_acc") is not None:
@@ -590,6 +597,7 @@ def _write_records(sess: SpeechlabSession) -> None:
         return
     settings = {"devices": sess.opts.devices, "datasets": sess.opts.datasets, "rounds": sess.rounds,
                 "gate": sess.opts.gate or sess.cfg.gate, "rtf_gate": not sess.rtf_gate_off,
+                "abs_rtf": sess.opts.abs_rtf,
                 "xdist_workers": sess.n_workers, "update_golden": sess.opts.update, "shard": sess.opts.shard,
                 "config": str(sess.cfg.path), "config_sha256": _file_sha256(sess.cfg.path),
                 "model_loads": sess.load_counts, "notes": sess.notes,

@@ -88,13 +88,34 @@ def vs_golden(r: dict[str, Any]) -> str:
     for k, label in (("wer", "WER"), ("cer", "CER"), ("entity_acc", "ENT")):
         if g.get(k) is not None and m.get(k) is not None:
             parts.append(f"{label} {m[k] - g[k]:+.4f}")
+    checks = {c["metric"]: c for c in r.get("checks", [])}
     if g.get("rtf") and m.get("rtf") is not None:
-        rtf_check = next((c for c in r.get("checks", []) if c["metric"] == "RTF"), None)
+        rtf_check = checks.get("RTF")
         tag = ""
         if rtf_check and rtf_check["status"] in ("not-comparable", "off"):
             tag = f" ({rtf_check['status']}: {short_reason(rtf_check)})"
         parts.append(f"RTF x{m['rtf'] / g['rtf']:.2f}{tag}")
+    speed = checks.get("SPEED")
+    if speed and speed["status"] not in ("not-compared", "off") and g.get("speed_rel") and m.get("speed_rel"):
+        parts.append(f"speed x{m['speed_rel'] / g['speed_rel']:.2f}")
+    elif speed:
+        parts.append(f"speed {speed['status'].replace('-', ' ')}")
+    rss = checks.get("RSS_MB")
+    if rss and rss["status"] in ("fail", "improved") and g.get("case_peak_rss_mb"):
+        parts.append(f"RSS x{m['case_peak_rss_mb'] / g['case_peak_rss_mb']:.2f}")
+    if r.get("golden_device"):
+        parts.append(f"vs {r['golden_device']} golden")
     return ", ".join(parts) or "-"
+
+
+def speed_notes(results: list[dict[str, Any]]) -> list[str]:
+    """One line per case whose speed was not compared, saying why and how to fix it: never a silent pass."""
+    out = []
+    for r in sorted(results, key=lambda r: r.get("case", "")):
+        c = next((c for c in r.get("checks", []) if c["metric"] == "SPEED"), None)
+        if c is not None and c["status"] == "not-compared":
+            out.append(f"{r.get('case')}: speed not compared: {c['note']}")
+    return out
 
 
 def short_reason(check: dict[str, Any]) -> str:
@@ -121,7 +142,8 @@ def verdict_text(r: dict[str, Any]) -> str:
     return verdict
 
 
-def summary_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
+def summary_lines(results: list[dict[str, Any]], notes: list[str],
+                  detail: list[dict[str, Any]] | None = None) -> list[str]:
     """The end-of-session table: case, WER, CER, RTF, vs golden, verdict."""
     rows = [("case", "WER", "CER", "RTF", "vs golden", "verdict")]
     for r in sorted(results, key=lambda r: r.get("case", "")):
@@ -141,12 +163,15 @@ def summary_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
                   for c in r.get("checks", []) if c.get("status") == "noise" or "real regression" in (c.get("note") or "")]
     # Each case's checks that were left undone, and why (golden predates weights/audio identity, ...):
     # a pass that could not verify something says so.
-    case_notes = [f"{r.get('case')}: {n}" for r in sorted(results, key=lambda r: r.get("case", ""))
+    # ``detail``: the cases whose notes and tolerances are printed (with -q only those that need attention).
+    detail = results if detail is None else detail
+    case_notes = [f"{r.get('case')}: {n}" for r in sorted(detail, key=lambda r: r.get("case", ""))
                   for n in r.get("verdict_notes") or []]
     from .tolerances import summary_lines as tolerance_lines
 
     return (lines + [f"note: {n}" for n in notes] + [f"gate: {n}" for n in gate_notes]
-            + [f"note: {n}" for n in case_notes] + tolerance_lines(results))
+            + [f"note: {n}" for n in case_notes] + tolerance_lines(detail)
+            + [f"speed: {n}" for n in speed_notes(results) if "golden yet" not in n])
 
 
 #: Verdicts that need no attention; with ``-q`` the summary lists every other case.
@@ -166,7 +191,7 @@ def quiet_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
     # the table of those cases (with its header row), then every note and statistical-gate line, as without -q:
     # a pass that the strict gate would have failed is never silent
     lines = summary_lines(problems, [])[:len(problems) + 1] if problems else []
-    lines += summary_lines(results, notes)[len(results) + 1:]
+    lines += summary_lines(results, notes, detail=problems)[len(results) + 1:]
     counts: dict[str, int] = {}
     for r in results:
         word = _verdict_word(r)

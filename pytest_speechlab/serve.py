@@ -449,28 +449,24 @@ def _port(value: str) -> int:
     return port
 
 
-def _positive_mb(value: str) -> float:
+def _positive(option: str, unit: str) -> Any:
+    """An argparse type for ``option``: a finite number > 0 (``unit`` names what it counts)."""
     import math
 
-    try:
-        mb = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--max-upload-mb wants a number of MB > 0, got {value!r}") from None
-    if not math.isfinite(mb) or mb <= 0:
-        raise argparse.ArgumentTypeError(f"--max-upload-mb wants a number of MB > 0, got {value}")
-    return mb
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} wants a number of {unit} > 0, got {value!r}") from None
+        if not math.isfinite(number) or number <= 0:
+            raise argparse.ArgumentTypeError(f"{option} wants a number of {unit} > 0, got {value}")
+        return number
+
+    return parse
 
 
-def _positive_seconds(value: str) -> float:
-    import math
-
-    try:
-        s = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--max-audio-seconds wants a number of seconds > 0, got {value!r}") from None
-    if not math.isfinite(s) or s <= 0:
-        raise argparse.ArgumentTypeError(f"--max-audio-seconds wants a number of seconds > 0, got {value}")
-    return s
+_positive_mb = _positive("--max-upload-mb", "MB")
+_positive_seconds = _positive("--max-audio-seconds", "seconds")
 
 
 def run_serve(args: argparse.Namespace) -> int:

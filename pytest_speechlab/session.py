@@ -49,6 +49,7 @@ class Options:
     json_path: Path | None = None
     save: bool = False
     force_rtf: bool = False
+    abs_rtf: bool = False
     rtf_gate: str = "auto"  # auto | on | off
     gate: str | None = None
     rounds: int | None = None
@@ -120,13 +121,25 @@ class SpeechlabSession:
             gate=self.opts.gate or self.cfg.gate,
             rtf_gate=not self.rtf_gate_off,
             force_rtf=self.opts.force_rtf,
+            abs_rtf=self.opts.abs_rtf,
             update=self.opts.update,
             bootstrap=self.cfg.bootstrap,
         )
 
     @property
-    def rounds(self) -> int:
+    def rounds(self) -> int | None:
+        """Timed passes: --speechlab-rounds, else ``rounds:`` in the config, else None (adaptive)."""
         return self.opts.rounds or self.cfg.rounds
+
+    def speed_workload(self, case: Case) -> tuple[Any, str | None]:
+        """(the case's speed-reference workload or None, why there is none when it could not be built)."""
+        from .speed import SpeedReferenceError, workload_for
+
+        spec = self.cfg.models[case.model]
+        try:
+            return workload_for(get_backend(spec.backend), spec, case.device), None
+        except SpeedReferenceError as exc:
+            return None, str(exc)
 
     def _resolve_adhoc(self) -> None:
         """Name the ad hoc datasets (--speechlab-dataset PATH).  A name comes from the path relative to the
@@ -274,7 +287,7 @@ class SpeechlabSession:
     def skip_reason(self, case: Case) -> str | None:
         """Why a case cannot run here (device or backend support), or None."""
         from .backends import REGISTRY
-        from .devices import unavailable_reason
+        from .devices import resolve
 
         spec = self.cfg.models[case.model]
         if spec.stage == "deprecated":
@@ -285,7 +298,7 @@ class SpeechlabSession:
         reason = backend.unsupported_reason(case.device)
         if reason:
             return reason
-        return unavailable_reason(case.device)
+        return resolve(case.device, (case.device,), getattr(backend, "runtime", None)).reason
 
     def base_record(self, case: Case) -> dict[str, Any]:
         """The identifying fields every case record starts with."""
@@ -330,11 +343,17 @@ class SpeechlabSession:
         """The loaded model for ``spec`` on ``device``, loaded once per process and reused."""
         key = (spec.name, device)
         if key not in self._models:
+            from .metrics import rss_mb
+
             backend = get_backend(spec.backend)
+            before = rss_mb()
             t0 = time.perf_counter()
             loaded = backend.load(spec, device)
             self.load_counts[f"{spec.name}@{device}"] = self.load_counts.get(f"{spec.name}@{device}", 0) + 1
             loaded.load_seconds = time.perf_counter() - t0  # type: ignore[union-attr]
+            after = rss_mb()
+            # What loading this model added to the process (the per-case memory gate builds on it).
+            loaded.load_rss_mb = None if before is None or after is None else after - before  # type: ignore[union-attr]
             self._models[key] = loaded
         return self._models[key]
 
@@ -382,8 +401,11 @@ class SpeechlabSession:
             self.results.append({**base, "status": "error", "reason": str(exc)})
             pytest.fail(str(exc), pytrace=False)
         normalizer = get_normalizer(dspec.normalizer)
+        workload, ref_error = self.speed_workload(case)
         try:
-            out = evaluate_asr(model, data, normalizer, rounds=self.rounds, runner=runner, progress=progress)
+            out = evaluate_asr(model, data, normalizer, rounds=self.rounds, runner=runner, progress=progress,
+                               reference=workload, reference_runs=self.cfg.speed_reference_runs,
+                               min_timed_audio_s=self.cfg.min_timed_audio_s)
         except DatasetError as exc:
             self.results.append({**base, "status": "error", "reason": str(exc)})
             pytest.fail(str(exc), pytrace=False)
@@ -395,7 +417,8 @@ class SpeechlabSession:
             "decode": model.decode_settings,
             "metrics": {**out["metrics"], "load_seconds": getattr(model, "load_seconds", None)},
             "deterministic": out["deterministic"],
-            "rounds": self.rounds,
+            "rounds": out["rounds"],
+            "speed_reference": out["speed_reference"] or ({"error": ref_error} if ref_error else {}),
             "machine": machine_fingerprint(case.device, threads),
             "provenance": {"versions": versions()},
             "weights": self.weights_identity(spec, model),
@@ -453,7 +476,9 @@ class SpeechlabSession:
     def complete_results(self) -> None:
         """On the controller, at the end: every collected case has a row.  Rows that a dead xdist worker
         sent with its reports are used; a case with none gets an ``error`` row saying why."""
-        have = {r.get("case") for r in self.results if r.get("origin", "matrix") == "matrix"}
+        for r in self.results:
+            r.setdefault("origin", "test")  # a row made outside any item (e.g. in a wide-scoped fixture)
+        have = {r.get("case") for r in self.results if r.get("origin") == "matrix"}
         for cid, case in self.collected.items():
             if cid in have:
                 continue
@@ -469,6 +494,7 @@ class SpeechlabSession:
     def write_goldens(self) -> list[Path]:
         """Write the goldens of every case that ran under --speechlab-update-golden (controller only)."""
         from .golden import GoldenError, saturated
+        from .speed import recording_problem
 
         written: list[Path] = []
         marked: list[str] = []
@@ -476,6 +502,14 @@ class SpeechlabSession:
             if r.get("verdict") == "accepted" and r.get("golden_path"):
                 path = Path(r["golden_path"])
                 payload = golden_payload(r)
+                problem = recording_problem(r.get("machine") or {}, r.get("metrics") or {})
+                if problem and payload.get("speed_reference"):
+                    # Never keep a speed baseline measured on a machine that could not measure speed: the
+                    # golden says so, and the gate reports speed "not compared" until it is re-recorded.
+                    payload["speed_reference"] = {**payload["speed_reference"], "usable": False,
+                                                  "unusable_reason": problem}
+                    self.notes.append(f"{r.get('case')}: golden written, but its speed is marked unusable: {problem}; "
+                                      "re-record it on a quiet machine")
                 machine = r.get("machine") or {}
                 if self.n_workers > 1 or saturated(machine):
                     # A baseline timed while other work shared the CPUs would make every later quiet run look

@@ -23,7 +23,20 @@ import numpy as np
 
 from .backends.base import Audio, BackendError, ModelSpec
 from .datasets import DatasetError
-from .metrics import Normalizer, get_normalizer, pool, utterance_errors, utterance_wer
+from .evaluation import adaptive_rounds
+from .metrics import (
+    Normalizer,
+    case_memory_mb,
+    case_peak_rss_mb,
+    cuda_peak_mb,
+    get_normalizer,
+    pool,
+    reset_case_peak,
+    rss_mb,
+    utterance_errors,
+    utterance_wer,
+)
+from .speed import DEFAULT_RUNS, Pacer, Workload
 
 Progress = Callable[[int, int], None]
 Runner = Callable[[Callable[[], None], int], None]
@@ -278,6 +291,8 @@ class TTSResult:
     deterministic: bool
     sample_rate: int
     thresholds: dict[str, float] = field(default_factory=dict)
+    speed_reference: dict[str, Any] = field(default_factory=dict)
+    rounds: int = 1
 
     def sanity_thresholds(self, thresholds: dict[str, float] | None = None) -> dict[str, float]:
         """The defaults, overridden by the result's own thresholds, overridden by ``thresholds``."""
@@ -369,12 +384,15 @@ def evaluate_tts(
     judge: Any,
     *,
     normalizer: str | Normalizer = "whisper-en",
-    rounds: int = 1,
+    rounds: int | None = 1,
     runner: Runner = _loop,
     stream: bool | None = None,
     audio_dir: Path | str | None = None,
     progress: Progress | None = None,
     thresholds: dict[str, float] | None = None,
+    reference: Workload | None = None,
+    reference_runs: int = DEFAULT_RUNS,
+    min_timed_audio_s: float = 30.0,
 ) -> TTSResult:
     """Synthesise every sentence (timed, after one warm-up call), measure it, and have ``judge`` transcribe it.
 
@@ -406,15 +424,24 @@ def evaluate_tts(
     out_dir = Path(audio_dir) if audio_dir is not None else Path(tempfile.mkdtemp(prefix=f"speechlab-tts-{name}-"))
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    case_peak = reset_case_peak()  # this case's own memory peak, model already resident
+    start_rss = rss_mb()
     # Warm-up: first-call costs (session setup, espeak-ng init, allocations) are not synthesis speed.
-    _synth_timed(model, items[0].text, use_stream)
+    warm_audio, warm_sr, _, _ = _synth_timed(model, items[0].text, use_stream)
     n = len(items)
+    if rounds is None:
+        # Adaptive: the audio length is not known before synthesis; the warm-up's seconds per character
+        # estimate it, and passes are added until min_timed_audio_s of audio would be timed.
+        per_char = warm_audio.size / max(warm_sr, 1) / max(len(items[0].text), 1)
+        rounds = adaptive_rounds(per_char * sum(len(it.text) for it in items), min_timed_audio_s)
     rounds = max(1, int(rounds))
     done: list[list[tuple[Audio, int, float, float | None]]] = []
+    pacer = Pacer(reference, n * rounds, reference_runs)
 
     def one_round() -> None:
         res = []
         for i, it in enumerate(items):
+            pacer.at(len(done) * n + i)
             res.append(_synth_timed(model, it.text, use_stream))
             if progress is not None:
                 progress(len(done) * n + i + 1, n * (rounds + 1))
@@ -423,7 +450,12 @@ def evaluate_tts(
     runner(one_round, rounds)
     while len(done) < rounds:  # a disabled benchmark runs the function once
         one_round()
+    pacer.finish()
     first = done[0]
+    # Determinism from one cheap re-run: the shortest sentence again, compared with its first-round audio.
+    shortest = min(range(n), key=lambda i: len(items[i].text))
+    again = _synth_timed(model, items[shortest].text, use_stream)[0]
+    rerun_same = again.shape == first[shortest][0].shape and bool(np.array_equal(again, first[shortest][0], equal_nan=True))
 
     judge_sr = int(judge.sample_rate)
     rows: list[dict[str, Any]] = []
@@ -466,9 +498,12 @@ def evaluate_tts(
     audio_total = sum(r["duration"] for r in rows)
     rtfs = [sum(x[2] for x in rnd) / audio_total if audio_total > 0 else float("inf") for rnd in done]
     ttfas = [x[3] for rnd in done for x in rnd if x[3] is not None]
+    speed_metrics, speed_block = pacer.summary(statistics.median(rtfs), [[x[2] for x in rnd] for rnd in done],
+                                               [r["duration"] for r in rows])
     metrics: dict[str, Any] = {
         **pool(errs),  # wer, cer, S/D/I, ref_words, ref_chars, utterances: pooled over the corpus
         "rtf": statistics.median(rtfs),
+        **speed_metrics,
         "rtf_rounds": [round(r, 6) for r in rtfs],
         "synthesis_seconds": round(sum(x[2] for x in first), 6),
         "audio_seconds": round(audio_total, 6),
@@ -483,8 +518,12 @@ def evaluate_tts(
         "rms_dbfs_max": max(r["rms_dbfs"] for r in rows),
         "nonfinite_samples": sum(r["nonfinite"] for r in rows),
         "sample_rate_mismatches": sum(1 for r in rows if r["sample_rate"] != int(model.sample_rate)),
+        # the voice's load + the case's growth (the judge's work included, the judge's load not)
+        "case_peak_rss_mb": case_memory_mb(model, start_rss,
+                                           case_peak_rss_mb() if case_peak else None),
+        "cuda_peak_mb": cuda_peak_mb(),
     }
-    deterministic = all(
+    deterministic = rerun_same and all(
         all(a.shape == b.shape and np.array_equal(a, b, equal_nan=True) for (a, *_), (b, *_) in zip(rnd, first, strict=True))
         for rnd in done[1:]
     )
@@ -503,6 +542,8 @@ def evaluate_tts(
         deterministic=deterministic,
         sample_rate=int(model.sample_rate),
         thresholds=dict(thresholds or {}),
+        speed_reference=speed_block,
+        rounds=rounds,
     )
 
 
@@ -636,10 +677,13 @@ def run_tts_case(sess: Any, case: Any, request: Any) -> Any:
     thresholds = sess.thresholds_for(case.model, case.dataset)
     bench, runner = _benchmark_runner(request, case)
     audio_dir = request.getfixturevalue("tmp_path_factory").mktemp(f"tts-{case.id}", numbered=True)
+    workload, ref_error = sess.speed_workload(case)
     try:
         result = evaluate_tts(voice, data, judge, normalizer=get_normalizer(dspec.normalizer), rounds=sess.rounds,
                               runner=runner, audio_dir=audio_dir, progress=_progress(request, case.id),
-                              thresholds=thresholds)
+                              thresholds=thresholds, reference=workload,
+                              reference_runs=sess.cfg.speed_reference_runs,
+                              min_timed_audio_s=sess.cfg.min_timed_audio_s)
     except (DatasetError, BackendError) as exc:
         error(str(exc))
     threads = int(spec.options.get("cpu_threads") or 0) or None
@@ -652,7 +696,8 @@ def run_tts_case(sess: Any, case: Any, request: Any) -> Any:
         "decode": {**result.decode, "judge": result.judge},
         "metrics": {**m, "load_seconds": getattr(voice, "load_seconds", None)},
         "deterministic": result.deterministic,
-        "rounds": sess.rounds,
+        "rounds": result.rounds,
+        "speed_reference": result.speed_reference or ({"error": ref_error} if ref_error else {}),
         "machine": machine_fingerprint(case.device, threads),
         "provenance": {"versions": versions()},
         "weights": sess.weights_identity(spec, voice),

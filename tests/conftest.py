@@ -21,7 +21,8 @@ SMOKE = REPO / "fixtures" / "smoke"
 
 # RTF is wall-clock speed; on a shared CI box it swings by several x between two runs, so the behaviour
 # tests allow a huge RTF tolerance and the RTF gate gets its own tests with a controlled golden.
-TEST_THRESHOLDS = {"wer_abs": 0.02, "cer_abs": 0.02, "rtf_rel": 100.0}
+TEST_THRESHOLDS = {"wer_abs": 0.02, "cer_abs": 0.02, "rtf_rel": 100.0, "speed_rel": 100.0, "speed_rel_min": 100.0,
+                   "rss_rel": 100.0}
 
 DEFAULT_MODEL: dict[str, Any] = {
     "backend": "faster-whisper",

@@ -358,7 +358,9 @@ def test_headline_falls_back_without_causes() -> None:
 
 # ---- 5. pytest-benchmark ------------------------------------------------------------------------------------
 
-def test_benchmark_ids_survive_a_renamed_config_and_carry_quality(fake: FakeProject) -> None:
+def test_benchmark_ids_survive_a_renamed_config_and_carry_quality(fake: FakeProject, monkeypatch: pytest.MonkeyPatch) -> None:
+    # pytest-benchmark disables itself when PYTEST_XDIST_WORKER is set, which it is when this suite runs under -n.
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     storage = f"file://{fake.path / 'benchmarks'}"
     fake.config()
     fake.run("--speechlab-update-golden", "--benchmark-autosave", "--benchmark-storage", storage).assert_outcomes(passed=1)
@@ -378,6 +380,7 @@ def test_benchmark_ids_survive_a_renamed_config_and_carry_quality(fake: FakeProj
 
 
 def test_benchmark_compare_fail_ends_cleanly(fake: FakeProject, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # see the test above
     storage = f"file://{fake.path / 'benchmarks'}"
     fake.config()
     fake.run("--speechlab-update-golden", "--benchmark-autosave", "--benchmark-storage", storage).assert_outcomes(passed=1)

@@ -246,3 +246,21 @@ def test_session_with_a_0_1_golden_fails_with_the_migration_and_the_accept_comma
     assert project.run("-m", "smoke", "--speechlab-update-golden").ret == 0
     assert project.run("-m", "smoke").ret == 0
     assert project.read_golden()["decode"]["policy"] == 2
+
+
+@needs_fw
+def test_session_refuses_batching_that_cannot_honour_the_settings(project: Any) -> None:
+    """In a real session: a batched entry without the batched path's settings fails with the message (no silent
+    change), and the same entry with them runs."""
+    from conftest import DEFAULT_MODEL
+
+    project.config(models={"fw-tiny-en": {**DEFAULT_MODEL, "batch_size": 4}})
+    result = project.run("-m", "smoke", "--speechlab-update-golden")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([("*model 'fw-tiny-en': batch_size 4 batches across utterances, which decodes only at "
+                                 "temperature 0.0 without timestamps*")])
+    project.config(models={"fw-tiny-en": {**DEFAULT_MODEL, "batch_size": 4, "temperature": 0.0,
+                                          "without_timestamps": True}})
+    assert project.run("-m", "smoke", "--speechlab-update-golden").ret == 0
+    decode = project.read_golden()["decode"]
+    assert (decode["batch_size"], decode["temperature"], decode["without_timestamps"]) == (4, 0.0, True)

@@ -182,13 +182,13 @@ def test_rtf_baseline_recorded_under_xdist_is_marked_and_not_gated(fake: FakePro
 
     golden["machine"]["load_avg_1m"] = 0.1
     now = {**golden, "metrics": {**golden["metrics"], "rtf": golden["metrics"]["rtf"] * 10}}
-    verdict = compare(golden, now, {"wer_abs": 0.0, "cer_abs": 0.0, "rtf_rel": 0.5})
+    verdict = compare(golden, now, {"wer_abs": 0.0, "cer_abs": 0.0, "rtf_rel": 0.5}, abs_rtf=True)  # absolute RTF gated
     rtf = next(c for c in verdict.checks if c.metric == "RTF")
     assert (verdict.status, rtf.status) == ("pass", "not-comparable")
     assert rtf.note == ("the golden's RTF is unreliable (recorded with 2 xdist workers); re-record it on a quiet "
                         "machine without -n to gate speed")
     del golden["rtf_unreliable"]
-    assert compare(golden, now, {"wer_abs": 0.0, "cer_abs": 0.0, "rtf_rel": 0.5}).status == "fail"  # unmarked: gated
+    assert compare(golden, now, {"wer_abs": 0.0, "cer_abs": 0.0, "rtf_rel": 0.5}, abs_rtf=True).status == "fail"  # unmarked: gated
 
 
 # ---- found while attacking the gate ------------------------------------------------------------------

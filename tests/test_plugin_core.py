@@ -350,8 +350,9 @@ def test_decode_settings_mismatch_fails(project: SpeechProject) -> None:
 
 
 def test_rtf_on_other_hardware_is_not_comparable(project: SpeechProject) -> None:
-    """RTF measured on another CPU is reported, not gated, unless --speechlab-force-rtf."""
-    project.config(thresholds={"wer_abs": 0.02, "cer_abs": 0.02, "rtf_rel": 0.5})
+    """Absolute RTF is reported, not gated (speed is gated relative to the speed reference); with
+    --speechlab-abs-rtf it is gated on identical machines only, and --speechlab-force-rtf gates it anyway."""
+    project.config(thresholds={"wer_abs": 0.02, "cer_abs": 0.02, "rtf_rel": 0.5, "speed_rel": 100.0, "speed_rel_min": 100.0})
     project.run("--speechlab-update-golden").assert_outcomes(passed=1)
 
     def other_machine(data: dict[str, Any]) -> None:
@@ -360,6 +361,9 @@ def test_rtf_on_other_hardware_is_not_comparable(project: SpeechProject) -> None
 
     project.edit_golden(other_machine)
     result = project.run()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"{CASE} *RTF x*pass"])
+    result = project.run("--speechlab-abs-rtf")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([f"{CASE} *RTF x*(not-comparable: other machine)*pass"])
 
@@ -374,7 +378,7 @@ def test_rtf_on_other_hardware_is_not_comparable(project: SpeechProject) -> None
 
 def test_rtf_not_comparable_names_both_machines(project: SpeechProject) -> None:
     """The not-comparable note names the golden's machine and this one, so the reader sees why."""
-    project.config(thresholds={"wer_abs": 0.0, "cer_abs": 0.02, "rtf_rel": 0.5})
+    project.config(thresholds={"wer_abs": 0.0, "cer_abs": 0.02, "rtf_rel": 0.5, "speed_rel": 100.0, "speed_rel_min": 100.0})
     project.run("--speechlab-update-golden").assert_outcomes(passed=1)
 
     def other_machine(data: dict[str, Any]) -> None:
@@ -382,7 +386,7 @@ def test_rtf_not_comparable_names_both_machines(project: SpeechProject) -> None:
         data["metrics"]["wer"] -= 0.1  # also fail on WER so the block (with the RTF note) is printed
 
     project.edit_golden(other_machine)
-    result = project.run()
+    result = project.run("--speechlab-abs-rtf")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([("*RTF*NOT-COMPARABLE (golden measured on *Golden CPU 9000*this run on*"
                                  "--speechlab-force-rtf compares anyway*")])

@@ -56,6 +56,8 @@ thresholds:
   wer_abs: 0.02
   cer_abs: 0.02
   rtf_rel: 0.5
+  speed_rel: 100.0      # this machine is shared: speed is not what these tests judge (tests/test_speed.py does)
+  speed_rel_min: 100.0
 rounds: 1
 golden_dir: golden
 {extra}

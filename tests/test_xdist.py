@@ -46,8 +46,9 @@ except ImportError:  # pragma: no cover - xdist is in the dev group
 needs_xdist = pytest.mark.skipif(not HAVE_XDIST, reason="pytest-xdist is not installed (uv sync installs the dev group)")
 
 # Fields that legitimately differ between two runs of the same cases: timings, memory, where it ran.
-TIMING_METRICS = ("rtf", "rtf_rounds", "latency_p50_s", "latency_p95_s", "peak_rss_mb", "cuda_peak_mb", "load_seconds")
-VOLATILE_CASE_KEYS = ("provenance", "xdist_worker", "gpu")
+TIMING_METRICS = ("rtf", "rtf_rounds", "latency_p50_s", "latency_p95_s", "peak_rss_mb", "cuda_peak_mb", "load_seconds",
+                  "speed_rel", "speed_rel_band", "case_peak_rss_mb")
+VOLATILE_CASE_KEYS = ("provenance", "xdist_worker", "gpu", "speed_reference")
 
 
 pytestmark = pytest.mark.skipif(FW_MISSING is not None, reason=str(FW_MISSING))
@@ -108,7 +109,9 @@ def comparable(case: dict[str, Any]) -> dict[str, Any]:
     # the machine is the same; its load at the moment the case ran is not
     c["machine"] = {k: v for k, v in (c.get("machine") or {}).items() if k != "load_avg_1m"}
     c["utterances"] = [{k: v for k, v in u.items() if k != "seconds"} for u in c.get("utterances") or []]
-    c["checks"] = [ch if ch["metric"] != "RTF" else {**ch, "obtained": None} for ch in c.get("checks") or []]
+    c["checks"] = [ch if ch["metric"] not in ("RTF", "SPEED", "RSS_MB", "GPU_MB")
+                   else {**ch, "obtained": None, "note": None} for ch in c.get("checks") or []]
+    c["golden_metrics"] = {k: v for k, v in (c.get("golden_metrics") or {}).items() if k not in TIMING_METRICS}
     return c
 
 

@@ -59,6 +59,7 @@ class ModelSpec:
     config_path: Path | None = None  # the speechlab.yaml it came from; relative weights resolve against it
     real_e2e: bool = False  # needs weights that are not bundled: skip, not fail, when they are absent
     golden_from: str | None = None  # "MODEL/DEVICE": gate against that case's golden (e.g. a deployed copy)
+    speed_reference: str | None = None  # speed-reference workload (speed.WORKLOADS or "none"); None: the backend's
 
     def resolve_path(self, value: str) -> Path:
         """A path from the config, relative to the config file's folder."""
@@ -182,6 +183,11 @@ class BaseBackend:
     tasks: ClassVar[tuple[str, ...]] = ("asr",)
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     requires: ClassVar[tuple[str, ...]] = ()
+    # The speed-reference workload (pytest_speechlab.speed.WORKLOADS) that stresses this backend's runtime.
+    speed_reference: ClassVar[str | None] = "numpy"
+    # The runtime whose tiny-op probe decides whether a device is usable (devices.PROBES): torch,
+    # ctranslate2, onnxruntime, or None (the machine-level check only).
+    runtime: ClassVar[str | None] = None
     # Model-entry keys (decode/load settings) this backend reads; speechlab.yaml rejects any other key so a
     # typo is an error, not a silently ignored setting.  None: not declared, so not checked.
     options: ClassVar[tuple[str, ...] | None] = None

@@ -147,6 +147,8 @@ class FasterWhisperBackend(BaseBackend):
     tasks: ClassVar[tuple[str, ...]] = ("asr",)
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     requires: ClassVar[tuple[str, ...]] = ("faster_whisper", "ctranslate2")
+    speed_reference: ClassVar[str | None] = "ctranslate2-int8"
+    runtime: ClassVar[str | None] = "ctranslate2"  # devices.probe runs a tiny op through it
     options: ClassVar[tuple[str, ...] | None] = LOAD_OPTIONS + DECODE_OPTIONS
     # Value checks (issue 12): speechlab.yaml refuses anything else, naming the key and what is allowed.
     option_types: ClassVar[dict[str, Opt]] = {

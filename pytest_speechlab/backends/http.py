@@ -271,6 +271,7 @@ class HTTPBackend(BaseBackend):
     tasks: ClassVar[tuple[str, ...]] = ("asr", "tts")
     devices: ClassVar[tuple[str, ...]] = ("remote",)
     requires: ClassVar[tuple[str, ...]] = ("httpx",)
+    speed_reference: ClassVar[str | None] = None  # a remote service's speed is not this machine's: reported, not gated
     # Value checks (issue 12): speechlab.yaml refuses anything else, naming the key and what is allowed.
     option_types: ClassVar[dict[str, Opt]] = {
         "base_url": Opt("str"),

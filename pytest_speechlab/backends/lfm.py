@@ -426,6 +426,8 @@ class LiquidAudioBackend(BaseBackend):
     tasks: ClassVar[tuple[str, ...]] = ("asr", "tts", "chat")
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda", "mps")
     requires: ClassVar[tuple[str, ...]] = ("liquid_audio", "torch")
+    speed_reference: ClassVar[str | None] = "torch"
+    runtime: ClassVar[str | None] = "torch"  # devices.probe runs a tiny op through it
     # Value checks (issue 12): speechlab.yaml refuses anything else, naming the key and what is allowed.
     option_types: ClassVar[dict[str, Opt]] = {
         "dtype": Opt("str", choices=("float32", "bfloat16", "float16")),

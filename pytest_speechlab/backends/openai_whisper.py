@@ -125,6 +125,8 @@ class OpenAIWhisperBackend(BaseBackend):
     tasks: ClassVar[tuple[str, ...]] = ("asr",)
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda", "mps")
     requires: ClassVar[tuple[str, ...]] = ("whisper", "torch")
+    speed_reference: ClassVar[str | None] = "torch"
+    runtime: ClassVar[str | None] = "torch"  # devices.probe runs a tiny op through it
     options: ClassVar[tuple[str, ...] | None] = OPTIONS
     # Value checks (issue 12): speechlab.yaml refuses anything else, naming the key and what is allowed.
     option_types: ClassVar[dict[str, Opt]] = {

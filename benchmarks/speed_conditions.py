@@ -1,0 +1,174 @@
+"""Absolute RTF vs relative speed (``speed_rel``) of the bundled models under four machine conditions, and
+whether a real 30% slowdown is caught in each.
+
+    uv run python benchmarks/speed_conditions.py [--models fw-tiny-en piper-joe ow-tiny-en] [--rounds 1]
+
+For each model: record a golden in a temp project on the machine as it is (a), then run the gated smoke
+case in fresh processes under (a) the same machine, (b) one busy process pinned to CPU 0, (c) the run
+pinned to CPU 0 (``taskset -c 0``: half the CPUs), (d) one thread (OMP_NUM_THREADS=1 and the runtime's own
+thread setting), each once as is and once with a wrapper that sleeps 0.3x each model call's own duration
+(a 30% slowdown of the model's time, invisible in its decode settings).  Prints a markdown table and writes
+``benchmarks/speed-conditions.json``.  Linux only (CPU affinity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A conftest for the temp project: SPEECHLAB_BENCH_SLOWDOWN=0.3 wraps the loaded model's transcribe /
+# synthesize with a sleep of 0.3x the call's own duration.
+CONFTEST = '''
+import os
+import time
+
+import pytest
+
+SLOW = float(os.environ.get("SPEECHLAB_BENCH_SLOWDOWN", "0") or 0)
+
+if os.environ.get("SPEECHLAB_BENCH_IGNORE_LOAD"):
+    # The benchmark machine is shared: record the golden's speed even though the 1-minute load says
+    # saturated (the real load is printed with every row), or every row would read "not compared".
+    os.getloadavg = lambda: (0.0, 0.0, 0.0)
+
+
+def _wrap(fn):
+    def slow(*a, **k):
+        t0 = time.perf_counter()
+        out = fn(*a, **k)
+        time.sleep(SLOW * (time.perf_counter() - t0))
+        return out
+    return slow
+
+
+if SLOW:
+    from pytest_speechlab import session as _s
+
+    _orig = _s.SpeechlabSession.model
+
+    def model(self, spec, device):
+        m = _orig(self, spec, device)
+        if spec.name == os.environ.get("SPEECHLAB_BENCH_MODEL") and not getattr(m, "_bench_slow", False):
+            for name in ("transcribe", "synthesize"):
+                if hasattr(m, name):
+                    setattr(m, name, _wrap(getattr(m, name)))
+            m._bench_slow = True
+        return m
+
+    _s.SpeechlabSession.model = model
+'''
+
+CONDITIONS = ("a: idle", "b: busy process on CPU 0", "c: taskset -c 0", "d: 1 thread")
+
+
+def _project(tmp: Path, model: str) -> None:
+    cfg = yaml.safe_load((REPO / "speechlab.yaml").read_text(encoding="utf-8"))
+    models = {model: {**cfg["models"][model], "devices": ["cpu"]}}
+    judge = cfg.get("judge")
+    if cfg["models"][model].get("task") == "tts" and judge:
+        models[judge] = {**cfg["models"][judge], "devices": ["cpu"]}
+    datasets = {}
+    for name, ds in cfg["datasets"].items():
+        datasets[name] = {**ds, "manifest": str((REPO / ds["manifest"]).resolve())}
+        datasets[name].pop("thresholds", None)
+    doc = {"models": models, "datasets": datasets, "golden_dir": "golden", "judge": judge,
+           "thresholds": {"wer_abs": 1.0, "cer_abs": 1.0, "rss_rel": 10.0}}
+    (tmp / "speechlab.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    (tmp / "conftest.py").write_text(CONFTEST, encoding="utf-8")
+
+
+@contextmanager
+def _busy(on: bool) -> Any:
+    proc = None
+    if on:
+        proc = subprocess.Popen([sys.executable, "-c", "import os\nos.sched_setaffinity(0, {0})\nwhile True: pass"])
+        time.sleep(0.5)
+    try:
+        yield
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+
+def _run(tmp: Path, model: str, condition: str, slowdown: float, rounds: int, update: bool = False) -> dict[str, Any]:
+    env = {**os.environ, "SPEECHLAB_BENCH_SLOWDOWN": str(slowdown), "SPEECHLAB_BENCH_MODEL": model}
+    cmd = [sys.executable, "-m", "pytest", "speechlab.yaml", "-p", "no:cacheprovider", "-q", "--benchmark-disable",
+           "--speechlab-model", model, "-m", "cpu", "--speechlab-rounds", str(rounds), "--speechlab-json", "run.json"]
+    if update:
+        cmd.append("--speechlab-update-golden")
+        env["SPEECHLAB_BENCH_IGNORE_LOAD"] = "1"
+    load = round(os.getloadavg()[0], 2)
+    if condition.startswith("c"):
+        cmd = ["taskset", "-c", "0", *cmd]
+    if condition.startswith("d"):
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    with _busy(condition.startswith("b")):
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=900, check=False)
+        wall = time.perf_counter() - t0
+    cases = json.loads((tmp / "run.json").read_text(encoding="utf-8"))["cases"]
+    case = next(c for c in cases if c["model"] == model)
+    speed: dict[str, Any] = next((c for c in case.get("checks", []) if c["metric"] == "SPEED"), {})
+    m = case.get("metrics") or {}
+    return {"condition": condition, "slowdown": slowdown, "rc": proc.returncode, "wall_s": round(wall, 1),
+            "rtf": m.get("rtf"), "speed_rel": m.get("speed_rel"), "band": m.get("speed_rel_band"),
+            "speed_status": speed.get("status"), "tolerance": speed.get("tolerance"),
+            "ref_total_s": (case.get("speed_reference") or {}).get("total_s"),
+            "load_avg_1m": load,
+            "usable_cpus": (case.get("machine") or {}).get("usable_cpus"),
+            "tail": "" if proc.returncode in (0, 1) else proc.stdout[-2000:] + proc.stderr[-2000:]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["fw-tiny-en", "piper-joe", "ow-tiny-en"])
+    ap.add_argument("--rounds", type=int, default=1)
+    args = ap.parse_args()
+    rows: list[dict[str, Any]] = []
+    for model in args.models:
+        with tempfile.TemporaryDirectory(prefix=f"speed-{model}-") as d:
+            tmp = Path(d)
+            _project(tmp, model)
+            golden = _run(tmp, model, "a: idle", 0.0, args.rounds, update=True)
+            golden.update(model=model, condition="golden (a)")
+            rows.append(golden)
+            print(json.dumps(golden), flush=True)
+            for cond in CONDITIONS:
+                for slow in (0.0, 0.3):
+                    r = _run(tmp, model, cond, slow, args.rounds)
+                    r["model"] = model
+                    r["rtf_x"] = r["rtf"] / golden["rtf"] if r["rtf"] and golden["rtf"] else None
+                    r["rel_x"] = (r["speed_rel"] / golden["speed_rel"]
+                                  if r["speed_rel"] and golden["speed_rel"] else None)
+                    rows.append(r)
+                    print(json.dumps(r), flush=True)
+    out = REPO / "benchmarks" / "speed-conditions.json"
+    out.write_text(json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows},
+                              indent=2) + "\n", encoding="utf-8")
+    print("\n| model | condition | 30% slower | RTF | RTF vs golden | speed_rel vs golden | band | speed verdict | load 1m |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r["condition"].startswith("golden"):
+            continue
+        fx = (lambda x: "-" if x is None else f"{x:.2f}x")
+        print(f"| {r['model']} | {r['condition']} | {'yes' if r['slowdown'] else 'no'} | {r['rtf']:.4f} | "
+              f"{fx(r['rtf_x'])} | {fx(r['rel_x'])} | {r['band']:.2f} | {r['speed_status']} {r['tolerance']} | "
+              f"{r['load_avg_1m']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
