@@ -384,7 +384,7 @@ def test_benchmark_compare_fail_ends_cleanly(fake: FakeProject, monkeypatch: pyt
     storage = f"file://{fake.path / 'benchmarks'}"
     fake.config()
     fake.run("--speechlab-update-golden", "--benchmark-autosave", "--benchmark-storage", storage).assert_outcomes(passed=1)
-    monkeypatch.setenv("SPEECHLAB_FAKE_SLEEP", "0.02")  # 4 utterances x 20 ms: far slower than the saved run
+    monkeypatch.setenv("SPEECHLAB_FAKE_SLEEP", "0.25")  # 4 utterances x 250 ms: far slower than the saved run (reference runs included)
     result = fake.run("--benchmark-storage", storage, "--benchmark-compare", "--benchmark-compare-fail=min:50%")
     result.assert_outcomes(passed=1)  # the speech gate itself passes (RTF tolerance is huge here)
     assert result.ret == 1
