@@ -26,6 +26,13 @@ from pytest_speechlab.hallucination import (
 faster_whisper_vad = pytest.importorskip("faster_whisper.vad", reason="faster-whisper extra (Silero VAD) not installed")
 import soxr  # noqa: F401
 
+
+def _run(fake: FakeProject, *args: str) -> pytest.RunResult:
+    """A fake-backend session with the RTF gate off: a fake's microsecond timings are noise, and speed is
+    not what these tests are about."""
+    return fake.run("--speechlab-rtf-gate", "off", *args)
+
+
 REPO = Path(__file__).resolve().parent.parent
 NONSPEECH = REPO / "fixtures" / "nonspeech"
 LOOP = " ".join(["hello there"] * 8)
@@ -82,10 +89,10 @@ def _cases(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_production_model_fails_on_one_catastrophic_output(fake: FakeProject, xdist: list[str]) -> None:
     """0 allowed for production: the failure block names the utterance and prints its alignment."""
     fake.config(models={"ok": {"stage": "production"}})
-    fake.run("--speechlab-update-golden").assert_outcomes(passed=1)
-    assert fake.run().ret == 0
+    _run(fake, "--speechlab-update-golden").assert_outcomes(passed=1)
+    assert _run(fake, ).ret == 0
     fake.config(models={"ok": {"stage": "production", "say": LOOP}})
-    res = fake.run("--speechlab-json", "run.json", *xdist)
+    res = _run(fake, "--speechlab-json", "run.json", *xdist)
     res.assert_outcomes(failed=1)
     res.stdout.fnmatch_lines([
         "*CATASTR*1.0000*0.0000*<= 0*FAIL (1 utterance(s) with a catastrophic output*0 allowed)",
@@ -104,23 +111,23 @@ def test_candidate_is_gated_against_the_golden_count(fake: FakeProject) -> None:
     """Without catastrophic_max a candidate may keep the golden's count, not exceed it; a golden recorded
     before the count existed holds the case to 0 and says so."""
     fake.config(models={"cand": {"say": LOOP}})
-    fake.run("--speechlab-update-golden").assert_outcomes(passed=1)
+    _run(fake, "--speechlab-update-golden").assert_outcomes(passed=1)
     assert json.loads(fake.golden("cand").read_text())["metrics"]["catastrophic"] == 1
-    fake.run().assert_outcomes(passed=1)
+    _run(fake, ).assert_outcomes(passed=1)
     golden = json.loads(fake.golden("cand").read_text())
     golden["metrics"].pop("catastrophic")
     fake.golden("cand").write_text(json.dumps(golden))
-    res = fake.run()
+    res = _run(fake, )
     res.assert_outcomes(failed=1)
     res.stdout.fnmatch_lines(["*CATASTR*1.0000*-*<= 0*FAIL*", "*note: the golden has no catastrophic count*held to 0*"])
     # a configured allowance wins over the golden
     fake.config(models={"cand": {"say": LOOP, "thresholds": {"catastrophic_max": 1}}})
-    fake.run().assert_outcomes(passed=1)
+    _run(fake, ).assert_outcomes(passed=1)
 
 
 def test_catastrophic_max_must_be_a_count(fake: FakeProject) -> None:
     fake.config(models={"ok": {"thresholds": {"catastrophic_max": 0.5}}})
-    res = fake.run()
+    res = _run(fake, )
     assert res.ret != 0
     res.stdout.fnmatch_lines(["*models.ok.thresholds.catastrophic_max: is a count of utterances: must be a whole number*0.5*"])
 
@@ -142,15 +149,16 @@ def _nonspeech_dataset(fake: FakeProject, with_speech: bool = False) -> dict[str
 
 def test_words_on_nonspeech_are_gated_not_wer(fake: FakeProject) -> None:
     """A model that starts writing 'thank you for watching' on silence fails HAL-WPM and HAL-RATE; WER is off."""
+    # Subprocesses: each session loads Silero VAD itself, so the peak-memory gate compares like with like.
     datasets = _nonspeech_dataset(fake)
     fake.config(models={"ok": {"say": ""}}, datasets=datasets)
-    fake.run("--speechlab-update-golden").assert_outcomes(passed=1)
+    fake.run_subprocess("--speechlab-rtf-gate", "off", "--speechlab-update-golden").assert_outcomes(passed=1)
     golden = json.loads(fake.golden("ok", "quiet").read_text())
     assert golden["metrics"]["hallucination_rate"] == 0.0 and golden["metrics"]["hallucination_wpm"] == 0.0
     assert all(r["vad_speech_s"] <= 0.25 for r in golden["utterances"])
-    fake.run().assert_outcomes(passed=1)
+    fake.run_subprocess("--speechlab-rtf-gate", "off", ).assert_outcomes(passed=1)
     fake.config(models={"ok": {"say": "Thank you for watching!"}}, datasets=datasets)
-    res = fake.run("--speechlab-json", "run.json")
+    res = fake.run_subprocess("--speechlab-rtf-gate", "off", "--speechlab-json", "run.json")
     res.assert_outcomes(failed=1)
     res.stdout.fnmatch_lines([
         "*WER*1.0000*0.0000*OFF (non-speech dataset (every reference empty)*",
@@ -165,12 +173,12 @@ def test_words_on_nonspeech_are_gated_not_wer(fake: FakeProject) -> None:
 def test_golden_without_hallucination_metrics_is_not_a_pass(fake: FakeProject) -> None:
     datasets = _nonspeech_dataset(fake)
     fake.config(models={"ok": {"say": ""}}, datasets=datasets)
-    fake.run("--speechlab-update-golden").assert_outcomes(passed=1)
+    _run(fake, "--speechlab-update-golden").assert_outcomes(passed=1)
     golden = json.loads(fake.golden("ok", "quiet").read_text())
     for k in ("hallucination_rate", "hallucination_wpm"):
         golden["metrics"].pop(k)
     fake.golden("ok", "quiet").write_text(json.dumps(golden))
-    res = fake.run()
+    res = _run(fake, )
     res.assert_outcomes(failed=1)
     res.stdout.fnmatch_lines(["*this run measured hallucination_wpm (the dataset has non-speech clips) but the golden has None; re-record*"])
 
@@ -178,7 +186,7 @@ def test_golden_without_hallucination_metrics_is_not_a_pass(fake: FakeProject) -
 def test_speech_in_an_empty_reference_clip_is_an_error(fake: FakeProject) -> None:
     """Silero VAD confirms the non-speech clips: real speech with an empty reference errors, naming the clip."""
     fake.config(models={"ok": {"say": ""}}, datasets=_nonspeech_dataset(fake, with_speech=True))
-    res = fake.run("--speechlab-update-golden")
+    res = _run(fake, "--speechlab-update-golden")
     res.assert_outcomes(failed=1)
     res.stdout.fnmatch_lines([("*(utterance speech): the reference is empty (a non-speech clip) but Silero VAD finds * s of "
                               "speech in *speech.wav*Transcribe the clip in the manifest, or remove it*")])
