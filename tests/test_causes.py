@@ -388,7 +388,8 @@ def test_benchmark_compare_fail_ends_cleanly(fake: FakeProject, monkeypatch: pyt
     fake.run("--speechlab-update-golden", "--benchmark-autosave", "--benchmark-storage", storage).assert_outcomes(passed=1)
     monkeypatch.setenv("SPEECHLAB_FAKE_SLEEP", "0.02")  # 4 utterances x 20 ms: far slower than the saved run
     result = fake.run("--benchmark-storage", storage, "--benchmark-compare", "--benchmark-compare-fail=min:50%")
-    result.assert_outcomes(passed=1)  # the speech gate itself passes (RTF tolerance is huge here)
+    # Whatever the speech gate says about the slower case (speed gating may fail it too), the session ends
+    # with rc 1, the clean line and no traceback.
     assert result.ret == 1
     out = result.stdout.str() + result.stderr.str()
     assert "speechlab: pytest-benchmark --benchmark-compare-fail: performance regressed against the saved run" in out
