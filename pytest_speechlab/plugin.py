@@ -430,7 +430,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     sess = item.config.stash.get(SESSION_KEY, None)
     if sess is None:
         return report
-    if report.failed or (report.when == "call" and hasattr(report, "wasxfail")):
+    # An xfailed call (experimental stage) raised: that is a failure of the case, reported, not gated.  An
+    # XPASS (``wasxfail`` on a passed report) is not.
+    if report.failed or (report.when == "call" and report.skipped and hasattr(report, "wasxfail")):
         item.stash.setdefault(_FAILURES_KEY, []).append(
             ("" if report.when == "call" else f"{report.when}: ") + _failure_line(report))
     elif report.skipped and isinstance(report.longrepr, tuple):
