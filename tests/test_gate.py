@@ -227,3 +227,20 @@ def test_collect_only_writes_no_error_rows(fake: FakeProject) -> None:
     assert res.ret == 0
     assert "never ran" not in res.stdout.str() and "speechlab summary" not in res.stdout.str()
     assert not (fake.path / "run.json").exists()
+
+
+def test_experimental_case_that_passes_is_a_pass_not_an_error(fake: Any) -> None:
+    """An experimental model's case is a non-strict xfail: when it runs and passes (XPASS) its row is the real
+    verdict, not 'error: call failed'; when it crashes (XFAIL) its row is an error naming the crash."""
+    fake.config(models={"exp": {"stage": "experimental"}})
+    assert fake.run("--speechlab-update-golden").ret == 0
+    result = fake.run("--speechlab-json", "run.json")
+    result.assert_outcomes(xpassed=1)
+    (row,) = fake.record()["cases"]
+    assert row["verdict"] == "pass", row
+    assert "error" not in result.stdout.str().split("speechlab summary")[1]
+    fake.config(models={"exp": {"stage": "experimental", "crash": "transcribe"}})
+    crashed = fake.run("--speechlab-json", "run.json")
+    crashed.assert_outcomes(xfailed=1)
+    (row,) = fake.record()["cases"]
+    assert row["verdict"] == "error" or row["status"] == "error", row
