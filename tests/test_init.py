@@ -99,7 +99,8 @@ def test_init_then_record_then_gate(pytester: pytest.Pytester, _native_modules_l
     start = fw + 2 + re.search(r"\n  \S", text[fw + 1:]).start()  # type: ignore[union-attr]  # the next entry
     end = text.index("datasets:")
     cfg.write_text(text[:start] + text[end:].split("  tts-example:")[0] + "thresholds:\n  wer_abs: 0.02\n"
-                   "  cer_abs: 0.02\n  rtf_rel: 100.0\ngolden_dir: golden\n", encoding="utf-8")
+                   "  cer_abs: 0.02\n  rtf_rel: 100.0\n  speed_rel: 100.0\n  speed_rel_min: 100.0\n  rss_rel: 100.0\n"
+                   "golden_dir: golden\n", encoding="utf-8")
     args = ("-p", "no:cacheprovider", "--speechlab-rounds", "1", "speechlab.yaml")
     assert pytester.runpytest(*args, "--speechlab-update-golden").ret == 0
     assert (pytester.path / "golden" / "fw-tiny-en" / "example" / "cpu.json").is_file()

@@ -170,7 +170,8 @@ def _parity(ct2_dir: Path, pt: Path, clips: list[tuple[str, np.ndarray, str]], l
 
     from pytest_speechlab.backends.openai_whisper import OpenAIWhisperBackend
 
-    ow_asr = OpenAIWhisperBackend().load(ModelSpec(name=name, backend="openai-whisper", weights=str(pt), options={"language": language}), "cpu")
+    ow_asr = OpenAIWhisperBackend().load(ModelSpec(name=name, backend="openai-whisper", weights=str(pt), options={"language": language, "temperature": 0.0, "without_timestamps": True,
+                                                               "condition_on_previous_text": False}), "cpu")  # greedy, as fw below
     ct2_model = ctranslate2.models.Whisper(str(ct2_dir), device="cpu", compute_type="float32")
     fw = WhisperModel(str(ct2_dir), device="cpu", compute_type="float32")
     eot = ow_asr._eot()
