@@ -238,7 +238,7 @@ def test_experimental_case_that_passes_is_a_pass_not_an_error(fake: Any) -> None
     result.assert_outcomes(xpassed=1)
     (row,) = fake.record()["cases"]
     assert row["verdict"] == "pass", row
-    assert "error" not in result.stdout.str().split("speechlab summary")[1]
+    assert "error:" not in result.stdout.str().split("speechlab summary")[1]
     fake.config(models={"exp": {"stage": "experimental", "crash": "transcribe"}})
     crashed = fake.run("--speechlab-json", "run.json")
     crashed.assert_outcomes(xfailed=1)
