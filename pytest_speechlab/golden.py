@@ -267,10 +267,10 @@ def compare(
 SPEED_REL_MAX = 0.20  # relative-speed tolerance never looser than this (a 30% slowdown always fails)
 SPEED_REL_MIN = 0.15  # ... and never tighter than this, whatever the measured noise
 RSS_REL = 0.25
-#: Memory growth below this many MB is allocator noise (arenas, caches, a library's lazy state), whatever the
-#: ratio: a case whose golden peak is 0-10 MB (a fake backend, a model loaded by an earlier case) is not failed
-#: for 9 MB.
-RSS_FLOOR_MB = 64.0
+#: Memory growth below this many MB is allocator noise, whatever the ratio: measured in this project's own test
+#: runs, where several sessions share one process, a case's peak moved by +29 to +103 MB with nothing changed
+#: (arenas and caches left by earlier cases, a library's lazy state), and a fake backend's 0 MB golden met 9 MB.
+RSS_FLOOR_MB = 128.0
 NOT_COMPARED = "not-compared"
 
 

@@ -337,28 +337,40 @@ def test_memory_is_gated_one_sided_per_case() -> None:
     def status(golden: dict[str, Any], now: dict[str, Any], **t: float) -> str:
         return next(c for c in compare(golden, now, t).checks if c.metric == "RSS_MB").status
 
-    assert status(case(400.0), case(450.0)) == "pass"
-    assert status(case(400.0), case(520.0)) == "fail"
-    assert status(case(400.0), case(520.0), rss_rel=0.5) == "pass"
+    assert status(case(800.0), case(900.0)) == "pass"
+    assert status(case(800.0), case(1040.0)) == "fail"
+    assert status(case(800.0), case(1040.0), rss_rel=0.5) == "pass"
+    # under the allocator-noise floor (RSS_FLOOR_MB, 128 MB) growth passes whatever the ratio
+    assert status(case(0.0), case(9.0)) == "pass" and status(case(100.0), case(200.0)) == "pass"
+    assert status(case(100.0), case(260.0)) == "fail"
     assert status(case(400.0), case(200.0)) == "pass"  # less memory is reported, never an "improved" verdict
     assert status(case(None), case(200.0)) == "not-compared"
 
 
 def test_case_peak_rss_is_measured_per_case() -> None:
-    import numpy as np
-
-    from pytest_speechlab.metrics import case_peak_rss_mb, reset_case_peak
-
-    if not reset_case_peak():
+    """In a fresh process (a long test session reuses freed memory, so a new block may not grow the resident
+    set at all): a touched 64 MiB block raises the case peak, and a reset forgets it."""
+    code = """
+import sys
+import numpy as np
+from pytest_speechlab.metrics import case_peak_rss_mb, reset_case_peak
+if not reset_case_peak():
+    print("no-reset"); sys.exit(0)
+before = case_peak_rss_mb()
+block = np.ones(64 * 1024 * 1024 // 8)  # 64 MiB, touched
+after = case_peak_rss_mb()
+del block
+reset_case_peak()
+again = case_peak_rss_mb()
+print(before, after, again)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    if proc.stdout.strip() == "no-reset":
         pytest.skip("the resident-set peak cannot be reset on this platform (Linux /proc/self/clear_refs)")
-    before = case_peak_rss_mb()
-    block = np.ones(64 * 1024 * 1024 // 8)  # 64 MiB, touched
-    after = case_peak_rss_mb()
-    del block
-    assert before is not None and after is not None and after - before > 50
-    reset_case_peak()
-    again = case_peak_rss_mb()
-    assert again is not None and again < after - 50  # the peak of the freed block is forgotten
+    before, after, again = (float(x) for x in proc.stdout.split())
+    assert after - before > 50
+    assert again < after - 50  # the peak of the freed block is forgotten
 
 
 # ---- machine fingerprint -------------------------------------------------------------------------
