@@ -111,7 +111,7 @@ class FakeProject:
         doc = {"models": {"fake": entry},
                "datasets": {"data": {"manifest": "data/manifest.jsonl", "normalizer": "whisper-en"}},
                # Speed and memory are not the point here (in-process runs share one process's RSS): huge tolerances.
-               "thresholds": {"rss_rel": 1000.0, **(thresholds if thresholds is not None
+               "thresholds": {"rss_rel": 1000.0, "speed_rel": 1000.0, "speed_rel_min": 1000.0, **(thresholds if thresholds is not None
                                                     else {"wer_abs": 0.02, "cer_abs": 0.02, "rtf_rel": 1000.0})},
                "golden_dir": "golden"}
         return self.pytester.makefile(".yaml", **{filename: yaml.safe_dump(doc, sort_keys=False)})
