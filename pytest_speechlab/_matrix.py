@@ -7,6 +7,6 @@ import pytest
 
 def test_speech(speechlab_case: object, request: pytest.FixtureRequest) -> None:
     """Run one configured case and gate it against its golden baseline."""
-    from .plugin import run_matrix_case
+    from .running import run_matrix_case
 
     run_matrix_case(speechlab_case, request)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shlex
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,10 +15,15 @@ from typing import Any
 import pytest
 
 from .config import ALL_DEVICES, GATES, ConfigError, load_config
+from .running import (
+    CONFIG_ERROR_KEY,
+    SESSION_KEY,
+    _accept_command,
+    _progress,
+    get_session,
+)
 from .session import Case, Options, SpeechlabSession
 
-SESSION_KEY = pytest.StashKey["SpeechlabSession | None"]()
-CONFIG_ERROR_KEY = pytest.StashKey["str | None"]()
 # Per item: where its rows start in ``sess.results``, and why it failed (one line per failed phase).
 _ROWS_START_KEY = pytest.StashKey[int]()
 _FAILURES_KEY = pytest.StashKey[list[str]]()
@@ -219,17 +222,6 @@ def _configure_xdist(config: pytest.Config, sess: SpeechlabSession) -> None:
                           "timings are noisy (--speechlab-rtf-gate auto turns the RTF gate off under xdist)")
 
 
-def get_session(config: pytest.Config) -> SpeechlabSession:
-    """The session object, or a usage error saying how to configure one."""
-    sess = config.stash.get(SESSION_KEY, None)
-    if sess is None:
-        err = config.stash.get(CONFIG_ERROR_KEY, None)
-        if err:
-            raise pytest.UsageError(err)
-        raise pytest.UsageError("pytest-speechlab found no speechlab.yaml in the rootdir; create one or pass --speechlab-config PATH")
-    return sess
-
-
 # ---- collection ----------------------------------------------------------------------------------
 
 class SpeechlabFile(pytest.Module):
@@ -294,96 +286,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             marks.append(pytest.mark.xfail(strict=False, reason=f"{case.model} is experimental: reported, not gated"))
         params.append(pytest.param(case, id=case.id, marks=marks))
     metafunc.parametrize("speechlab_case", params)
-
-
-# ---- running a matrix case ---------------------------------------------------------------------
-
-def _accept_command(item: pytest.Item) -> str:
-    return f"pytest {shlex.quote(item.nodeid)} --speechlab-update-golden"
-
-
-def _progress(request: pytest.FixtureRequest, case_id: str) -> Callable[[int, int], None] | None:
-    config = request.config
-    if config.get_verbosity() < 0 or hasattr(config, "workerinput"):
-        return None
-    tr = config.pluginmanager.getplugin("terminalreporter")
-    capman = config.pluginmanager.getplugin("capturemanager")
-    if tr is None:
-        return None
-    start = time.monotonic()
-    last = [start]
-
-    def progress(done: int, total: int) -> None:
-        now = time.monotonic()
-        # Only cases that run for more than a few seconds show progress, every 2 s at most.
-        if now - start < 3 or (now - last[0] < 2 and done != total):
-            return
-        last[0] = now
-        text = f" [{done}/{total} utterances]"
-        if capman is not None:
-            with capman.global_and_fixture_disabled():
-                tr.write(text)
-        else:
-            tr.write(text)
-
-    return progress
-
-
-def _benchmark_runner(request: pytest.FixtureRequest, case: Case) -> tuple[Any, Callable[[Callable[[], None], int], None]]:
-    from .evaluation import loop_runner
-
-    if not request.config.pluginmanager.hasplugin("pytest_benchmark") and not request.config.pluginmanager.hasplugin("benchmark"):
-        return None, loop_runner
-    try:
-        bench = request.getfixturevalue("benchmark")
-    except pytest.FixtureLookupError:
-        return None, loop_runner
-    bench.group = f"{case.dataset}-{case.device}"
-    # pytest-benchmark matches saved runs by fullname, which is the node id ("speechlab.yaml::test_speech[...]"):
-    # the case id alone keeps --benchmark-compare working when the config file is renamed or another one is used.
-    bench.fullname = case.id
-
-    def runner(fn: Callable[[], None], rounds: int) -> None:
-        bench.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
-
-    return bench, runner
-
-
-def run_matrix_case(case: Any, request: pytest.FixtureRequest) -> None:
-    """Run a collected matrix case end to end (used by the built-in matrix test)."""
-    __tracebackhide__ = True
-    sess = get_session(request.config)
-    assert isinstance(case, Case)
-    spec = sess.cfg.models[case.model]
-    sess.skip_if_unrunnable(case)
-    if spec.task != "asr":
-        from . import tasks
-
-        tasks.run_task_case(sess, case, request)
-        return
-    # Load (or skip/fail) before asking for the benchmark fixture: a case that skips here must not leave
-    # pytest-benchmark warning that its fixture went unused.  run_asr reuses the cached model.
-    sess.load_case_model(case)
-    bench, runner = _benchmark_runner(request, case)
-    result = sess.run_asr(case, runner=runner, progress=_progress(request, case.id), accept=_accept_command(request.node))
-    if bench is not None:
-        m = result.metrics
-        bench.extra_info.update({"wer": m["wer"], "cer": m["cer"], "rtf": m["rtf"], "rtf_rounds": m["rtf_rounds"],
-                                 "speed_rel": m.get("speed_rel"),
-                                 "speed_reference_s": (result.record.get("speed_reference") or {}).get("total_s"),
-                                 "audio_seconds": m["audio_seconds"], "decode": result.record["decode"],
-                                 "weights": result.record["weights"], "model": case.model, "device": case.device, "dataset": case.dataset})
-        if m.get("entity_acc") is not None:
-            bench.extra_info["entity_acc"] = m["entity_acc"]
-    _junit_properties(request, result.record)
-    result.check_golden()
-
-
-def _junit_properties(request: pytest.FixtureRequest, record: dict[str, Any]) -> None:
-    m = record.get("metrics") or {}
-    for k in ("wer", "cer", "rtf", "entity_acc"):
-        if m.get(k) is not None:
-            request.node.user_properties.append((f"speechlab_{k}", f"{m[k]:.6f}"))
 
 
 # ---- every collected case ends up in the record --------------------------------------------------
@@ -521,7 +423,7 @@ def asr_eval(request: pytest.FixtureRequest) -> Callable[..., Any]:
             device = resolve_auto(sess.cfg.models[model].devices)
         case = Case(model, dataset, device)
         return sess.run_asr(case, progress=_progress(request, case.id),
-                            accept=f"pytest {shlex.quote(request.node.nodeid)} --speechlab-update-golden")
+                            accept=_accept_command(request.node))
 
     return run
 

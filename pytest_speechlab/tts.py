@@ -648,8 +648,13 @@ def run_tts_case(sess: Any, case: Any, request: Any) -> Any:
     from .devices import machine_fingerprint
     from .evaluation import CaseResult
     from .golden import GoldenError, read_golden
-    from .plugin import _accept_command, _benchmark_runner, _junit_properties, _progress
     from .report import versions
+    from .running import (
+        _accept_command,
+        _benchmark_runner,
+        _junit_properties,
+        _progress,
+    )
 
     spec = sess.cfg.models[case.model]
     dspec = sess.dataset_spec(case.dataset)

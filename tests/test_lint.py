@@ -84,3 +84,18 @@ def test_ruff_clean() -> None:
     proc = subprocess.run([exe, "check", "pytest_speechlab", "tests", "benchmarks", "conftest.py"], cwd=REPO,
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_nothing_below_the_plugin_imports_it() -> None:
+    """plugin.py registers hooks and fixtures on top of the package; no module imports it back (no circle
+    through the plugin: the case runners use pytest_speechlab.running)."""
+    import ast
+
+    offenders = []
+    for path in sorted((REPO / "pytest_speechlab").rglob("*.py")):
+        if path.name == "plugin.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[-1] == "plugin":
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert offenders == []
