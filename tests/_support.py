@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from typing import Any
 
 from pytest_speechlab.backends import MissingExtraError, get_backend
 
@@ -25,3 +26,39 @@ def tiny_en_model(name: str, *, beam_size: int = 5, devices: str = "[cpu]") -> s
     """The YAML of a models: entry running the bundled faster-whisper tiny.en (int8, English)."""
     return (f"  {name}:\n    backend: faster-whisper\n    weights: bundled:tiny.en\n    compute_type: int8\n"
             f"    beam_size: {beam_size}\n    language: en\n    devices: {devices}\n")
+
+
+def load_make_fixtures() -> Any:
+    """Import fixtures/make_fixtures.py as a module (it only needs numpy at import time)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "fixtures" / "make_fixtures.py"
+    spec = importlib.util.spec_from_file_location("make_fixtures", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses looks the module up in sys.modules while the class body runs.
+    sys.modules.setdefault("make_fixtures", module)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        if sys.modules.get("make_fixtures") is module:
+            del sys.modules["make_fixtures"]
+    return module
+
+
+def tone_dataset(folder: Any, seconds: tuple[float, ...], text: str) -> None:
+    """``folder/manifest.jsonl`` with one 220 Hz tone clip ``c<i>.wav`` per duration, each labelled ``text``."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, secs in enumerate(seconds):
+        tone = 0.1 * np.sin(2 * np.pi * 220 * np.arange(int(16000 * secs)) / 16000)
+        sf.write(folder / f"c{i}.wav", tone.astype(np.float32), 16000)
+        rows.append({"audio_filepath": f"c{i}.wav", "text": text, "id": f"c{i}"})
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import pytest
+from _support import tone_dataset
 
 from pytest_speechlab import devices
 from pytest_speechlab.devices import (
@@ -173,21 +174,12 @@ golden_dir: golden
 def torch_project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     import sys
 
-    import numpy as np
-    import soundfile as sf
 
     # The backend registers as "conftest:TorchishBackend": another in-process project's conftest must not
     # answer to that name.
     monkeypatch.delitem(sys.modules, "conftest", raising=False)
 
-    data = pytester.path / "data"
-    data.mkdir()
-    rows = []
-    for i, secs in enumerate((1.0, 1.0, 1.0, 1.0, 1.0, 1.5)):
-        tone = 0.1 * np.sin(2 * np.pi * 220 * np.arange(int(16000 * secs)) / 16000)
-        sf.write(data / f"c{i}.wav", tone.astype(np.float32), 16000)
-        rows.append({"audio_filepath": f"c{i}.wav", "text": "hello world this is a test", "id": f"c{i}"})
-    (data / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tone_dataset(pytester.path / "data", (1.0, 1.0, 1.0, 1.0, 1.0, 1.5), "hello world this is a test")
     pytester.makeconftest(CONFTEST)
     pytester.makefile(".yaml", speechlab=CONFIG)
     return pytester

@@ -6,14 +6,13 @@ Model-free (soundfile and hashlib only), so it runs in well under a second.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import soundfile as sf
+from _support import load_make_fixtures
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SETS = ["smoke", "bench", "longform"]
@@ -46,16 +45,7 @@ def _read_sums(set_dir: Path) -> dict[str, str]:
 
 def _load_script() -> ModuleType:
     """Import fixtures/make_fixtures.py (it only needs numpy at import time)."""
-    spec = importlib.util.spec_from_file_location("make_fixtures", FIXTURES / "make_fixtures.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses looks the module up in sys.modules while the class body runs.
-    sys.modules.setdefault("make_fixtures", module)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        if sys.modules.get("make_fixtures") is module:
-            del sys.modules["make_fixtures"]
+    module: ModuleType = load_make_fixtures()
     return module
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from _fake import FakeProject
+from _support import load_make_fixtures
 
 from pytest_speechlab.hallucination import (
     catastrophic_reason,
@@ -194,21 +195,12 @@ def test_speech_in_an_empty_reference_clip_is_an_error(fake: FakeProject) -> Non
 
 
 def test_bundled_nonspeech_set_is_what_the_script_makes_and_holds_no_speech() -> None:
-    import importlib.util
-    import sys
 
     import soundfile as sf
 
     from pytest_speechlab.hallucination import vad_speech_seconds
 
-    spec = importlib.util.spec_from_file_location("make_fixtures", REPO / "fixtures" / "make_fixtures.py")
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("make_fixtures", script)
-    try:
-        spec.loader.exec_module(script)
-    finally:
-        sys.modules.pop("make_fixtures", None)
+    script = load_make_fixtures()
     expected = script.nonspeech_audio()
     rows = [json.loads(x) for x in (NONSPEECH / "manifest.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
     assert [r["id"] for r in rows] == list(expected) and all(r["text"] == "" for r in rows)

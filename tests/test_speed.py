@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import tone_dataset
 
 from pytest_speechlab.golden import compare, speed_tolerance
 from pytest_speechlab.speed import (
@@ -105,17 +106,8 @@ needs_affinity = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason
 
 @pytest.fixture
 def spin_project(pytester: pytest.Pytester) -> pytest.Pytester:
-    import numpy as np
-    import soundfile as sf
 
-    data = pytester.path / "data"
-    data.mkdir()
-    rows = []
-    for i, secs in enumerate((1.0, 1.5, 2.0)):
-        tone = 0.1 * np.sin(2 * np.pi * 220 * np.arange(int(16000 * secs)) / 16000)
-        sf.write(data / f"c{i}.wav", tone.astype(np.float32), 16000)
-        rows.append({"audio_filepath": f"c{i}.wav", "text": "hello world", "id": f"c{i}"})
-    (data / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tone_dataset(pytester.path / "data", (1.0, 1.5, 2.0), "hello world")
     pytester.makeconftest(CONFTEST)
     pytester.makefile(".yaml", speechlab=CONFIG)
     return pytester
