@@ -89,22 +89,43 @@ def test_openai_whisper_defaults_are_the_library_s_own_and_match_the_readme() ->
     assert _cell_value(table["log_prob_threshold"][1]) == settings["logprob_threshold"]
 
 
+BAD_VALUES = [
+    ({"beam_size": "five"}, "beam_size", "'five' is not allowed; want an integer >= 1 and <= 100"),
+    ({"temperature": "hot"}, "temperature", "'hot' is not allowed; want a number or a list of numbers >= 0 and <= 2"),
+    ({"temperature": []}, "temperature", "[] is not allowed; want a number or a list of numbers >= 0 and <= 2"),
+    ({"temperature": -0.5}, "temperature", "-0.5 is not allowed; want a number or a list of numbers >= 0 and <= 2"),
+    ({"condition_on_previous_text": "yes"}, "condition_on_previous_text", "'yes' is not allowed; want true or false"),
+    ({"cpu_threads": -4}, "cpu_threads", "-4 is not allowed; want an integer >= 0 and <= 1024"),
+    ({"no_speech_threshold": float("nan")}, "no_speech_threshold",
+     "nan is not allowed; want a number >= 0 and <= 1 (or null)"),
+    ({"seed": 1.5}, "seed", "1.5 is not allowed; want an integer >= 0 and <= 4294967295"),
+    ({"initial_prompt": 5}, "initial_prompt", "5 is not allowed; want a string (or null)"),
+    ({"suppress_tokens": "x"}, "suppress_tokens", "'x' is not allowed; want a list of integers (or null)"),
+    ({"vad_parameters": "fast"}, "vad_parameters", "'fast' is not allowed; want a mapping (key: value) (or null)"),
+]
+
+
 @needs_fw
-@pytest.mark.parametrize(("options", "message"), [
-    ({"beam_size": "five"}, "option beam_size: 'five' is not allowed (an integer)"),
-    ({"temperature": "hot"}, "option temperature: 'hot' is not allowed (a finite number)"),
-    ({"temperature": []}, "option temperature: [] is not allowed (a number >= 0 or a non-empty list"),
-    ({"temperature": -0.5}, "option temperature: -0.5 is not allowed (a number >= 0"),
-    ({"condition_on_previous_text": "yes"}, "option condition_on_previous_text: 'yes' is not allowed (true or false)"),
-    ({"cpu_threads": -4}, "option cpu_threads: -4 is not allowed (an integer >= 0)"),
-    ({"no_speech_threshold": float("nan")}, "option no_speech_threshold: nan is not allowed (a finite number)"),
-    ({"seed": 1.5}, "option seed: 1.5 is not allowed (an integer >= 0)"),
-])
-def test_bad_values_name_model_key_and_what_is_allowed(options: dict[str, Any], message: str) -> None:
+@pytest.mark.parametrize(("options", "key", "message"), BAD_VALUES)
+def test_bad_values_name_model_key_and_what_is_allowed(options: dict[str, Any], key: str, message: str) -> None:
+    """One validator (the backend's option_types): a ModelSpec built in code gets the same message..."""
     with pytest.raises(BackendError) as info:
         get_backend("faster-whisper").settings(_spec(**options), "cpu")  # type: ignore[attr-defined]
-    assert str(info.value).startswith("model 'm': " + message), str(info.value)
-    assert "speechlab.yaml" in str(info.value)
+    assert str(info.value) == f"model 'm': option {key}: {message}; fix it in speechlab.yaml"
+
+
+@pytest.mark.parametrize(("options", "key", "message"), BAD_VALUES)
+def test_bad_values_in_speechlab_yaml_name_file_and_key(tmp_path: Path, options: dict[str, Any], key: str,
+                                                        message: str) -> None:
+    """...as speechlab.yaml, where the error names the file and the key before any model loads."""
+    from pytest_speechlab.config import ConfigError, load_config
+
+    cfg = tmp_path / "speechlab.yaml"
+    entry = {"backend": "faster-whisper", "weights": "bundled:tiny.en", **options}
+    cfg.write_text(yaml.safe_dump({"models": {"m": entry}, "datasets": {"d": {"manifest": "x.jsonl"}}}), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert str(info.value) == f"{cfg}: models.m.{key}: {message}"
 
 
 @needs_fw

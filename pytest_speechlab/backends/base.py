@@ -74,7 +74,7 @@ class Opt:
     """What one model option of a backend accepts: a declarative entry of ``option_types``.
 
     ``kind``: ``int``, ``number``, ``bool``, ``str``, ``numbers`` (a number or a list of numbers, e.g. a
-    temperature fallback).  ``lo``/``hi``: inclusive bounds (``lo_open``: lo excluded).  ``choices``: the
+    temperature fallback), ``ints`` (a list of integers), ``mapping`` (a YAML mapping, checked by the library).  ``lo``/``hi``: inclusive bounds (``lo_open``: lo excluded).  ``choices``: the
     allowed strings; ``also``: extra literal values accepted as-is (e.g. ``"voice"``); ``null``: None allowed.
     """
 
@@ -92,7 +92,8 @@ class Opt:
             what = "one of " + ", ".join(self.choices)
         else:
             what = {"int": "an integer", "number": "a number", "bool": "true or false", "str": "a string",
-                    "numbers": "a number or a list of numbers"}[self.kind]
+                    "numbers": "a number or a list of numbers", "ints": "a list of integers",
+                    "mapping": "a mapping (key: value)"}[self.kind]
             if self.lo is not None and self.hi is not None:
                 what += f" {'>' if self.lo_open else '>='} {_num(self.lo)} and <= {_num(self.hi)}"
             elif self.lo is not None:
@@ -116,6 +117,10 @@ class Opt:
             return isinstance(value, bool)
         if self.kind == "str":
             return isinstance(value, str)
+        if self.kind == "mapping":
+            return isinstance(value, dict)
+        if self.kind == "ints":
+            return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         values = value if self.kind == "numbers" and isinstance(value, list) and value else [value]
         for v in values:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):

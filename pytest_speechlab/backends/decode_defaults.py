@@ -16,11 +16,10 @@ and the names below match the installed libraries.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .base import BackendError
+from .base import BackendError, Opt, option_problem
 
 #: Bumped when the plugin's way of choosing decode settings changes; recorded as ``decode.policy``.
 #: 1 (pytest-speechlab 0.1): the plugin's own defaults (timestamps off, no conditioning, temperature 0).
@@ -52,65 +51,21 @@ def signature_defaults(func: Callable[..., Any], skip: Iterable[str]) -> dict[st
     return out
 
 
-def _bad(model: str, key: str, value: Any, allowed: str) -> BackendError:
-    return BackendError(f"model {model!r}: option {key}: {value!r} is not allowed ({allowed}); fix it in speechlab.yaml")
+def resolve(model: str, options: dict[str, Any], defaults: dict[str, Any], names: Iterable[str],
+            types: dict[str, Opt]) -> dict[str, Any]:
+    """The library's defaults for ``names``, with the model entry's ``options`` laid over them.
 
-
-def _number(model: str, key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _bad(model, key, value, "a finite number")
-    return float(value)
-
-
-def temperature(model: str, value: Any) -> float | list[float]:
-    """A temperature (a number >= 0) or a fallback schedule (a non-empty list of them)."""
-    if isinstance(value, (list, tuple)):
-        if not value:
-            raise _bad(model, "temperature", value, "a number >= 0 or a non-empty list of them, e.g. [0.0, 0.2, 0.4]")
-        temps = [temperature(model, v) for v in value]
-        return [float(t) for t in temps]  # type: ignore[arg-type]
-    t = _number(model, "temperature", value)
-    if t < 0:
-        raise _bad(model, "temperature", value, "a number >= 0 or a non-empty list of them")
-    return t
-
-
-def check_like_default(model: str, key: str, value: Any, default: Any) -> Any:
-    """``value`` checked against the type of the library's default for ``key`` (None: no check)."""
-    if key == "temperature":
-        return temperature(model, value)
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise _bad(model, key, value, "true or false")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _bad(model, key, value, "an integer")
-        return value
-    if isinstance(default, float):
-        if value is None:
-            return None  # thresholds: None switches the check off in both libraries
-        return _number(model, key, value)
-    if isinstance(default, list) and value is not None and not isinstance(value, list):
-        raise _bad(model, key, value, "a list")
-    return _jsonable(value)
-
-
-def positive_int(model: str, key: str, value: Any, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _bad(model, key, value, f"an integer >= {minimum}")
-    return value
-
-
-def resolve(model: str, options: dict[str, Any], defaults: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
-    """The library's defaults for ``names``, with the model entry's ``options`` laid over them (checked)."""
-    out: dict[str, Any] = {}
-    for key in names:
-        default = defaults.get(key)
-        out[key] = check_like_default(model, key, options[key], default) if key in options else default
+    Values are checked with the backend's ``option_types`` (the validator speechlab.yaml is checked with), so a
+    ModelSpec built in code gets the same one-line error as the config file.
+    """
+    problem = option_problem(types, options)
+    if problem:
+        key, text = problem
+        raise BackendError(f"model {model!r}: option {key}: {text}; fix it in speechlab.yaml")
+    out = {key: _jsonable(options[key]) if key in options else defaults.get(key) for key in names}
+    temperature = out.get("temperature")
+    if isinstance(temperature, list):  # a fallback schedule, recorded as floats like the library's
+        out["temperature"] = [float(t) for t in temperature]
+    elif isinstance(temperature, int):
+        out["temperature"] = float(temperature)
     return out
-
-
-def temperatures(value: Any) -> list[float]:
-    """A temperature setting as the list of temperatures it may try."""
-    return [float(t) for t in value] if isinstance(value, list) else [float(value)]

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Audio, BackendError, BaseBackend, ModelSpec, Opt
-from .decode_defaults import POLICY, positive_int, resolve, signature_defaults
+from .decode_defaults import POLICY, resolve, signature_defaults
 from .weights import resolve_ct2_weights
 
 #: ``WhisperModel.transcribe`` keywords a model entry may set.  Their *values* default to the installed
@@ -151,19 +151,47 @@ class FasterWhisperBackend(BaseBackend):
     runtime: ClassVar[str | None] = "ctranslate2"  # devices.probe runs a tiny op through it
     options: ClassVar[tuple[str, ...] | None] = LOAD_OPTIONS + DECODE_OPTIONS
     # Value checks (issue 12): speechlab.yaml refuses anything else, naming the key and what is allowed.
+    # Value checks of every option (one validator: speechlab.yaml is checked with it at load time, and
+    # ``settings`` checks a ModelSpec built in code with it too), naming the key and what is allowed.
     option_types: ClassVar[dict[str, Opt]] = {
         "compute_type": Opt("str", choices=("default", "auto", "int8", "int8_float16", "int8_float32", "int8_bfloat16",
                                             "int16", "float16", "float32", "bfloat16")),
-        "beam_size": Opt("int", lo=1, hi=100),
-        "language": Opt("str", null=True),
-        "temperature": Opt("numbers", lo=0, hi=2),
-        "condition_on_previous_text": Opt("bool"),
-        "without_timestamps": Opt("bool"),
-        "vad_filter": Opt("bool"),
         "cpu_threads": Opt("int", lo=0, hi=1024),
         "batch_size": Opt("int", lo=1, hi=1024, null=True),
         "seed": Opt("int", lo=0, hi=2**32 - 1),
-        # every other decode option is checked at load against the type of the library's own default
+        "language": Opt("str", null=True),
+        "task": Opt("str", choices=("transcribe", "translate")),
+        "beam_size": Opt("int", lo=1, hi=100),
+        "best_of": Opt("int", lo=1, hi=100),
+        "patience": Opt("number", lo=0, lo_open=True),
+        "length_penalty": Opt("number"),
+        "repetition_penalty": Opt("number", lo=0, lo_open=True),
+        "no_repeat_ngram_size": Opt("int", lo=0),
+        "temperature": Opt("numbers", lo=0, hi=2),
+        "compression_ratio_threshold": Opt("number", lo=0, null=True),
+        "log_prob_threshold": Opt("number", null=True),
+        "no_speech_threshold": Opt("number", lo=0, hi=1, null=True),
+        "condition_on_previous_text": Opt("bool"),
+        "prompt_reset_on_temperature": Opt("number", lo=0, hi=2),
+        "initial_prompt": Opt("str", null=True),
+        "prefix": Opt("str", null=True),
+        "suppress_blank": Opt("bool"),
+        "suppress_tokens": Opt("ints", null=True),
+        "without_timestamps": Opt("bool"),
+        "max_initial_timestamp": Opt("number", lo=0),
+        "word_timestamps": Opt("bool"),
+        "prepend_punctuations": Opt("str"),
+        "append_punctuations": Opt("str"),
+        "multilingual": Opt("bool"),
+        "vad_filter": Opt("bool"),
+        "vad_parameters": Opt("mapping", null=True),
+        "max_new_tokens": Opt("int", lo=1, null=True),
+        "chunk_length": Opt("int", lo=1, hi=30, null=True),
+        "clip_timestamps": Opt("str"),
+        "hallucination_silence_threshold": Opt("number", lo=0, null=True),
+        "hotwords": Opt("str", null=True),
+        "language_detection_threshold": Opt("number", lo=0, hi=1, null=True),
+        "language_detection_segments": Opt("int", lo=1),
     }
 
     def unsupported_reason(self, device: str) -> str | None:
@@ -198,17 +226,13 @@ class FasterWhisperBackend(BaseBackend):
         )
 
         o, name = spec.options, spec.name
-        settings = resolve(name, o, signature_defaults(WhisperModel.transcribe, ("audio", "log_progress")), DECODE_OPTIONS)
-        compute_type = o.get("compute_type", "int8" if device == "cpu" else "float16")
-        if not isinstance(compute_type, str):
-            raise BackendError(f"model {name!r}: option compute_type: {compute_type!r} is not allowed (a CTranslate2 "
-                               "compute type such as int8, float32, float16); fix it in speechlab.yaml")
-        batch = o.get("batch_size")
+        settings = resolve(name, o, signature_defaults(WhisperModel.transcribe, ("audio", "log_progress")), DECODE_OPTIONS,
+                           self.option_types)
         settings.update({
-            "compute_type": compute_type,
-            "cpu_threads": positive_int(name, "cpu_threads", o.get("cpu_threads", 0), minimum=0),
-            "batch_size": None if batch is None else positive_int(name, "batch_size", batch),
-            "seed": positive_int(name, "seed", o.get("seed", 0), minimum=0),
+            "compute_type": o.get("compute_type", "int8" if device == "cpu" else "float16"),
+            "cpu_threads": o.get("cpu_threads", 0),
+            "batch_size": o.get("batch_size"),
+            "seed": o.get("seed", 0),
             "policy": POLICY,
             "library": f"faster-whisper {faster_whisper.__version__}",
         })

@@ -128,17 +128,35 @@ class OpenAIWhisperBackend(BaseBackend):
     speed_reference: ClassVar[str | None] = "torch"
     runtime: ClassVar[str | None] = "torch"  # devices.probe runs a tiny op through it
     options: ClassVar[tuple[str, ...] | None] = OPTIONS
-    # Value checks (issue 12): speechlab.yaml refuses anything else, naming the key and what is allowed.
+    # Value checks of every option (one validator, used for speechlab.yaml and by ``settings``).
     option_types: ClassVar[dict[str, Opt]] = {
-        "beam_size": Opt("int", lo=1, hi=100, null=True),
         "temperature": Opt("numbers", lo=0, hi=2),
-        "language": Opt("str", null=True),
-        "fp16": Opt("bool"),
-        "without_timestamps": Opt("bool"),
+        "compression_ratio_threshold": Opt("number", lo=0, null=True),
+        "logprob_threshold": Opt("number", null=True),
+        "no_speech_threshold": Opt("number", lo=0, hi=1, null=True),
         "condition_on_previous_text": Opt("bool"),
+        "initial_prompt": Opt("str", null=True),
+        "carry_initial_prompt": Opt("bool"),
+        "word_timestamps": Opt("bool"),
+        "prepend_punctuations": Opt("str"),
+        "append_punctuations": Opt("str"),
+        "clip_timestamps": Opt("str"),
+        "hallucination_silence_threshold": Opt("number", lo=0, null=True),
+        "task": Opt("str", choices=("transcribe", "translate")),
+        "language": Opt("str", null=True),
+        "sample_len": Opt("int", lo=1, null=True),
+        "best_of": Opt("int", lo=1, hi=100, null=True),
+        "beam_size": Opt("int", lo=1, hi=100, null=True),
+        "patience": Opt("number", lo=0, lo_open=True, null=True),
+        "length_penalty": Opt("number", lo=0, hi=1, null=True),
+        "prefix": Opt("str", null=True),
+        "suppress_tokens": Opt("str", null=True),  # openai-whisper's form: "-1" or "1,2,3"
+        "suppress_blank": Opt("bool"),
+        "without_timestamps": Opt("bool"),
+        "max_initial_timestamp": Opt("number", lo=0, null=True),
+        "fp16": Opt("bool"),
         "download_root": Opt("str"),
         "seed": Opt("int", lo=0, hi=2**32 - 1),
-        # every other decode option is checked at load against the type of the library's own default
     }
 
     def settings(self, spec: ModelSpec, device: str, *, multilingual: bool) -> dict[str, Any]:
@@ -147,10 +165,10 @@ class OpenAIWhisperBackend(BaseBackend):
         previous text), the entry's options over them; recorded whole."""
         import whisper  # type: ignore[import-untyped]
 
-        from .decode_defaults import POLICY, positive_int, resolve
+        from .decode_defaults import POLICY, resolve
 
         o, name = spec.options, spec.name
-        settings = resolve(name, o, library_defaults(), TRANSCRIBE_OPTIONS + DECODING_OPTIONS)
+        settings = resolve(name, o, library_defaults(), TRANSCRIBE_OPTIONS + DECODING_OPTIONS, self.option_types)
         if settings["language"] is None and not multilingual:
             settings["language"] = "en"  # what openai-whisper itself does for English-only models: record it
         if "fp16" not in o:
@@ -160,10 +178,7 @@ class OpenAIWhisperBackend(BaseBackend):
         if settings["fp16"] and device == "cpu":
             # openai-whisper itself would warn and decode in fp32 on cpu; record what really runs.
             settings["fp16"] = False
-        for key in ("beam_size", "best_of"):
-            if settings[key] is not None:
-                positive_int(name, key, settings[key])
-        settings["seed"] = positive_int(name, "seed", o.get("seed", 0), minimum=0)
+        settings["seed"] = o.get("seed", 0)
         settings["policy"] = POLICY
         settings["library"] = f"openai-whisper {getattr(whisper, '__version__', '?')}"
         return settings
