@@ -177,24 +177,16 @@ def _str_list(path: Path, key: str, raw: Any) -> tuple[str, ...]:
     return tuple(raw)
 
 
-def _backend_options(backend: str) -> tuple[str, ...] | None:
-    """The model keys a backend declares it reads (None when it declares none or cannot be imported)."""
+def _backend_declarations(backend: str) -> tuple[tuple[str, ...] | None, dict[str, Opt]]:
+    """The model keys a backend declares it reads (None: not declared, or the backend cannot be imported) and
+    the value checks it declares for them (empty when none): one backend instance for both."""
     from .backends import get_backend
 
     try:
-        return getattr(get_backend(backend), "options", None)
+        instance = get_backend(backend)
     except ImportError:
-        return None
-
-
-def _backend_option_types(backend: str) -> dict[str, Opt]:
-    """The value checks a backend declares for its options (empty when it declares none)."""
-    from .backends import get_backend
-
-    try:
-        return dict(getattr(get_backend(backend), "option_types", {}) or {})
-    except ImportError:
-        return {}
+        return None, {}
+    return getattr(instance, "options", None), dict(getattr(instance, "option_types", {}) or {})
 
 
 def _model(path: Path, name: str, raw: Any) -> ModelSpec:
@@ -222,8 +214,8 @@ def _model(path: Path, name: str, raw: Any) -> ModelSpec:
     if weights is not None and not isinstance(weights, str):
         raise _err(path, f"{key}.weights", f"must be a string (a path or bundled:NAME), got {weights!r}")
     options = {k: v for k, v in raw.items() if k not in MODEL_KEYS}
-    known = _backend_options(backend)
-    problem = option_problem(_backend_option_types(backend), options)
+    known, option_types = _backend_declarations(backend)
+    problem = option_problem(option_types, options)
     if problem:
         raise _err(path, f"{key}.{problem[0]}", problem[1])
     if known is not None:

@@ -75,11 +75,6 @@ def unavailable_reason(device: str) -> str | None:
     return f"unknown device {device!r}"
 
 
-def available(device: str) -> bool:
-    """Whether ``device`` is on this machine."""
-    return unavailable_reason(device) is None
-
-
 def device_name(device: str) -> str:
     """A human name of the hardware behind ``device`` (GPU name, CPU model)."""
     if device == "cuda":

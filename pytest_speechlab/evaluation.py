@@ -35,11 +35,15 @@ from .metrics import (
 )
 from .provenance import file_sha256, utterance_audio_path
 from .speed import DEFAULT_RUNS, Pacer, Workload
-from .verdicts import judge
+from .verdicts import GOLDEN_INVALID, judge
 
 # runner(one_round, rounds) calls one_round() ``rounds`` times (pytest-benchmark's pedantic, or a loop).
 Runner = Callable[[Callable[[], None], int], None]
 Progress = Callable[[int, int], None]
+
+#: Audio hashes of this process, by path (reused while size and mtime are unchanged): every model x device case
+#: of a dataset reads the same files, which need hashing once.
+_AUDIO_SHA256: dict[str, Any] = {}
 
 
 def loop_runner(fn: Callable[[], None], rounds: int) -> None:
@@ -165,7 +169,7 @@ def evaluate_asr(
             # Relative to the dataset root, so a golden recorded on another machine has the same line; the hash
             # tells a replaced recording from the one the golden scored.
             "audio": utterance_audio_path(u.audio_path, root),
-            "audio_sha256": file_sha256(u.audio_path),
+            "audio_sha256": file_sha256(u.audio_path, _AUDIO_SHA256),
             "reference": u.text,
             "hypothesis": hyp,
             "ref_norm": ref_n,
@@ -332,12 +336,12 @@ class CaseResult:
             golden = read_golden(path)
         except GoldenError as exc:
             self.record["verdict"] = "error"
-            self.record["causes"] = ["golden invalid"]
+            self.record["causes"] = [GOLDEN_INVALID]
             self.record["reason"] = str(exc)
             golden = None
         if self.record.get("verdict") == "error":
             # The headline names the cause; the next line is the reader's message (file, problem, fix).
-            cause = (self.record.get("causes") or ["golden invalid"])[0]
+            cause = (self.record.get("causes") or [GOLDEN_INVALID])[0]
             pytest.fail(f"speechlab: {self.record['case']}: {cause}\n{self.record['reason']}", pytrace=False)
         thresholds, rtf_gate, borrowed = self.thresholds, self.settings.rtf_gate, None
         if golden is None:

@@ -80,12 +80,17 @@ def _umask() -> int:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the new one, never a partial one."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a partial one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         # mkstemp creates 0600; goldens and records are committed and shared files: respect the umask.
@@ -416,14 +421,10 @@ def _dataset_change(golden: dict[str, Any], obtained: dict[str, Any]) -> str | N
             "utterances are not comparable. If the dataset change is intended, re-record the golden")
 
 
-def saturated(machine: dict[str, Any]) -> bool:
-    """Whether other work left a run's CPU-bound timings meaningless (load above 1.5x the CPU count)."""
-    return _saturated(machine)
-
-
-def _saturated(machine: dict[str, Any]) -> bool:
-    """Whether other work left this run's CPU-bound timings meaningless (load above 1.5x the CPU count)."""
-    load, cpus = machine.get("load_avg_1m"), machine.get("cpu_count")
+def saturated(machine: dict[str, Any], cpus_key: str = "cpu_count") -> bool:
+    """Whether other work left a run's CPU-bound timings meaningless (1-minute load above 1.5x the CPUs, counted by
+    ``cpus_key``: ``cpu_count``, or ``usable_cpus`` where the affinity mask and CPU quota are known)."""
+    load, cpus = machine.get("load_avg_1m"), machine.get(cpus_key) or machine.get("cpu_count")
     return machine.get("device") == "cpu" and isinstance(load, (int, float)) and isinstance(cpus, int) and load > 1.5 * cpus
 
 

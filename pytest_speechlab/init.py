@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .golden import atomic_write_text
+from .golden import atomic_write_bytes, atomic_write_text
 
 EXAMPLE = Path(__file__).resolve().parent / "example"
 
@@ -200,9 +199,7 @@ def run(args: argparse.Namespace) -> int:
         example_dir.mkdir(parents=True, exist_ok=True)
         for src in sorted(EXAMPLE.iterdir()):
             if src.is_file():
-                tmp = example_dir / f".{src.name}.tmp"
-                shutil.copyfile(src, tmp)
-                tmp.replace(example_dir / src.name)
+                atomic_write_bytes(example_dir / src.name, src.read_bytes())
     atomic_write_text(config, render_config(models, manifest_text, missing, outside))
     atomic_write_text(workflow, WORKFLOW.format(config=_relative(config, root)))
     print("speechlab init: wrote")

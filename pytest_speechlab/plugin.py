@@ -486,10 +486,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def _file_sha256(path: Path) -> str | None:
-    import hashlib
+    from .provenance import file_sha256
 
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 

@@ -47,12 +47,10 @@ def load_record(path: Path) -> dict[str, Any]:
     if data.get("schema") != RECORD_SCHEMA:
         raise MergeError(f"{path}: run record schema {data.get('schema')!r}, this speechlab reads schema {RECORD_SCHEMA}; "
                          "merge records written by the same pytest-speechlab version")
-    from .runs import RunRecordError, load_run
+    from .schema import validate
 
-    try:
-        load_run(path, gate=True)  # the schema, with the same messages as speechlab check
-    except RunRecordError as exc:
-        raise MergeError(str(exc)) from None
+    # the schema, with the same messages as speechlab check (runs.load_run), on the document already read
+    validate(data, "run record", str(path), MergeError, "re-create it with pytest --speechlab-json PATH")
     return data
 
 

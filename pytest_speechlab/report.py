@@ -144,7 +144,12 @@ def verdict_text(r: dict[str, Any]) -> str:
 
 def summary_lines(results: list[dict[str, Any]], notes: list[str],
                   detail: list[dict[str, Any]] | None = None) -> list[str]:
-    """The end-of-session table: case, WER, CER, RTF, vs golden, verdict."""
+    """The end-of-session table: case, WER, CER, RTF, vs golden, verdict; then the notes (:func:`_trailer`)."""
+    return _table(results) + _trailer(results, notes, results if detail is None else detail)
+
+
+def _table(results: list[dict[str, Any]]) -> list[str]:
+    """The summary table of ``results``, header row first."""
     rows = [("case", "WER", "CER", "RTF", "vs golden", "verdict")]
     for r in sorted(results, key=lambda r: r.get("case", "")):
         m = r.get("metrics") or {}
@@ -156,20 +161,24 @@ def summary_lines(results: list[dict[str, Any]], notes: list[str],
             verdict = f"error: {cause}{r.get('reason', '')}"
         rows.append((r.get("case", "?"), _f(m.get("wer")), _f(m.get("cer")), _f(m.get("rtf")), vs_golden(r), verdict))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row[:5], widths, strict=True)) + "  " + row[5] for row in rows]
+    return ["  ".join(c.ljust(w) for c, w in zip(row[:5], widths, strict=True)) + "  " + row[5] for row in rows]
+
+
+def _trailer(results: list[dict[str, Any]], notes: list[str], detail: list[dict[str, Any]]) -> list[str]:
+    """The lines under the table: session notes and statistical-gate lines for every case; each case's notes,
+    tolerances and speed lines for the ``detail`` cases (with -q only those that need attention)."""
+    by_case = sorted(results, key=lambda r: r.get("case", ""))
     # The statistical gate's verdicts (both ways) are shown with their intervals, so a pass that the
     # strict gate would have failed is never silent.
-    gate_notes = [f"{r.get('case')}: {c['metric']} {c['note']}" for r in sorted(results, key=lambda r: r.get("case", ""))
+    gate_notes = [f"{r.get('case')}: {c['metric']} {c['note']}" for r in by_case
                   for c in r.get("checks", []) if c.get("status") == "noise" or "real regression" in (c.get("note") or "")]
     # Each case's checks that were left undone, and why (golden predates weights/audio identity, ...):
     # a pass that could not verify something says so.
-    # ``detail``: the cases whose notes and tolerances are printed (with -q only those that need attention).
-    detail = results if detail is None else detail
     case_notes = [f"{r.get('case')}: {n}" for r in sorted(detail, key=lambda r: r.get("case", ""))
                   for n in r.get("verdict_notes") or []]
     from .tolerances import summary_lines as tolerance_lines
 
-    return (lines + [f"note: {n}" for n in notes] + [f"gate: {n}" for n in gate_notes]
+    return ([f"note: {n}" for n in notes] + [f"gate: {n}" for n in gate_notes]
             + [f"note: {n}" for n in case_notes] + tolerance_lines(detail)
             + [f"speed: {n}" for n in speed_notes(detail) if "golden yet" not in n])
 
@@ -190,8 +199,7 @@ def quiet_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
     problems = [r for r in results if _verdict_word(r) not in QUIET_OK]
     # the table of those cases (with its header row), then every note and statistical-gate line, as without -q:
     # a pass that the strict gate would have failed is never silent
-    lines = summary_lines(problems, [])[:len(problems) + 1] if problems else []
-    lines += summary_lines(results, notes, detail=problems)[len(results) + 1:]
+    lines = (_table(problems) if problems else []) + _trailer(results, notes, problems)
     counts: dict[str, int] = {}
     for r in results:
         word = _verdict_word(r)

@@ -142,10 +142,10 @@ def not_recommendable(case: dict[str, Any]) -> str | None:
 
 def rtf_unusable(case: dict[str, Any]) -> str | None:
     """Why a case's RTF says nothing about the model (measured on a saturated CPU), or None."""
-    from .golden import _saturated
+    from .golden import saturated
 
     m = case.get("machine") or {}
-    if _saturated(m):
+    if saturated(m):
         return f"saturated CPU: 1-minute load {m.get('load_avg_1m')} on {m.get('cpu_count')} CPUs"
     rtf = next((c for c in case.get("checks") or [] if c.get("metric") == "RTF"), None)
     if rtf and rtf.get("status") == "not-comparable" and "saturated" in str(rtf.get("note")):

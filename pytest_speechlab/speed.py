@@ -226,8 +226,6 @@ class Pacer:
 
     def __init__(self, workload: Workload | None, calls: int, runs: int = DEFAULT_RUNS) -> None:
         self.workload = workload
-        self.calls = calls
-        self.runs = runs
         self._plan = plan(runs, calls) if workload is not None else Counter()
         self.seconds: list[float] = []
         self.boundaries: list[int] = []  # where each reference run happened (before call k)
@@ -318,9 +316,11 @@ def workload_for(backend: Any, spec: Any, device: str) -> Workload | None:
 
 def recording_problem(machine: dict[str, Any], metrics: dict[str, Any]) -> str | None:
     """Why this run's speed must not become a golden's baseline (saturated CPU, unstable reference), or None."""
-    load, cpus = machine.get("load_avg_1m"), machine.get("usable_cpus") or machine.get("cpu_count")
-    if machine.get("device") == "cpu" and isinstance(load, (int, float)) and isinstance(cpus, int) and load > 1.5 * cpus:
-        return f"the CPU was saturated while it was recorded (1-minute load {load} on {cpus} usable CPUs)"
+    from .golden import saturated
+
+    if saturated(machine, "usable_cpus"):
+        cpus = machine.get("usable_cpus") or machine.get("cpu_count")
+        return f"the CPU was saturated while it was recorded (1-minute load {machine.get('load_avg_1m')} on {cpus} usable CPUs)"
     band = metrics.get("speed_rel_band")
     if isinstance(band, (int, float)) and band > UNSTABLE_BAND:
         return (f"the speed reference varied by {band:.0%} while it was recorded (> {UNSTABLE_BAND:.0%}): "

@@ -23,7 +23,7 @@ import numpy as np
 
 from .backends.base import Audio, BackendError, ModelSpec
 from .datasets import DatasetError
-from .evaluation import adaptive_rounds
+from .evaluation import MIN_TIMED_AUDIO_S, adaptive_rounds
 from .metrics import (
     Normalizer,
     case_memory_mb,
@@ -392,7 +392,7 @@ def evaluate_tts(
     thresholds: dict[str, float] | None = None,
     reference: Workload | None = None,
     reference_runs: int = DEFAULT_RUNS,
-    min_timed_audio_s: float = 30.0,
+    min_timed_audio_s: float = MIN_TIMED_AUDIO_S,
 ) -> TTSResult:
     """Synthesise every sentence (timed, after one warm-up call), measure it, and have ``judge`` transcribe it.
 
