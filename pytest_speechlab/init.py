@@ -121,6 +121,16 @@ def _dataset_manifest(path: Path) -> Path:
     return path
 
 
+def _check_manifest(path: Path) -> None:
+    """Refuse a ``--dataset`` that is not a readable manifest (a WAV, a CSV, a broken line), naming the problem."""
+    from .datasets import DatasetError, load_manifest
+
+    try:
+        load_manifest(path, allow_outside_paths=True)
+    except DatasetError as exc:
+        raise InitError(f"speechlab init: --dataset {path} is not a usable manifest: {exc}") from None
+
+
 def _relative(path: Path, root: Path) -> str:
     try:
         return path.resolve().relative_to(root.resolve()).as_posix()
@@ -175,9 +185,14 @@ def run(args: argparse.Namespace) -> int:
     workflow = root / ".github" / "workflows" / "speechlab.yml"
     targets = [config, workflow]
     example_dir = root / "speech-tests" / "example"
+    if args.dataset is not None and not args.dataset.strip():
+        print("speechlab init: --dataset is empty; give a manifest.jsonl (or its folder), or leave the option out "
+              "to get the example clips", file=sys.stderr)
+        return 2
     if args.dataset:
         try:
             manifest = _dataset_manifest(Path(args.dataset) if Path(args.dataset).is_absolute() else root / args.dataset)
+            _check_manifest(manifest)
         except InitError as exc:
             print(exc, file=sys.stderr)
             return 2

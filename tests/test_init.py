@@ -112,3 +112,18 @@ def test_init_then_record_then_gate(pytester: pytest.Pytester, _native_modules_l
     assert result.ret == 1
     out = result.stdout.str()
     assert "fw-tiny-en-cpu-example" in out and "--speechlab-update-golden" in out
+
+
+def test_init_refuses_an_empty_or_unusable_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hostile --dataset: empty, a WAV given as the manifest, a manifest row without audio: rc 2, nothing written."""
+    assert main(["init", "--dir", str(tmp_path), "--dataset", ""]) == 2
+    assert "speechlab init: --dataset is empty;" in capsys.readouterr().err
+    wav = tmp_path / "clip.wav"
+    shutil.copy(Path(__file__).resolve().parents[1] / "fixtures" / "smoke" / "smoke-01.wav", wav)
+    assert main(["init", "--dir", str(tmp_path), "--dataset", "clip.wav"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"speechlab init: --dataset {wav} is not a usable manifest: {wav}:1: manifest is not UTF-8")
+    (tmp_path / "m.jsonl").write_text('{"text": "hi"}\n', encoding="utf-8")
+    assert main(["init", "--dir", str(tmp_path), "--dataset", "m.jsonl"]) == 2
+    assert "m.jsonl:1: row has no 'audio_filepath'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.wav", "m.jsonl"]  # nothing written
