@@ -393,7 +393,7 @@ def load_config(path: Path) -> SpeechlabConfig:
     if judge is not None and judge not in models:
         raise _err(path, "judge", f"names no model in models: ({judge!r}); the TTS judge must be a configured ASR model")
     history = raw.get("history_dir")
-    return SpeechlabConfig(
+    cfg = SpeechlabConfig(
         path=path,
         models=models,
         datasets=datasets,
@@ -407,3 +407,14 @@ def load_config(path: Path) -> SpeechlabConfig:
         speed_reference_runs=ref_runs,
         min_timed_audio_s=float(min_audio),
     )
+    from .golden import SPEED_REL_MAX
+
+    for model in cfg.models:
+        for dataset in cfg.datasets:
+            t = cfg.thresholds_for(model, dataset)
+            hi = t.get("speed_rel", SPEED_REL_MAX)
+            if t.get("speed_rel_min", 0.0) > hi:
+                raise _err(path, "thresholds.speed_rel_min",
+                           f"{t['speed_rel_min']} is above speed_rel {hi} for {model} on {dataset}: the "
+                           "relative-speed tolerance lies between them; lower speed_rel_min or raise speed_rel")
+    return cfg

@@ -416,3 +416,16 @@ def test_changed_transcript_on_other_hardware_says_so(tmp_path: Path) -> None:
         res.check_golden()
     assert "note: the golden was recorded on other hardware (CPU features differ: this one has avx512_vnni)" in str(exc.value)
     assert record["machine_difference"] == ["CPU features differ: this one has avx512_vnni"]
+
+
+def test_speed_rel_min_above_speed_rel_is_a_config_error(tmp_path: Path) -> None:
+    """A tolerance floor above its ceiling would be silently clamped away: refused, naming the key and the fix."""
+    from pytest_speechlab.config import ConfigError, load_config
+
+    cfg = tmp_path / "speechlab.yaml"
+    cfg.write_text("models: {m: {backend: http, devices: [remote]}}\ndatasets: {d: {manifest: x.jsonl}}\n"
+                   "thresholds: {speed_rel_min: 0.9}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert str(info.value) == (f"{cfg}: thresholds.speed_rel_min: 0.9 is above speed_rel 0.2 for m on d: the relative-"
+                               "speed tolerance lies between them; lower speed_rel_min or raise speed_rel")
