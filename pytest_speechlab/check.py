@@ -83,7 +83,9 @@ def check_case(record: dict[str, Any], case: dict[str, Any], golden_file: Path, 
 
     tol = describe(thresholds, case.get("tolerance_sources") or {k: "as recorded" for k in thresholds})
     if verdict.failed:
-        block = render_failure(case["case"], verdict, golden_file, changed_utterances(golden, case), _accept(record, case))
+        block = render_failure(
+            case["case"], verdict, golden_file, changed_utterances(golden, case), _accept(record, case)
+        )
         return verdict, f"{block}\n  tolerances: {tol}"
     lines = [f"{c.metric} {c.status}" + (f" ({c.note})" if c.note else "") for c in verdict.checks]
     notes = "".join(f"\n  note: {n}" for n in verdict.notes)

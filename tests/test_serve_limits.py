@@ -95,4 +95,7 @@ def test_max_audio_seconds_must_be_positive(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit) as exc:
         main(["serve", "--model", "m", "--max-audio-seconds", "0"])
     assert exc.value.code == 2
-    assert "argument --max-audio-seconds: --max-audio-seconds wants a number of seconds > 0, got 0" in capsys.readouterr().err
+    assert (
+        "argument --max-audio-seconds: --max-audio-seconds wants a number of seconds > 0, got 0"
+        in capsys.readouterr().err
+    )

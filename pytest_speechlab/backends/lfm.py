@@ -459,7 +459,8 @@ class LiquidAudioBackend(BaseBackend):
         """Load the processor and model on ``device`` (explicitly), detokenizer included."""
         self.check_installed()
         if spec.task not in self.tasks:
-            raise BackendError(f"model {spec.name!r}: liquid-audio has no task {spec.task!r} (it has {', '.join(self.tasks)})")
+            raise BackendError(f"model {spec.name!r}: liquid-audio has no task {spec.task!r} (it has "
+                               f"{', '.join(self.tasks)})")
         import torch
         from liquid_audio import LFM2AudioModel
 
