@@ -489,8 +489,8 @@ def _case(
 
 
 def test_scorecard_never_recommends_random_weights_or_experimental_models(tmp_path: Path) -> None:
-    from pytest_speechlab.cli import main
-    from pytest_speechlab.scorecard import collect, recommend_tasks
+    from pytest_speechlab.commands.cli import main
+    from pytest_speechlab.commands.scorecard import collect, recommend_tasks
 
     record = {
         "schema": 1,
@@ -523,7 +523,7 @@ def test_scorecard_never_recommends_random_weights_or_experimental_models(tmp_pa
 
 
 def test_scorecard_does_not_grade_rtf_from_a_saturated_cpu() -> None:
-    from pytest_speechlab.scorecard import collect
+    from pytest_speechlab.commands.scorecard import collect
 
     # RTF 2.0 (slower than real time) would be a C, but it was measured at load 9 on 2 CPUs.
     record = {"created": "x", "_path": "run.json", "cases": [_case("m", 0.05, 2.0, load=9.0, task="asr")]}
@@ -537,7 +537,7 @@ def test_scorecard_does_not_grade_rtf_from_a_saturated_cpu() -> None:
 def test_speechlab_check_names_the_cause_and_the_tolerances(
     fake: FakeProject, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pytest_speechlab.cli import main
+    from pytest_speechlab.commands.cli import main
 
     fake.config(weights="models/a")
     fake.run("--speechlab-update-golden").assert_outcomes(passed=1)

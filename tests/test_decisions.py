@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from _support import FW_MISSING
 
-from pytest_speechlab.cli import main
+from pytest_speechlab.commands.cli import main
 from pytest_speechlab.metrics import bootstrap_delta
 
 ROOT = Path(__file__).resolve().parents[1]

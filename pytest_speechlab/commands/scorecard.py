@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .golden import atomic_write_text, read_golden
-from .runs import FAILED_VERDICTS, RunRecordError, load_run
+from ..golden import atomic_write_text, read_golden
+from ..runs import FAILED_VERDICTS, RunRecordError, load_run
 
 # ---- the grading rule (the page prints these numbers; change them here and the page follows) ----------
 A_WER_MARGIN = 0.01  # A: WER within 1 point of the best model in the same task/dataset/device
@@ -144,7 +144,7 @@ def not_recommendable(case: dict[str, Any]) -> str | None:
 
 def rtf_unusable(case: dict[str, Any]) -> str | None:
     """Why a case's RTF says nothing about the model (measured on a saturated CPU), or None."""
-    from .golden import saturated
+    from ..golden import saturated
 
     m = case.get("machine") or {}
     if saturated(m):
@@ -546,8 +546,8 @@ def run_scorecard(args: argparse.Namespace) -> int:
 
 def step_summary_markdown(results: list[dict[str, Any]], notes: list[str]) -> str:
     """The session's summary table as Markdown (what goes into ``$GITHUB_STEP_SUMMARY``)."""
-    from .report import vs_golden
-    from .runs import case_state, failure_reason
+    from ..report import vs_golden
+    from ..runs import case_state, failure_reason
 
     lines = ["## pytest-speechlab", "", "| case | WER | CER | RTF | vs golden | verdict |", "|---|---|---|---|---|---|"]
     for r in sorted(results, key=lambda r: r.get("case", "")):

@@ -26,8 +26,8 @@ from typing import Annotated, Any
 
 import numpy as np
 
-from .backends import get_backend
-from .backends.base import BackendError, MissingExtraError, ModelSpec
+from ..backends import get_backend
+from ..backends.base import BackendError, MissingExtraError, ModelSpec
 
 DEFAULT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # OpenAI's own limit for audio uploads
 # Compressed bytes say little about the work: 89 KB of FLAC can hold an hour of silence.  The decoded
@@ -430,7 +430,7 @@ def create_app(
 
 def load_model_spec(config_path: Path, name: str) -> ModelSpec:
     """The validated ModelSpec named ``name`` in ``config_path`` (the core's loader; ConfigError on a bad file)."""
-    from .config import ConfigError, load_config
+    from ..config import ConfigError, load_config
 
     cfg = load_config(config_path)
     if name not in cfg.models:
@@ -525,7 +525,7 @@ def run_serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-    from .config import ConfigError
+    from ..config import ConfigError
 
     try:
         spec = load_model_spec(args.config, args.model)

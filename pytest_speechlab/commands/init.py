@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .golden import atomic_write_bytes, atomic_write_text
+from ..golden import atomic_write_bytes, atomic_write_text
 
 EXAMPLE = Path(__file__).resolve().parent / "example"
 
@@ -123,7 +123,7 @@ def _dataset_manifest(path: Path) -> Path:
 
 def _check_manifest(path: Path) -> None:
     """Refuse a ``--dataset`` that is not a readable manifest (a WAV, a CSV, a broken line), naming the problem."""
-    from .datasets import DatasetError, load_manifest
+    from ..datasets import DatasetError, load_manifest
 
     try:
         load_manifest(path, allow_outside_paths=True)

