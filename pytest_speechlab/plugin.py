@@ -523,7 +523,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if sess.write_errors and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if os.environ.get("GITHUB_STEP_SUMMARY") and sess.results:
-        from .commands.scorecard import append_step_summary
+        from .report import append_step_summary
 
         append_step_summary(Path(os.environ["GITHUB_STEP_SUMMARY"]), sess.results, sess.notes)
 

@@ -221,3 +221,34 @@ def quiet_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
     order = sorted(counts, key=lambda w: (w in QUIET_OK, w))
     total = ", ".join(f"{counts[w]} {w}" for w in order)
     return lines + [f"speechlab: {len(results)} cases: {total}"]
+
+
+# ---- GitHub Actions step summary ----------------------------------------------------------------------
+
+
+def _md_num(x: Any, digits: int = 4) -> str:
+    return "-" if x is None or x == float("inf") else f"{float(x):.{digits}f}"
+
+
+def step_summary_markdown(results: list[dict[str, Any]], notes: list[str]) -> str:
+    """The session's summary table as Markdown (what goes into ``$GITHUB_STEP_SUMMARY``)."""
+    from .runs import case_state, failure_reason
+
+    lines = ["## pytest-speechlab", "", "| case | WER | CER | RTF | vs golden | verdict |", "|---|---|---|---|---|---|"]
+    for r in sorted(results, key=lambda r: r.get("case", "")):
+        m = r.get("metrics") or {}
+        state = case_state(r)
+        verdict = str(r.get("verdict") or r.get("status"))
+        if state != "ran":
+            verdict = f"{state}: {failure_reason(r)}"
+        nums = [_md_num(m.get(k)) for k in ("wer", "cer", "rtf")]
+        cells = [r.get("case", "?"), *nums, vs_golden(r), verdict]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+    lines += [""] + [f"> {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def append_step_summary(path: Path, results: list[dict[str, Any]], notes: list[str]) -> None:
+    """Append the Markdown summary to GitHub's step-summary file (appending is how that file is meant to grow)."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(step_summary_markdown(results, notes))

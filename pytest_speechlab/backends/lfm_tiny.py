@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .lfm import (
+from .lfm_prompts import (
     ASR_SYSTEM_PROMPT,
     CHAT_SYSTEM_PROMPT,
     DEFAULT_VOICE,

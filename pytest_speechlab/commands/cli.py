@@ -11,11 +11,11 @@ from collections.abc import Sequence
 # Modules that each define ``register(subparsers: argparse._SubParsersAction) -> None``; the parser they add
 # sets ``func`` (``Callable[[argparse.Namespace], int]``) as its default.
 COMMAND_MODULES: tuple[str, ...] = (
-    "pytest_speechlab.backends.convert_ct2",
+    "pytest_speechlab.commands.convert",
     "pytest_speechlab.commands.validate",
     "pytest_speechlab.commands.serve",
     "pytest_speechlab.commands.loadcheck",
-    "pytest_speechlab.records",
+    "pytest_speechlab.commands.records",
     "pytest_speechlab.commands.check",
     "pytest_speechlab.commands.scorecard",
     "pytest_speechlab.commands.capability",

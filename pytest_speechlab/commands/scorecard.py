@@ -540,29 +540,3 @@ def run_scorecard(args: argparse.Namespace) -> int:
         print(f"{kind}: {path}")
     return 0
 
-
-# ---- GitHub Actions step summary ----------------------------------------------------------------------
-
-
-def step_summary_markdown(results: list[dict[str, Any]], notes: list[str]) -> str:
-    """The session's summary table as Markdown (what goes into ``$GITHUB_STEP_SUMMARY``)."""
-    from ..report import vs_golden
-    from ..runs import case_state, failure_reason
-
-    lines = ["## pytest-speechlab", "", "| case | WER | CER | RTF | vs golden | verdict |", "|---|---|---|---|---|---|"]
-    for r in sorted(results, key=lambda r: r.get("case", "")):
-        m = r.get("metrics") or {}
-        state = case_state(r)
-        verdict = str(r.get("verdict") or r.get("status"))
-        if state != "ran":
-            verdict = f"{state}: {failure_reason(r)}"
-        cells = [r.get("case", "?"), _f(m.get("wer")), _f(m.get("cer")), _f(m.get("rtf")), vs_golden(r), verdict]
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
-    lines += [""] + [f"> {n}" for n in notes]
-    return "\n".join(lines) + "\n"
-
-
-def append_step_summary(path: Path, results: list[dict[str, Any]], notes: list[str]) -> None:
-    """Append the Markdown summary to GitHub's step-summary file (appending is how that file is meant to grow)."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(step_summary_markdown(results, notes))
