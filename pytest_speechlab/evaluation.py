@@ -11,15 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from .backends.base import ASRModel
+from .checks import Verdict
 from .datasets import Dataset, load_audio
 from .devices import machine_difference
-from .golden import (
-    GoldenError,
-    Verdict,
-    golden_path,
-    read_golden,
-    render_failure,
-)
+from .golden import GoldenError, golden_path, read_golden
 from .metrics import (
     Normalizer,
     case_memory_mb,
@@ -35,7 +30,7 @@ from .metrics import (
 )
 from .provenance import file_sha256, utterance_audio_path
 from .speed import DEFAULT_RUNS, Pacer, Workload
-from .verdicts import GOLDEN_INVALID, judge
+from .verdicts import GOLDEN_INVALID, judge, render_failure
 
 # runner(one_round, rounds) calls one_round() ``rounds`` times (pytest-benchmark's pedantic, or a loop).
 Runner = Callable[[Callable[[], None], int], None]

@@ -7,10 +7,11 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checks import Check, Verdict
+from .checks import finite_number as _number
 from .metrics import bootstrap_delta
 from .schema import GOLDEN_SCHEMA as SCHEMA  # noqa: F401  (re-exported: golden.SCHEMA)
 
@@ -130,35 +131,6 @@ def write_golden(golden_dir: Path, path: Path, data: dict[str, Any]) -> None:
     )
     with _dir_lock(Path(golden_dir)):
         atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-
-
-@dataclass
-class Check:
-    """One metric compared with its golden."""
-
-    metric: str
-    obtained: float | None
-    golden: float | None
-    tolerance: str
-    status: str  # pass | improved | fail | not-comparable | not-compared | reported | off | noise
-    note: str = ""
-
-
-@dataclass
-class Verdict:
-    """The outcome of comparing a run with its golden."""
-
-    status: str  # pass | improved | fail | missing
-    checks: list[Check] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # mismatches that make the comparison meaningless
-    notes: list[str] = field(default_factory=list)
-    # Why it failed, first cause first (verdicts.CAUSES): the headline names causes[0].
-    causes: list[str] = field(default_factory=list)
-    drift: list[dict[str, Any]] = field(default_factory=list)  # utterances changed in the dataset (drift.py)
-
-    @property
-    def failed(self) -> bool:
-        return self.status in ("fail", "missing")
 
 
 def _machine(m: dict[str, Any]) -> str:
@@ -436,13 +408,6 @@ def _memory_check(
     return check
 
 
-def _number(x: Any) -> bool:
-    """A finite number (not a bool, not None, not a string)."""
-    import math
-
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def _dataset_change(golden: dict[str, Any], obtained: dict[str, Any]) -> str | None:
     """How this run's utterances differ from the golden's (ids and references), or None when they are the
     same: scores over another set of utterances say nothing about getting worse (a swapped or trimmed
@@ -522,38 +487,6 @@ def _statistical(
         check.note = f"within noise: {interval} includes 0"
     else:
         check.note = f"real regression: {interval} excludes 0 and exceeds the {tol:.4f} tolerance"
-
-
-def render_failure(case_id: str, verdict: Verdict, path: Path, changed: list[dict[str, str]], accept: str) -> str:
-    """The one block a failing case prints."""
-    from .drift import render as render_drift
-    from .verdicts import headline
-
-    lines = [headline(case_id, verdict)]
-    for p in verdict.problems:
-        lines.append(f"  ! {p}")
-    if verdict.drift:
-        lines.extend(render_drift(verdict.drift))
-    if verdict.checks:
-        lines.append(f"  {'metric':<8}{'obtained':>10}{'golden':>10}  {'tolerance':<12}verdict")
-        for c in verdict.checks:
-            lines.append(
-                f"  {c.metric:<8}{_fmt(c.obtained):>10}{_fmt(c.golden):>10}  {c.tolerance:<12}{c.status.upper()}"
-                + (f" ({c.note})" if c.note else "")
-            )
-    lines.append(f"  golden: {path}")
-    if changed:
-        lines.append(f"  utterances whose hypothesis changed ({len(changed)}):")
-        for row in changed[:20]:
-            lines.append(f"    [{row['id']}] REF:    {row['reference']}")
-            lines.append(f"    {'':{len(row['id']) + 2}} GOLDEN: {row['golden']}")
-            lines.append(f"    {'':{len(row['id']) + 2}} NOW:    {row['hypothesis']}")
-        if len(changed) > 20:
-            lines.append(f"    ... and {len(changed) - 20} more (see --speechlab-json)")
-    for n in verdict.notes:
-        lines.append(f"  note: {n}")
-    lines.append(f"  to accept the new values as the baseline, run:\n    {accept}")
-    return "\n".join(lines)
 
 
 def _policy(decode: dict[str, Any]) -> int:

@@ -181,7 +181,7 @@ def nonspeech_only(record: dict[str, Any]) -> bool:
 
 def _num(x: Any) -> bool:
     """A finite number (golden's own test)."""
-    from .golden import _number
+    from .checks import finite_number as _number
 
     return _number(x)
 
@@ -215,7 +215,7 @@ def gate(
     * ``hallucination_wpm`` / ``hallucination_rate``: one-sided against the golden, with
       ``hallucination_wpm_abs`` / ``hallucination_rate_abs``.
     """
-    from .golden import Check
+    from .checks import Check
 
     checks: list[Check] = []
     problems: list[str] = []

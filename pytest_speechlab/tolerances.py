@@ -19,7 +19,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import DEFAULT_THRESHOLDS
+# Per-stage defaults (config.py reads them from here; a stage not listed takes candidate's).
+DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
+    "production": {"wer_abs": 0.01, "cer_abs": 0.01, "rtf_rel": 0.5, "catastrophic_max": 0},
+    "candidate": {"wer_abs": 0.02, "cer_abs": 0.02, "rtf_rel": 0.5},
+}
 
 CEILING_KEYS = ("wer_abs", "cer_abs")
 SHOWN = (("wer_abs", "WER", "+{:.4f}"), ("cer_abs", "CER", "+{:.4f}"), ("rtf_rel", "RTF", "x{:.2f}"),

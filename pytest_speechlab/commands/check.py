@@ -11,14 +11,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from ..config import DEFAULT_THRESHOLDS, GATES
-from ..golden import (
-    GoldenError,
-    Verdict,
-    golden_path,
-    read_golden,
-    render_failure,
-)
+from ..checks import Verdict
+from ..config import GATES
+from ..golden import GoldenError, golden_path, read_golden
 from ..runs import (
     RunRecordError,
     case_problem,
@@ -26,7 +21,8 @@ from ..runs import (
     load_run,
     record_problems,
 )
-from ..verdicts import judge
+from ..tolerances import DEFAULT_THRESHOLDS
+from ..verdicts import judge, render_failure
 
 
 def register(subparsers: Any) -> None:
