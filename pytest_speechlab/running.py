@@ -96,7 +96,7 @@ def run_matrix_case(case: Any, request: pytest.FixtureRequest) -> None:
     spec = sess.cfg.models[case.model]
     sess.skip_if_unrunnable(case)
     if spec.task != "asr":
-        from . import tasks
+        from .runners import chat as tasks
 
         tasks.run_task_case(sess, case, request)
         return

@@ -13,7 +13,7 @@ def run_task_case(sess: Any, case: Any, request: Any) -> None:
     __tracebackhide__ = True
     task = sess.cfg.models[case.model].task
     if task == "tts":
-        from .tts import run_tts_case
+        from ..tts import run_tts_case
 
         run_tts_case(sess, case, request)
         return
@@ -36,8 +36,8 @@ def run_chat_case(sess: Any, case: Any) -> None:
     __tracebackhide__ = True
     import pytest
 
-    from .datasets import load_audio
-    from .devices import machine_fingerprint
+    from ..datasets import load_audio
+    from ..devices import machine_fingerprint
 
     base = sess.base_record(case)
     model = sess.load_case_model(case)
