@@ -463,7 +463,9 @@ def asr_eval(request: pytest.FixtureRequest) -> Callable[..., Any]:
 
             device = resolve_auto(sess.cfg.models[model].devices)
         case = Case(model, dataset, device)
-        return sess.run_asr(case, progress=_progress(request, case.id), accept=_accept_command(request.node))
+        from .runners.asr import evaluate_case
+
+        return evaluate_case(sess, case, progress=_progress(request, case.id), accept=_accept_command(request.node))
 
     return run
 
@@ -479,7 +481,8 @@ def tts_eval(request: pytest.FixtureRequest) -> Callable[..., Any]:
 
     def run(model: str | None = None, dataset: str | None = None, device: str | None = None) -> Any:
         __tracebackhide__ = True
-        from .tts import run_tts_case
+        from .runners.tts import run as run_tts
+        from .running import case_context
 
         kw = _marker_kwargs(request)
         model = model or kw.get("model") or next((m for m, s in sess.cfg.models.items() if s.task == "tts"), None)
@@ -490,7 +493,7 @@ def tts_eval(request: pytest.FixtureRequest) -> Callable[..., Any]:
             raise pytest.UsageError(f"tts_eval: {sess.cfg.path} has no model and dataset with task: tts")
         case = Case(model, dataset, device or kw.get("device") or "cpu")
         sess.skip_if_unrunnable(case)
-        return run_tts_case(sess, case, request)
+        return run_tts(case_context(request, sess, case))
 
     return run
 

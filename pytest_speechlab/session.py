@@ -13,14 +13,10 @@ import pytest
 from .backends import BackendError, MissingExtraError, get_backend
 from .backends.base import ModelSpec
 from .config import DatasetSpec, SpeechlabConfig
-from .datasets import Dataset, DatasetError, load_dataset
+from .datasets import Dataset, load_dataset
 from .evaluation import (
-    CaseResult,
     GateSettings,
-    Runner,
-    evaluate_asr,
     golden_payload,
-    loop_runner,
 )
 from .golden import write_golden
 
@@ -401,74 +397,6 @@ class SpeechlabSession:
 
                 self._datasets[name] = dataclasses.replace(self._datasets[name], perturb=spec.options["perturb"])
         return self._datasets[name]
-
-    # ---- running --------------------------------------------------------------------------------
-    def run_asr(
-        self, case: Case, *, runner: Runner = loop_runner, progress: Any = None, accept: str = ""
-    ) -> CaseResult:
-        """Run one ASR case and return its (not yet gated) result; skips and errors are recorded."""
-        from .devices import machine_fingerprint
-        from .metrics import get_normalizer
-        from .report import versions
-
-        spec = self.cfg.models[case.model]
-        dspec = self.dataset_spec(case.dataset)
-        base = self.base_record(case)
-        self.skip_if_unrunnable(case)
-        model = self.load_case_model(case)
-        try:
-            data = self.dataset(case.dataset)
-        except DatasetError as exc:
-            if dspec.real_e2e and not dspec.manifest.exists():
-                self.results.append({**base, "status": "skipped", "reason": str(exc)})
-                pytest.skip(f"real_e2e: {exc}")
-            self.results.append({**base, "status": "error", "reason": str(exc)})
-            pytest.fail(str(exc), pytrace=False)
-        normalizer = get_normalizer(dspec.normalizer)
-        workload, ref_error = self.speed_workload(case)
-        try:
-            out = evaluate_asr(
-                model,
-                data,
-                normalizer,
-                rounds=self.rounds,
-                runner=runner,
-                progress=progress,
-                reference=workload,
-                reference_runs=self.cfg.speed_reference_runs,
-                min_timed_audio_s=self.cfg.min_timed_audio_s,
-            )
-        except DatasetError as exc:
-            self.results.append({**base, "status": "error", "reason": str(exc)})
-            pytest.fail(str(exc), pytrace=False)
-        threads = int(spec.options.get("cpu_threads") or 0) or None
-        record = {
-            **base,
-            "status": "ran",
-            "normalizer": normalizer.ident(),
-            "decode": model.decode_settings,
-            "metrics": {**out["metrics"], "load_seconds": getattr(model, "load_seconds", None)},
-            "deterministic": out["deterministic"],
-            "rounds": out["rounds"],
-            "speed_reference": out["speed_reference"] or ({"error": ref_error} if ref_error else {}),
-            "machine": machine_fingerprint(case.device, threads),
-            "provenance": {"versions": versions()},
-            "weights": self.weights_identity(spec, model),
-            "tolerance_sources": self.tolerance_sources(case.model, case.dataset),
-            "utterances": out["utterances"],
-            **({"perturb": data.perturb} if data.perturb else {}),
-        }
-        if spec.golden_from:
-            owner, owner_device = spec.golden_from.split("/")
-            record["golden_of"] = {"model": owner, "device": owner_device}
-            accept = (
-                f"pytest speechlab.yaml -k {owner}-{owner_device}-{case.dataset} --speechlab-update-golden "
-                f"(the golden belongs to {owner} on {owner_device}: golden_from in {self.cfg.path.name})"
-            )
-        self.results.append(record)
-        return CaseResult(
-            record, self.cfg.golden_dir, self.thresholds_for(case.model, case.dataset), self.gate_settings(), accept
-        )
 
     # ---- every collected case in the record -----------------------------------------------------------
     def _error_row(self, case: Case | str, reason: str) -> dict[str, Any]:
