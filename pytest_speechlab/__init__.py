@@ -27,6 +27,7 @@ MOVED: dict[str, str] = {
     "pytest_speechlab.capability": "pytest_speechlab.commands.capability",
     "pytest_speechlab.validate": "pytest_speechlab.commands.validate",
     "pytest_speechlab.init": "pytest_speechlab.commands.init",
+    "pytest_speechlab.runs": "pytest_speechlab.records",
 }
 
 

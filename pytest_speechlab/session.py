@@ -19,6 +19,7 @@ from .evaluation import (
     golden_payload,
 )
 from .golden import write_golden
+from .records import FAILED_VERDICTS
 
 
 @dataclass(frozen=True)
@@ -433,7 +434,7 @@ class SpeechlabSession:
             rows = self.results[start:]
         elif failures:
             for r in mine:
-                if r.get("status") == "ran" and r.get("verdict") not in ("fail", "missing", "error"):
+                if r.get("status") == "ran" and r.get("verdict") not in FAILED_VERDICTS:
                     r["verdict"] = "error"
                     r["reason"] = failures[0]
         return rows

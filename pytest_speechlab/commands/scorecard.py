@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..golden import atomic_write_text, read_golden
-from ..runs import FAILED_VERDICTS, RunRecordError, load_run
+from ..records import FAILED_VERDICTS, RunRecordError, load_run
 
 # ---- the grading rule (the page prints these numbers; change them here and the page follows) ----------
 A_WER_MARGIN = 0.01  # A: WER within 1 point of the best model in the same task/dataset/device
