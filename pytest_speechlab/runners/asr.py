@@ -6,12 +6,11 @@ from __future__ import annotations
 import pytest
 
 from ..datasets import DatasetError
-from ..devices import machine_fingerprint
 from ..evaluation import CaseResult, evaluate_asr, loop_runner
 from ..metrics import get_normalizer
-from ..report import versions
 from ..session import Case, SpeechlabSession
 from .base import CaseContext, Progress, RoundRunner
+from .record import ran_record
 
 
 def run(ctx: CaseContext) -> CaseResult:
@@ -88,23 +87,21 @@ def evaluate_case(
     except DatasetError as exc:
         sess.results.append({**base, "status": "error", "reason": str(exc)})
         pytest.fail(str(exc), pytrace=False)
-    threads = int(spec.options.get("cpu_threads") or 0) or None
-    record = {
-        **base,
-        "status": "ran",
-        "normalizer": normalizer.ident(),
-        "decode": model.decode_settings,
-        "metrics": {**out["metrics"], "load_seconds": getattr(model, "load_seconds", None)},
-        "deterministic": out["deterministic"],
-        "rounds": out["rounds"],
-        "speed_reference": out["speed_reference"] or ({"error": ref_error} if ref_error else {}),
-        "machine": machine_fingerprint(case.device, threads),
-        "provenance": {"versions": versions()},
-        "weights": sess.weights_identity(spec, model),
-        "tolerance_sources": sess.tolerance_sources(case.model, case.dataset),
-        "utterances": out["utterances"],
-        **({"perturb": data.perturb} if data.perturb else {}),
-    }
+    record = ran_record(
+        sess,
+        case,
+        base,
+        model,
+        normalizer=normalizer.ident(),
+        decode=model.decode_settings,
+        metrics=out["metrics"],
+        deterministic=out["deterministic"],
+        rounds=out["rounds"],
+        speed_reference=out["speed_reference"],
+        ref_error=ref_error,
+        utterances=out["utterances"],
+        extra={"perturb": data.perturb} if data.perturb else None,
+    )
     if spec.golden_from:
         owner, owner_device = spec.golden_from.split("/")
         record["golden_of"] = {"model": owner, "device": owner_device}

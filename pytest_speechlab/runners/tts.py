@@ -5,7 +5,7 @@ itself (no pytest in it) is :mod:`pytest_speechlab.tts`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from ..backends.base import BackendError, ModelSpec
 from ..datasets import DatasetError
@@ -22,6 +22,7 @@ from ..tts import (
     worse_sentences,
 )
 from .base import CaseContext
+from .record import ran_record
 
 
 def judge_spec(sess: SpeechlabSession) -> ModelSpec:
@@ -69,12 +70,9 @@ def run(ctx: CaseContext) -> CaseResult:
     __tracebackhide__ = True
     import pytest
 
-    from ..devices import machine_fingerprint
     from ..golden import GoldenError, read_golden
-    from ..report import versions
 
     sess, case = ctx.session, ctx.case
-    spec = sess.cfg.models[case.model]
     dspec = sess.dataset_spec(case.dataset)
     base = sess.base_record(case)
 
@@ -118,26 +116,23 @@ def run(ctx: CaseContext) -> CaseResult:
         )
     except (DatasetError, BackendError) as exc:
         error(str(exc))
-    threads = int(spec.options.get("cpu_threads") or 0) or None
     m = result.metrics
-    record: dict[str, Any] = {
-        **base,
-        "status": "ran",
-        "normalizer": result.normalizer,
+    record = ran_record(
+        sess,
+        case,
+        base,
+        voice,
+        normalizer=result.normalizer,
         # The judge is part of the decode settings: another judge hears differently, so scores would not compare.
-        "decode": {**result.decode, "judge": result.judge},
-        "metrics": {**m, "load_seconds": getattr(voice, "load_seconds", None)},
-        "deterministic": result.deterministic,
-        "rounds": result.rounds,
-        "speed_reference": result.speed_reference or ({"error": ref_error} if ref_error else {}),
-        "machine": machine_fingerprint(case.device, threads),
-        "provenance": {"versions": versions()},
-        "weights": sess.weights_identity(spec, voice),
-        "tolerance_sources": sess.tolerance_sources(case.model, case.dataset),
-        "utterances": result.rows,
-        "audio_dir": str(result.audio_dir),
-        "audio_files": result.audio_files,
-    }
+        decode={**result.decode, "judge": result.judge},
+        metrics=m,
+        deterministic=result.deterministic,
+        rounds=result.rounds,
+        speed_reference=result.speed_reference,
+        ref_error=ref_error,
+        utterances=result.rows,
+        extra={"audio_dir": str(result.audio_dir), "audio_files": result.audio_files},
+    )
     sess.results.append(record)
     if bench is not None:
         bench.extra_info.update(
