@@ -17,10 +17,7 @@ from typing import Any
 import pytest
 
 from .runners.base import BenchmarkInfo, CaseContext, RoundRunner
-from .session import Case, SpeechlabSession
-
-SESSION_KEY = pytest.StashKey["SpeechlabSession | None"]()
-CONFIG_ERROR_KEY = pytest.StashKey["str | None"]()
+from .session import CONFIG_ERROR_KEY, SESSION_KEY, Case, SpeechlabSession
 
 
 def get_session(config: pytest.Config) -> SpeechlabSession:

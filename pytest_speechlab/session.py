@@ -512,3 +512,8 @@ class SpeechlabSession:
                 "machine to gate speed"
             )
         return written
+
+
+# Where the plugin keeps the run's session (None until configured) and, when speechlab.yaml is invalid, why.
+SESSION_KEY = pytest.StashKey["SpeechlabSession | None"]()
+CONFIG_ERROR_KEY = pytest.StashKey["str | None"]()
