@@ -386,12 +386,11 @@ def speech_device(request: pytest.FixtureRequest) -> str:
     """The device a test runs on: ``@pytest.mark.speechlab(device=...)``, else the first of
     ``--speechlab-device`` (``auto`` resolves cuda -> mps -> cpu), else cpu.  Skips with the reason when
     the device is not on this machine."""
-    from .devices import resolve_auto, unavailable_reason
+    from .devices import pick, unavailable_reason
 
     sess = get_session(request.config)
     dev = _marker_kwargs(request).get("device") or (sess.opts.devices[0] if sess.opts.devices else "cpu")
-    if dev in ("auto", "all"):
-        dev = resolve_auto(("cuda", "mps", "cpu"))
+    dev = pick(dev, ("cuda", "mps", "cpu"))
     reason = unavailable_reason(dev)
     if reason:
         pytest.skip(reason)
@@ -441,11 +440,9 @@ def asr_eval(request: pytest.FixtureRequest) -> Callable[..., Any]:
         kw = _marker_kwargs(request)
         model = model or kw.get("model") or next(iter(sess.cfg.models))
         dataset = dataset or kw.get("dataset") or next(iter(sess.cfg.datasets))
-        device = device or kw.get("device") or "cpu"
-        if device in ("auto", "all"):
-            from .devices import resolve_auto
+        from .devices import pick
 
-            device = resolve_auto(sess.cfg.models[model].devices)
+        device = pick(device or kw.get("device") or "cpu", sess.cfg.models[model].devices)
         case = Case(model, dataset, device)
         from .runners.asr import evaluate_case
 
@@ -475,7 +472,10 @@ def tts_eval(request: pytest.FixtureRequest) -> Callable[..., Any]:
         )
         if model is None or dataset is None:
             raise pytest.UsageError(f"tts_eval: {sess.cfg.path} has no model and dataset with task: tts")
-        case = Case(model, dataset, device or kw.get("device") or "cpu")
+        from .devices import pick
+
+        # "auto" resolves like asr_eval's (it was taken for a device name)
+        case = Case(model, dataset, pick(device or kw.get("device") or "cpu", sess.cfg.models[model].devices))
         sess.skip_if_unrunnable(case)
         return run_tts(case_context(request, sess, case))
 

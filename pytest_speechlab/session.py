@@ -265,7 +265,7 @@ class SpeechlabSession:
 
     def _all_cases(self) -> list[Case]:
         """The whole matrix the options select, before sharding."""
-        from .devices import resolve_auto
+        from .devices import pick
 
         if self.opts.datasets:
             names = [d for d in self.opts.datasets if d in self.cfg.datasets] + list(self.adhoc)
@@ -282,7 +282,7 @@ class SpeechlabSession:
                 elif d == "all":
                     devices += ["cpu", "cuda", "mps"] + (["remote"] if "remote" in spec.devices else [])
                 elif d == "auto":
-                    devices.append(resolve_auto(spec.devices))
+                    devices.append(pick(d, spec.devices))
                 else:
                     devices.append(d)
             for dev in dict.fromkeys(devices):
