@@ -16,7 +16,7 @@ import pytest
 from .config import ALL_DEVICES, GATES, ConfigError, load_config
 from .running import _accept_command, _progress, get_session
 from .session import CONFIG_ERROR_KEY, SESSION_KEY, Case, Options, SpeechlabSession
-from .xdist_support import XdistHooks, failure_line, plain
+from .xdist_support import XdistHooks, failure_line, hand_over, plain
 
 # Per item: where its rows start in ``sess.results``, and why it failed (one line per failed phase).
 _ROWS_START_KEY = pytest.StashKey[int]()
@@ -492,19 +492,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return  # --collect-only ran nothing: no record, no summary
     if hasattr(config, "workerinput"):
         # Workers hand their results to the controller, which alone writes files and prints the summary.
-        worker = sess.xdist.get("worker")
-        pinned = sess.xdist.get("pinned_gpu")
-        for r in sess.results:
-            r["xdist_worker"] = worker
-            if pinned is not None and r.get("device") == "cuda":
-                r["gpu"] = {"cuda_visible_devices": pinned, "worker": worker}
-        config.workeroutput["speechlab_results"] = plain(sess.results)  # type: ignore[attr-defined]
-        config.workeroutput["speechlab_loads"] = dict(sess.load_counts)  # type: ignore[attr-defined]
-        config.workeroutput["speechlab_worker"] = {"id": worker, "pinned_gpu": pinned}  # type: ignore[attr-defined]
+        hand_over(config, sess)
         return
     sess.complete_results()
     # The run record first: a golden folder that cannot be written must not lose the record too.
-    _write_records(sess)
+    sess.write_records()
     if sess.opts.update:
         sess.written = sess.write_goldens()  # failures go to sess.write_errors, one per file
     if sess.write_errors and session.exitstatus == pytest.ExitCode.OK:
@@ -513,51 +505,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         from .report import append_step_summary
 
         append_step_summary(Path(os.environ["GITHUB_STEP_SUMMARY"]), sess.results, sess.notes)
-
-
-def _file_sha256(path: Path) -> str | None:
-    from .provenance import file_sha256
-
-    try:
-        return file_sha256(path)
-    except OSError:
-        return None
-
-
-def _write_records(sess: SpeechlabSession) -> None:
-    from .report import run_record, write_json
-
-    if not (sess.opts.json_path or sess.opts.save):
-        return
-    settings = {
-        "devices": sess.opts.devices,
-        "datasets": sess.opts.datasets,
-        "rounds": sess.rounds,
-        "gate": sess.opts.gate or sess.cfg.gate,
-        "rtf_gate": not sess.rtf_gate_off,
-        "abs_rtf": sess.opts.abs_rtf,
-        "xdist_workers": sess.n_workers,
-        "update_golden": sess.opts.update,
-        "shard": sess.opts.shard,
-        "config": str(sess.cfg.path),
-        "config_sha256": _file_sha256(sess.cfg.path),
-        "model_loads": sess.load_counts,
-        "notes": sess.notes,
-        "xdist": sess.xdist,
-    }
-    record = run_record(sess.results, sess.rootdir, settings, collected=len(sess.collected))
-    targets: list[tuple[Path, str]] = []
-    if sess.opts.json_path:
-        targets.append((sess.opts.json_path, "fix --speechlab-json (the path of a writable file)"))
-    if sess.opts.save:
-        hist = sess.cfg.history_dir or (sess.cfg.path.parent / ".speechlab" / "history")
-        stamp = record["created"].replace(":", "").replace("-", "")
-        targets.append((hist / f"run-{stamp}-{os.getpid()}.json", "make the history folder (history_dir) writable"))
-    for path, fix in targets:
-        try:
-            write_json(path, record)
-        except OSError as exc:
-            sess.write_errors.append(f"run record not written: {path}: {exc.strerror or exc}; {fix}")
 
 
 def _benchmark_options_given(config: pytest.Config) -> bool:

@@ -458,6 +458,42 @@ class SpeechlabSession:
             self.results.append(self._error_row(case, reason))
 
     # ---- end of session -------------------------------------------------------------------------
+    def write_records(self) -> None:
+        """Write the run record (--speechlab-json) and keep it in the history folder (--speechlab-save)."""
+        from .report import run_record, write_json
+
+        if not (self.opts.json_path or self.opts.save):
+            return
+        settings = {
+            "devices": self.opts.devices,
+            "datasets": self.opts.datasets,
+            "rounds": self.rounds,
+            "gate": self.opts.gate or self.cfg.gate,
+            "rtf_gate": not self.rtf_gate_off,
+            "abs_rtf": self.opts.abs_rtf,
+            "xdist_workers": self.n_workers,
+            "update_golden": self.opts.update,
+            "shard": self.opts.shard,
+            "config": str(self.cfg.path),
+            "config_sha256": _file_sha256(self.cfg.path),
+            "model_loads": self.load_counts,
+            "notes": self.notes,
+            "xdist": self.xdist,
+        }
+        record = run_record(self.results, self.rootdir, settings, collected=len(self.collected))
+        targets: list[tuple[Path, str]] = []
+        if self.opts.json_path:
+            targets.append((self.opts.json_path, "fix --speechlab-json (the path of a writable file)"))
+        if self.opts.save:
+            hist = self.cfg.history_dir or (self.cfg.path.parent / ".speechlab" / "history")
+            stamp = record["created"].replace(":", "").replace("-", "")
+            targets.append((hist / f"run-{stamp}-{os.getpid()}.json", "make the history folder (history_dir) writable"))
+        for path, fix in targets:
+            try:
+                write_json(path, record)
+            except OSError as exc:
+                self.write_errors.append(f"run record not written: {path}: {exc.strerror or exc}; {fix}")
+
     def write_goldens(self) -> list[Path]:
         """Write the goldens of every case that ran under --speechlab-update-golden (controller only)."""
         from .golden import GoldenError, saturated
@@ -512,6 +548,15 @@ class SpeechlabSession:
                 "machine to gate speed"
             )
         return written
+
+
+def _file_sha256(path: Path) -> str | None:
+    from .provenance import file_sha256
+
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None
 
 
 # Where the plugin keeps the run's session (None until configured) and, when speechlab.yaml is invalid, why.

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from .session import SESSION_KEY
+from .session import SESSION_KEY, SpeechlabSession
 
 GROUP_POLICIES = ("auto", "model")
 
@@ -217,6 +217,20 @@ def failure_line(report: pytest.TestReport) -> str:
     lines = [ln for ln in text.strip().splitlines() if not re.match(r"\[gw\d+\] \S+ -- Python ", ln)]
     text = "\n".join(lines).strip() or f"{report.when} failed"
     return text if len(text) <= 2000 else text[:2000] + " ..."
+
+
+def hand_over(config: pytest.Config, sess: SpeechlabSession) -> None:
+    """On a worker at the end: put its results (plain Python: execnet sends only that), model loads and
+    GPU pinning into ``workeroutput`` for the controller, which merges them in ``pytest_testnodedown``."""
+    worker = sess.xdist.get("worker")
+    pinned = sess.xdist.get("pinned_gpu")
+    for r in sess.results:
+        r["xdist_worker"] = worker
+        if pinned is not None and r.get("device") == "cuda":
+            r["gpu"] = {"cuda_visible_devices": pinned, "worker": worker}
+    config.workeroutput["speechlab_results"] = plain(sess.results)  # type: ignore[attr-defined]
+    config.workeroutput["speechlab_loads"] = dict(sess.load_counts)  # type: ignore[attr-defined]
+    config.workeroutput["speechlab_worker"] = {"id": worker, "pinned_gpu": pinned}  # type: ignore[attr-defined]
 
 
 class XdistHooks:
