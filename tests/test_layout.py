@@ -137,3 +137,12 @@ def test_layers_import_downwards_only() -> None:
             if into_commands or into_runners or into_glue:
                 offenders.append(f"{mod} -> {dep}")
     assert offenders == []
+
+
+def test_old_cli_module_still_runs_with_dash_m() -> None:
+    """``python -m pytest_speechlab.cli`` (the old module path) still runs the command."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest_speechlab.cli", "--help"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "speechlab" in proc.stdout
