@@ -141,8 +141,7 @@ def test_layers_import_downwards_only() -> None:
 
 def test_old_cli_module_still_runs_with_dash_m() -> None:
     """``python -m pytest_speechlab.cli`` (the old module path) still runs the command."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest_speechlab.cli", "--help"], capture_output=True, text=True, timeout=120, check=False
-    )
+    cmd = [sys.executable, "-m", "pytest_speechlab.cli", "--help"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "speechlab" in proc.stdout
