@@ -56,7 +56,7 @@ def problem(raw: Any) -> tuple[str, str] | None:
     if unknown:
         return unknown[0], f"unknown key; known: {', '.join(KEYS)}"
     minutes = raw.get("minutes")
-    if not _is_num(minutes) or float(minutes) <= 0:
+    if not isinstance(minutes, (int, float)) or not _is_num(minutes) or minutes <= 0:
         return "minutes", f"is required: the length of each recording in minutes (a number > 0), got {minutes!r}"
     gap = raw.get("gap_s", DEFAULT_GAP_S)
     gaps = gap if isinstance(gap, list) else [gap]
