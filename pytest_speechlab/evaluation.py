@@ -99,12 +99,13 @@ def evaluate_asr(
     for u in dataset.utterances:
         assert u.audio_path is not None
         audio, dur = load_audio(u.audio_path, model.sample_rate, reference=u.text)
-        if dataset.perturb:  # a derived dataset (perturb: in speechlab.yaml): noise added at the model's rate
-            from .perturb import apply
-
-            audio = apply(audio, dataset.perturb, u.id, model.sample_rate)
         audios.append(audio)
         durations.append(dur)
+    if dataset.perturb:  # a derived dataset (perturb: in speechlab.yaml): perturbed at the model's rate
+        from .perturb import apply
+
+        clean = {u.id: a for u, a in zip(dataset.utterances, audios, strict=True)}  # babble's talkers
+        audios = [apply(a, dataset.perturb, u.id, model.sample_rate, clean) for u, a in zip(dataset.utterances, audios, strict=True)]
     case_peak = reset_case_peak()  # this case's own memory peak, model already resident
     start_rss = rss_mb()
     model.transcribe(audios[0])  # warm-up: first-call costs (graph build, allocations) are not speed
