@@ -27,7 +27,8 @@ import numpy as np
 
 from . import effects
 
-NOISES = ("white", "pink", "babble")  # babble: other utterances of the dataset (effects.py)
+NOISES = ("white", "pink")  # generated with numpy
+NOISE_KINDS = (*NOISES, "babble")  # babble: other utterances of the dataset (effects.py)
 # Channel codecs, through pedalboard (extra ``perturb``): the telephone band (300-3400 Hz) then GSM full rate
 # (8 kHz, 13 kbit/s), or MP3 at VBR quality 9 (the lowest LAME offers).
 CODECS = ("gsm", "mp3")
@@ -51,15 +52,15 @@ def problem(raw: Any) -> tuple[str, str] | None:
     others = codecs or any(k in raw for k in effects.EFFECTS)
     levels = raw.get("snr_db", [] if others else None)
     if others and levels == []:
-        return None if raw.get("noise", "white") in NOISES else ("noise", f"unknown noise {raw.get('noise')!r}")
+        return None if raw.get("noise", "white") in NOISE_KINDS else ("noise", f"unknown noise {raw.get('noise')!r}")
     if not isinstance(levels, list) or not levels or not all(
             isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in levels):
         return "snr_db", (f"must be a non-empty list of SNR levels in dB (finite numbers), got {levels!r}; or give "
                           f"another perturbation: codec, {', '.join(effects.EFFECTS)}")
     if len(set(levels)) != len(levels):
         return "snr_db", f"lists a level twice: {levels!r}"
-    if raw.get("noise", "white") not in NOISES:
-        return "noise", f"unknown noise {raw.get('noise')!r}; one of: {', '.join(NOISES)}"
+    if raw.get("noise", "white") not in NOISE_KINDS:
+        return "noise", f"unknown noise {raw.get('noise')!r}; one of: {', '.join(NOISE_KINDS)}"
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         return "seed", f"must be an integer >= 0, got {seed!r}"
