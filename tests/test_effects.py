@@ -120,3 +120,30 @@ def test_levels_keep_the_names_of_the_existing_ones() -> None:
     names = [n for n, _ in perturb.levels({"snr_db": [20, -5, 7.5], "codec": ["gsm"], "gain_db": [-6.5]})]
     assert names == ["gsm", "gain-6.5", "snr20", "snr-5", "snr7.5"]
     assert effects.number_name(1.25) == "1.25" and effects.number_name(12.0) == "12"
+
+
+def test_scorecard_draws_wer_vs_snr_per_model(pytester: pytest.Pytester) -> None:
+    """A run with +snrN cases gets wer_vs_snr.png in its scorecard (one panel per model); the series behind it
+    hold each model's clean and noisy WER by SNR."""
+    import math
+
+    from pytest_speechlab.robustness import snr_series
+
+    fake = FakeProject(pytester)
+    fake.config(models={"ok": {}, "other": {"say": "hello"}},
+                datasets={"clips": {"manifest": fake.dataset(), "normalizer": "basic",
+                                    "perturb": {"snr_db": [10, 0], "noise": "pink"}}})
+    res = fake.run("--speechlab-rtf-gate", "off", "--speechlab-update-golden", "--speechlab-json", "run.json")
+    assert res.ret == 0, res.stdout.str()
+    series = snr_series([fake.record()])
+    assert series == {"ok": {("clips", "pink", "cpu"): {10.0: 0.0, 0.0: 0.0, math.inf: 0.0}},
+                      "other": {("clips", "pink", "cpu"): {10.0: 0.5, 0.0: 0.5, math.inf: 0.5}}}
+    rc, out = fake.speechlab("scorecard", "run.json", "-o", "card")
+    assert rc == 0, out
+    png = fake.path / "card" / "wer_vs_snr.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "wer_vs_snr" in out
+    assert "WER vs SNR" in (fake.path / "card" / "scorecard.md").read_text("utf-8")
+    # no noise levels in the records: no such plot
+    fake.config(datasets={"clips": {"manifest": "data/clips/manifest.jsonl", "normalizer": "basic"}})
+    assert fake.run("--speechlab-rtf-gate", "off", "--speechlab-update-golden", "--speechlab-json", "r2.json").ret == 0
+    assert snr_series([fake.record("r2.json")]) == {}
