@@ -12,7 +12,8 @@ adds ``smoke+snr20`` ... ``smoke+snr0`` (case ids such as ``fw-tiny-en-cpu-smoke
 the noise's mean power is the level (the power is the clip's own, pauses included), drawn with numpy from
 ``(seed, crc32(utterance id))`` so an utterance gets the same noise whatever the order or the shard.
 ``codec: [gsm, mp3]`` adds ``smoke+gsm`` (telephone band + GSM full rate) and ``smoke+mp3`` through pedalboard
-(extra ``perturb``).  The resolved spec (and numpy's or pedalboard's version) is recorded with the case; a golden made with another spec fails
+(extra ``perturb``); ``noise: babble`` mixes other utterances of the dataset, and ``gain_db``, ``speed``,
+``reverb``, ``clip_db`` add effect levels (effects.py).  The resolved spec (and numpy's or pedalboard's version) is recorded with the case; a golden made with another spec fails
 the comparison instead of gating other audio.
 """
 

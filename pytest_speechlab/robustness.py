@@ -60,16 +60,16 @@ def snr_plot(records: list[dict[str, Any]], out_dir: Path) -> list[tuple[str, Pa
     keys = sorted({k for lines in series.values() for k in lines})
     colours = {k: f"C{i % 10}" for i, k in enumerate(keys)}
     for ax, model in zip(axes, models, strict=True):
-        for key, line in sorted(series[model].items()):
+        for n, (key, line) in enumerate(sorted(series[model].items())):
             xs = sorted(line, reverse=True)
             px = [clean_x if x == math.inf else x for x in xs]
             py = [100 * line[x] for x in xs]
             base, noise, device = key
             ax.plot(px, py, marker="o", linewidth=2, color=colours[key],
-                    label=f"{base}, {NOISE_WORDS.get(noise, noise)} ({device})")
-            for x, y in zip(px, py, strict=True):
+                    label=f"{NOISE_WORDS.get(noise, noise)} on {base} ({device})")
+            for x, y in zip(px, py, strict=True):  # labels above the first line, below the second, ...
                 ax.annotate(f"{y:.0f}%" if y >= 10 else f"{y:.1f}%", (x, y), textcoords="offset points",
-                            xytext=(0, 7), ha="center", fontsize=8, color=colours[key])
+                            xytext=(0, 7 if n % 2 == 0 else -15), ha="center", fontsize=8, color=colours[key])
         ax.set_title(model, fontsize=12, fontweight="bold")
         ax.set_xticks([clean_x, *levels], ["clean", *[f"{s:g}" for s in levels]])
         ax.set_xlim(clean_x + step * 0.5, levels[0] - step * 0.5)  # inverted: noisier to the right
