@@ -151,7 +151,11 @@ def build(name: str, dataset: Any, raw: dict[str, Any], cache: Path | None = Non
 
         cache = cache_dir() / "longform"
     out_dir = Path(cache) / f"{name}-{key}"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(f"{dataset.source}: longform: cannot write the built recordings to {out_dir} ({exc}); "
+                           "point SPEECHLAB_CACHE at a writable folder") from None
     rows: list[Any] = []
     manifest_lines = []
     for k, parts in enumerate(plan(durations, spec), start=1):
