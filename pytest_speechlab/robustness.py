@@ -59,17 +59,24 @@ def snr_plot(records: list[dict[str, Any]], out_dir: Path) -> list[tuple[str, Pa
     axes = fig.subplots(1, len(models), sharey=True, squeeze=False)[0]
     keys = sorted({k for lines in series.values() for k in lines})
     colours = {k: f"C{i % 10}" for i, k in enumerate(keys)}
+    y_top = max(5.0, 100 * top * 1.2)
     for ax, model in zip(axes, models, strict=True):
-        for n, (key, line) in enumerate(sorted(series[model].items())):
+        points: list[tuple[float, float, str]] = []
+        for key, line in sorted(series[model].items()):
             xs = sorted(line, reverse=True)
             px = [clean_x if x == math.inf else x for x in xs]
             py = [100 * line[x] for x in xs]
             base, noise, device = key
             ax.plot(px, py, marker="o", linewidth=2, color=colours[key],
                     label=f"{NOISE_WORDS.get(noise, noise)} on {base} ({device})")
-            for x, y in zip(px, py, strict=True):  # labels above the first line, below the second, ...
-                ax.annotate(f"{y:.0f}%" if y >= 10 else f"{y:.1f}%", (x, y), textcoords="offset points",
-                            xytext=(0, 7 if n % 2 == 0 else -15), ha="center", fontsize=8, color=colours[key])
+            points += [(x, y, colours[key]) for x, y in zip(px, py, strict=True)]
+        # Each point's WER above it; points close together at one SNR stack their labels instead of overlapping.
+        placed: list[tuple[float, float]] = []
+        for x, y, colour in sorted(points, key=lambda p: (p[0], p[1])):
+            k = sum(1 for px_, py_ in placed if px_ == x and abs(py_ - y) < 0.06 * y_top)
+            placed.append((x, y))
+            ax.annotate(f"{y:.0f}%" if y >= 10 else f"{y:.1f}%", (x, y), textcoords="offset points",
+                        xytext=(0, 7 + 11 * k), ha="center", fontsize=8, color=colour)
         ax.set_title(model, fontsize=12, fontweight="bold")
         ax.set_xticks([clean_x, *levels], ["clean", *[f"{s:g}" for s in levels]])
         ax.set_xlim(clean_x + step * 0.5, levels[0] - step * 0.5)  # inverted: noisier to the right
@@ -77,7 +84,7 @@ def snr_plot(records: list[dict[str, Any]], out_dir: Path) -> list[tuple[str, Pa
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
     axes[0].set_ylabel("WER (%)  lower is better")
-    axes[0].set_ylim(0, max(5.0, 100 * top * 1.2))
+    axes[0].set_ylim(0, y_top)
     fig.suptitle("WER vs SNR per model: how fast accuracy falls as noise rises", fontsize=12)
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
