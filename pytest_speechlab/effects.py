@@ -50,8 +50,12 @@ def problem(raw: dict[str, Any]) -> tuple[str, str] | None:
         if key not in raw:
             continue
         values = raw[key]
-        if (not isinstance(values, list) or not values or not all(_num(v) for v in values)
-                or len(set(values)) != len(values)):
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(_num(v) for v in values)
+            or len(set(values)) != len(values)
+        ):
             return key, f"must be a non-empty list of distinct numbers (each a {what}), got {values!r}"
         bad = [v for v in values if v < lo or v > hi or (lo_open and v == lo)]
         if bad:
@@ -90,8 +94,9 @@ def apply(audio: np.ndarray, spec: dict[str, Any], sample_rate: int) -> np.ndarr
     except ImportError:
         from .datasets import DatasetError
 
-        raise DatasetError(f"perturb {spec['kind']!r} needs pedalboard: install the extra, "
-                           "uv add 'pytest-speechlab[perturb]'") from None
+        raise DatasetError(
+            f"perturb {spec['kind']!r} needs pedalboard: install the extra, uv add 'pytest-speechlab[perturb]'"
+        ) from None
     x = np.ascontiguousarray(audio, dtype=np.float32)
     kind = spec["kind"]
     if kind == "speed":
@@ -108,7 +113,7 @@ def apply(audio: np.ndarray, spec: dict[str, Any], sample_rate: int) -> np.ndarr
         chain = [pedalboard.Clipping(threshold_db=20 * math.log10(peak) - float(spec["clip_db"]))]
     else:
         raise ValueError(f"unknown effect kind {kind!r}")
-    out = pedalboard.Pedalboard(chain)(x, float(sample_rate))
+    out = pedalboard.Pedalboard(chain)(x, float(sample_rate))  # type: ignore[attr-defined]
     return np.ascontiguousarray(np.asarray(out, dtype=np.float32).reshape(-1)[: len(x)])
 
 
@@ -118,12 +123,14 @@ def babble(n: int, rng: np.random.Generator, others: Mapping[str, np.ndarray], o
     if not pool:
         from .datasets import DatasetError
 
-        raise DatasetError(f"perturb noise: babble is made from the other utterances of the dataset, and utterance "
-                           f"{own_id!r} has none with sound: add utterances, or use noise: white or pink")
+        raise DatasetError(
+            f"perturb noise: babble is made from the other utterances of the dataset, and utterance "
+            f"{own_id!r} has none with sound: add utterances, or use noise: white or pink"
+        )
     picks = rng.choice(len(pool), size=min(talkers, len(pool)), replace=False)
     out = np.zeros(n, dtype=np.float64)
     for k in sorted(int(p) for p in picks):
         voice = np.asarray(others[pool[k]], dtype=np.float64)
-        voice = voice / math.sqrt(float(np.mean(voice ** 2)))  # each talker at the same level
+        voice = voice / math.sqrt(float(np.mean(voice**2)))  # each talker at the same level
         out += np.resize(np.roll(voice, -int(rng.integers(len(voice)))), n)
     return out

@@ -60,8 +60,12 @@ def problem(raw: Any) -> tuple[str, str] | None:
         return "minutes", f"is required: the length of each recording in minutes (a number > 0), got {minutes!r}"
     gap = raw.get("gap_s", DEFAULT_GAP_S)
     gaps = gap if isinstance(gap, list) else [gap]
-    if (not gaps or len(gaps) > 2 or not all(_is_num(g) and g >= 0 for g in gaps)
-            or (len(gaps) == 2 and gaps[0] > gaps[1])):
+    if (
+        not gaps
+        or len(gaps) > 2
+        or not all(_is_num(g) and g >= 0 for g in gaps)
+        or (len(gaps) == 2 and gaps[0] > gaps[1])
+    ):
         return "gap_s", f"must be seconds of silence >= 0, or [lo, hi] with lo <= hi (drawn per gap), got {gap!r}"
     seed = raw.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
@@ -75,10 +79,13 @@ def problem(raw: Any) -> tuple[str, str] | None:
 def spec_of(raw: dict[str, Any]) -> dict[str, Any]:
     """The resolved spec of a validated ``longform:`` mapping (what a case records)."""
     gap = raw.get("gap_s", DEFAULT_GAP_S)
-    return {"minutes": float(raw["minutes"]),
-            "gap_s": [float(g) for g in gap] if isinstance(gap, list) else float(gap),
-            "seed": raw.get("seed"), "collar_ms": float(raw.get("collar_ms", DEFAULT_COLLAR_MS)),
-            "sample_rate": SAMPLE_RATE}
+    return {
+        "minutes": float(raw["minutes"]),
+        "gap_s": [float(g) for g in gap] if isinstance(gap, list) else float(gap),
+        "seed": raw.get("seed"),
+        "collar_ms": float(raw.get("collar_ms", DEFAULT_COLLAR_MS)),
+        "sample_rate": SAMPLE_RATE,
+    }
 
 
 def plan(durations: list[float], spec: dict[str, Any]) -> list[list[tuple[int, float]]]:
@@ -140,12 +147,15 @@ def build(name: str, dataset: Any, raw: dict[str, Any], cache: Path | None = Non
         if u.audio_path is None:
             raise DatasetError(f"{dataset.source}: longform: needs audio; {u.id} has none (a TTS manifest?)")
         if not u.text.strip():
-            raise DatasetError(f"{dataset.source} (utterance {u.id}): longform: every utterance needs a reference "
-                               "(its start is scored); this one's is empty. Leave non-speech clips out of the manifest")
+            raise DatasetError(
+                f"{dataset.source} (utterance {u.id}): longform: every utterance needs a reference "
+                "(its start is scored); this one's is empty. Leave non-speech clips out of the manifest"
+            )
         audios.append(load_audio(u.audio_path, SAMPLE_RATE, reference=u.text)[0])
     durations = [len(a) / SAMPLE_RATE for a in audios]
-    key = hashlib.sha256(json.dumps([name, str(Path(dataset.source).resolve()), spec], sort_keys=True)
-                         .encode("utf-8")).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps([name, str(Path(dataset.source).resolve()), spec], sort_keys=True).encode("utf-8")
+    ).hexdigest()[:16]
     if cache is None:
         from .backends.weights import cache_dir
 
@@ -154,8 +164,10 @@ def build(name: str, dataset: Any, raw: dict[str, Any], cache: Path | None = Non
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DatasetError(f"{dataset.source}: longform: cannot write the built recordings to {out_dir} ({exc}); "
-                           "point SPEECHLAB_CACHE at a writable folder") from None
+        raise DatasetError(
+            f"{dataset.source}: longform: cannot write the built recordings to {out_dir} ({exc}); "
+            "point SPEECHLAB_CACHE at a writable folder"
+        ) from None
     rows: list[Any] = []
     manifest_lines = []
     for k, parts in enumerate(plan(durations, spec), start=1):
@@ -164,7 +176,7 @@ def build(name: str, dataset: Any, raw: dict[str, Any], cache: Path | None = Non
         signal = np.zeros(total, dtype=np.float32)
         for i, start in parts:
             at = round(start * SAMPLE_RATE)
-            signal[at:at + len(audios[i])] = audios[i]
+            signal[at : at + len(audios[i])] = audios[i]
         rid = f"{name}-{k:02d}"
         dest = out_dir / f"{rid}.flac"
         import io
@@ -174,12 +186,25 @@ def build(name: str, dataset: Any, raw: dict[str, Any], cache: Path | None = Non
         atomic_write_bytes(dest, buf.getvalue())
         u_list = dataset.utterances
         text = " ".join(u_list[i].text for i, _ in parts)
-        info = {"parts": [u_list[i].id for i, _ in parts],
-                "starts": [round(s, 6) for _, s in parts],
-                "ends": [round(s + durations[i], 6) for i, s in parts], "collar_ms": spec["collar_ms"]}
+        info = {
+            "parts": [u_list[i].id for i, _ in parts],
+            "starts": [round(s, 6) for _, s in parts],
+            "ends": [round(s + durations[i], 6) for i, s in parts],
+            "collar_ms": spec["collar_ms"],
+        }
         rows.append(Utterance(rid, text, dest, total / SAMPLE_RATE, {"longform": info}))
-        manifest_lines.append(json.dumps({"audio_filepath": dest.name, "text": text, "id": rid,
-                                          "duration": round(total / SAMPLE_RATE, 6), "longform": info}) + "\n")
+        manifest_lines.append(
+            json.dumps(
+                {
+                    "audio_filepath": dest.name,
+                    "text": text,
+                    "id": rid,
+                    "duration": round(total / SAMPLE_RATE, 6),
+                    "longform": info,
+                }
+            )
+            + "\n"
+        )
     manifest = out_dir / "manifest.jsonl"
     atomic_write_bytes(manifest, "".join(manifest_lines).encode("utf-8"))
     out: Dataset = dataclasses.replace(dataset, name=name, source=manifest, utterances=tuple(rows))
@@ -271,7 +296,9 @@ def score(dataset: Any, rows: list[dict[str, Any]], model: Any, tap: SegmentTap 
     }
 
 
-def gate(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str, float]) -> tuple[list[Any], list[str], list[str]]:
+def gate(
+    golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str, float]
+) -> tuple[list[Any], list[str], list[str]]:
     """The long-form timing checks of one case: ``(checks, problems, notes)``.
 
     Start error (median, p95) may exceed the golden's by ``ts_start_ms_abs`` ms (default 100); precision and
@@ -279,7 +306,8 @@ def gate(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str,
     re-record), a run without them against a golden with them fails, and a backend without timestamps is
     reported as such, never faked.
     """
-    from .golden import Check, _number
+    from .checks import Check
+    from .checks import finite_number as _number
 
     gm, om = golden.get("metrics") or {}, obtained.get("metrics") or {}
     checks: list[Any] = []
@@ -289,28 +317,39 @@ def gate(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str,
     o_has = all(_number(om.get(k)) for k in METRICS)
     if not o_has:
         if g_has:
-            problems.append(f"the golden has long-form timestamp metrics but this run measured none "
-                            f"({om.get('timestamps') or 'not a long-form dataset'}); nothing to compare them with")
+            problems.append(
+                f"the golden has long-form timestamp metrics but this run measured none "
+                f"({om.get('timestamps') or 'not a long-form dataset'}); nothing to compare them with"
+            )
         elif isinstance(om.get("timestamps"), str):
             checks.append(Check("TS", None, None, "-", "off", f"{om['timestamps']}; start error not gated"))
         return checks, problems, notes
     if not g_has:
-        notes.append("the golden has no long-form timestamp metrics (recorded before they were measured): start "
-                     f"error median {om['ts_start_median_ms']:.0f} ms, p95 {om['ts_start_p95_ms']:.0f} ms, "
-                     f"precision {om['ts_precision']:.3f}, recall {om['ts_recall']:.3f} are reported, not gated; "
-                     "re-record the golden (--speechlab-update-golden) to gate them")
-        checks.append(Check("TS", None, None, "-", "not-compared", "golden predates long-form timestamps: re-record it"))
+        notes.append(
+            "the golden has no long-form timestamp metrics (recorded before they were measured): start "
+            f"error median {om['ts_start_median_ms']:.0f} ms, p95 {om['ts_start_p95_ms']:.0f} ms, "
+            f"precision {om['ts_precision']:.3f}, recall {om['ts_recall']:.3f} are reported, not gated; "
+            "re-record the golden (--speechlab-update-golden) to gate them"
+        )
+        checks.append(
+            Check("TS", None, None, "-", "not-compared", "golden predates long-form timestamps: re-record it")
+        )
         return checks, problems, notes
     if float(gm.get("ts_collar_ms", DEFAULT_COLLAR_MS)) != float(om.get("ts_collar_ms", DEFAULT_COLLAR_MS)):
-        problems.append(f"the timestamp collar differs from the golden's ({gm.get('ts_collar_ms')} ms vs "
-                        f"{om.get('ts_collar_ms')} ms): precision/recall are not comparable; re-record the golden")
+        problems.append(
+            f"the timestamp collar differs from the golden's ({gm.get('ts_collar_ms')} ms vs "
+            f"{om.get('ts_collar_ms')} ms): precision/recall are not comparable; re-record the golden"
+        )
     ms_tol = float(thresholds.get("ts_start_ms_abs", TS_MS_ABS))
     pr_tol = float(thresholds.get("ts_pr_abs", TS_PR_ABS))
     for key, label in (("ts_start_median_ms", "TS-MED"), ("ts_start_p95_ms", "TS-P95")):
         g, o = float(gm[key]), float(om[key])
         c = Check(label, o, g, f"+{ms_tol:.0f} ms", "pass")
         if o > g + ms_tol + 1e-9:
-            c.status, c.note = "fail", f"utterance starts {o - g:+.0f} ms further from the segment starts than the golden's"
+            c.status, c.note = (
+                "fail",
+                f"utterance starts {o - g:+.0f} ms further from the segment starts than the golden's",
+            )
         elif o < g - 1e-9:
             c.status, c.note = "improved", f"{o - g:+.0f} ms"
         checks.append(c)

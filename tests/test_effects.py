@@ -90,14 +90,17 @@ def test_each_effect_level_is_its_own_case_with_its_spec(pytester: pytest.Pytest
     assert golden["perturb"]["pedalboard"].startswith("pedalboard==")
 
 
-@pytest.mark.parametrize(("bad", "key", "message"), [
-    ({"speed": [0.1]}, "speed", "out of range"),
-    ({"gain_db": 6}, "gain_db", "non-empty list"),
-    ({"reverb": [0.5, 0.5]}, "reverb", "distinct"),
-    ({"clip_db": [0]}, "clip_db", "out of range"),
-    ({"snr_db": [10], "talkers": 2}, "talkers", "noise: babble only"),
-    ({"snr_db": [10], "noise": "babble", "talkers": 0}, "talkers", "1..32"),
-])
+@pytest.mark.parametrize(
+    ("bad", "key", "message"),
+    [
+        ({"speed": [0.1]}, "speed", "out of range"),
+        ({"gain_db": 6}, "gain_db", "non-empty list"),
+        ({"reverb": [0.5, 0.5]}, "reverb", "distinct"),
+        ({"clip_db": [0]}, "clip_db", "out of range"),
+        ({"snr_db": [10], "talkers": 2}, "talkers", "noise: babble only"),
+        ({"snr_db": [10], "noise": "babble", "talkers": 0}, "talkers", "1..32"),
+    ],
+)
 def test_bad_effect_names_the_key(pytester: pytest.Pytester, bad: Any, key: str, message: str) -> None:
     fake = FakeProject(pytester)
     fake.config(datasets={"clips": {"manifest": fake.dataset(), "normalizer": "basic", "perturb": bad}})
@@ -109,8 +112,11 @@ def test_bad_effect_names_the_key(pytester: pytest.Pytester, bad: Any, key: str,
 
 def test_babble_on_a_one_utterance_dataset_is_an_error_naming_it(pytester: pytest.Pytester) -> None:
     fake = FakeProject(pytester)
-    fake.config(datasets={"clips": {"manifest": fake.dataset(), "normalizer": "basic",
-                                    "perturb": {"snr_db": [5], "noise": "babble"}}})
+    fake.config(
+        datasets={
+            "clips": {"manifest": fake.dataset(), "normalizer": "basic", "perturb": {"snr_db": [5], "noise": "babble"}}
+        }
+    )
     res = fake.run("--speechlab-rtf-gate", "off", "--speechlab-update-golden", "-k", "snr5")
     assert res.ret == 1
     assert "babble is made from the other utterances" in res.stdout.str() and "'a'" in res.stdout.str()
@@ -127,17 +133,26 @@ def test_scorecard_draws_wer_vs_snr_per_model(pytester: pytest.Pytester) -> None
     hold each model's clean and noisy WER by SNR."""
     import math
 
-    from pytest_speechlab.robustness import snr_series
+    from pytest_speechlab.commands.robustness import snr_series
 
     fake = FakeProject(pytester)
-    fake.config(models={"ok": {}, "other": {"say": "hello"}},
-                datasets={"clips": {"manifest": fake.dataset(), "normalizer": "basic",
-                                    "perturb": {"snr_db": [10, 0], "noise": "pink"}}})
+    fake.config(
+        models={"ok": {}, "other": {"say": "hello"}},
+        datasets={
+            "clips": {
+                "manifest": fake.dataset(),
+                "normalizer": "basic",
+                "perturb": {"snr_db": [10, 0], "noise": "pink"},
+            }
+        },
+    )
     res = fake.run("--speechlab-rtf-gate", "off", "--speechlab-update-golden", "--speechlab-json", "run.json")
     assert res.ret == 0, res.stdout.str()
     series = snr_series([fake.record()])
-    assert series == {"ok": {("clips", "pink", "cpu"): {10.0: 0.0, 0.0: 0.0, math.inf: 0.0}},
-                      "other": {("clips", "pink", "cpu"): {10.0: 0.5, 0.0: 0.5, math.inf: 0.5}}}
+    assert series == {
+        "ok": {("clips", "pink", "cpu"): {10.0: 0.0, 0.0: 0.0, math.inf: 0.0}},
+        "other": {("clips", "pink", "cpu"): {10.0: 0.5, 0.0: 0.5, math.inf: 0.5}},
+    }
     rc, out = fake.speechlab("scorecard", "run.json", "-o", "card")
     assert rc == 0, out
     png = fake.path / "card" / "wer_vs_snr.png"

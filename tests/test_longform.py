@@ -20,7 +20,7 @@ SMOKE = Path(__file__).resolve().parent.parent / "fixtures" / "smoke"
 
 # A fake backend with timestamps: a segment starts at every onset after >= 100 ms of silence, moved by
 # ``shift_ms``; ``drop: N`` leaves out every Nth segment (a missed utterance start).
-TS_BACKEND = '''
+TS_BACKEND = """
 import numpy as np
 
 from pytest_speechlab.backends.base import BaseBackend
@@ -53,7 +53,7 @@ class TsBackend(BaseBackend):
 
     def load(self, spec, device):
         return TsASR(spec.options)
-'''
+"""
 
 
 @pytest.fixture
@@ -80,8 +80,10 @@ def _write_clips(fake: FakeProject, n: int = 4) -> str:
 
 def _config(fake: FakeProject, model: dict[str, Any] | None = None, spec: dict[str, Any] | None = None) -> None:
     lf = spec or {"minutes": 0.1, "gap_s": 0.5}  # 6 s: the four half-second clips cycled, 6 starts
-    fake.config(models={"ts": {"backend": "fake-ts", **(model or {})}},
-                datasets={"lf": {"manifest": _write_clips(fake), "normalizer": "basic", "longform": lf}})
+    fake.config(
+        models={"ts": {"backend": "fake-ts", **(model or {})}},
+        datasets={"lf": {"manifest": _write_clips(fake), "normalizer": "basic", "longform": lf}},
+    )
 
 
 def _run(fake: FakeProject, *args: str) -> pytest.RunResult:
@@ -101,8 +103,8 @@ def test_builder_cycles_a_short_manifest_and_knows_every_start(tmp_path: Path) -
     for uid, start in zip(info["parts"], info["starts"], strict=True):
         clip, _ = load_audio(SMOKE / next(u.audio_path for u in data.utterances if u.id == uid), 16000)
         at = round(start * 16000)
-        assert float(np.abs(audio[at:at + len(clip)] - clip).max()) <= 1.5 / 32768  # 16-bit FLAC
-        assert float(np.abs(audio[at - 100:at]).max(initial=0.0)) == 0.0  # the gap before it is silence
+        assert float(np.abs(audio[at : at + len(clip)] - clip).max()) <= 1.5 / 32768  # 16-bit FLAC
+        assert float(np.abs(audio[at - 100 : at]).max(initial=0.0)) == 0.0  # the gap before it is silence
     again = longform.build("longform", data, {"minutes": 0.85, "gap_s": 0.5}, tmp_path / "b")
     assert rec.audio_path.read_bytes() == again.utterances[0].audio_path.read_bytes()  # deterministic
     assert json.loads(built.source.read_text().splitlines()[0])["longform"] == info  # manifest beside it
@@ -145,8 +147,10 @@ def test_timestamps_are_measured_and_gated_against_the_golden(fake: FakeProject)
     assert res.ret == 1
     out = res.stdout.str()
     for label in ("TS-MED", "TS-P95", "TS-PREC", "TS-REC"):
-        assert any(line.lstrip().startswith(label) and line.rstrip().endswith(")") and "FAIL" in line
-                   for line in out.splitlines()), (label, out)
+        assert any(
+            line.lstrip().startswith(label) and line.rstrip().endswith(")") and "FAIL" in line
+            for line in out.splitlines()
+        ), (label, out)
 
     _config(fake, {"drop": 3})  # a third of the starts missed: recall 0.67, precision still 1
     res = _run(fake)
@@ -156,10 +160,17 @@ def test_timestamps_are_measured_and_gated_against_the_golden(fake: FakeProject)
     status = {c["metric"]: c["status"] for c in case["checks"]}
     assert status["TS-REC"] == "fail" and status["TS-PREC"] == "pass"
     # ... unless the tolerance allows it
-    fake.config(models={"ts": {"backend": "fake-ts", "drop": 3}},
-                datasets={"lf": {"manifest": "data/clips/manifest.jsonl", "normalizer": "basic",
-                                 "longform": {"minutes": 0.1}, "thresholds": {"ts_pr_abs": 0.5,
-                                                                              "ts_start_ms_abs": 2000}}})
+    fake.config(
+        models={"ts": {"backend": "fake-ts", "drop": 3}},
+        datasets={
+            "lf": {
+                "manifest": "data/clips/manifest.jsonl",
+                "normalizer": "basic",
+                "longform": {"minutes": 0.1},
+                "thresholds": {"ts_pr_abs": 0.5, "ts_start_ms_abs": 2000},
+            }
+        },
+    )
     _run(fake)  # (fails on WER: the dropped segments' words are missing too)
     (case,) = fake.record()["cases"]
     status = {c["metric"]: c["status"] for c in case["checks"]}
@@ -202,15 +213,18 @@ def test_a_backend_without_timestamps_says_so(fake: FakeProject) -> None:
     assert "the golden has long-form timestamp metrics but this run measured none" in res.stdout.str()
 
 
-@pytest.mark.parametrize(("bad", "key", "message"), [
-    ({"gap_s": 0.5}, "longform.minutes", "is required"),
-    ({"minutes": 0}, "longform.minutes", "a number > 0"),
-    ({"minutes": 1, "gap_s": [2, 1]}, "longform.gap_s", "lo <= hi"),
-    ({"minutes": 1, "seed": -1}, "longform.seed", "integer >= 0"),
-    ({"minutes": 1, "collar_ms": 0}, "longform.collar_ms", "> 0"),
-    ({"minutes": 1, "gaps": 1}, "longform.gaps", "unknown key"),
-    ("10 minutes", "longform", "must be a mapping"),
-])
+@pytest.mark.parametrize(
+    ("bad", "key", "message"),
+    [
+        ({"gap_s": 0.5}, "longform.minutes", "is required"),
+        ({"minutes": 0}, "longform.minutes", "a number > 0"),
+        ({"minutes": 1, "gap_s": [2, 1]}, "longform.gap_s", "lo <= hi"),
+        ({"minutes": 1, "seed": -1}, "longform.seed", "integer >= 0"),
+        ({"minutes": 1, "collar_ms": 0}, "longform.collar_ms", "> 0"),
+        ({"minutes": 1, "gaps": 1}, "longform.gaps", "unknown key"),
+        ("10 minutes", "longform", "must be a mapping"),
+    ],
+)
 def test_bad_longform_names_file_and_key(fake: FakeProject, bad: Any, key: str, message: str) -> None:
     fake.config(datasets={"clips": {"manifest": fake.dataset(), "normalizer": "basic", "longform": bad}})
     res = _run(fake)

@@ -67,16 +67,29 @@ def snr_plot(records: list[dict[str, Any]], out_dir: Path) -> list[tuple[str, Pa
             px = [clean_x if x == math.inf else x for x in xs]
             py = [100 * line[x] for x in xs]
             base, noise, device = key
-            ax.plot(px, py, marker="o", linewidth=2, color=colours[key],
-                    label=f"{NOISE_WORDS.get(noise, noise)} on {base} ({device})")
+            ax.plot(
+                px,
+                py,
+                marker="o",
+                linewidth=2,
+                color=colours[key],
+                label=f"{NOISE_WORDS.get(noise, noise)} on {base} ({device})",
+            )
             points += [(x, y, colours[key]) for x, y in zip(px, py, strict=True)]
         # Each point's WER above it; points close together at one SNR stack their labels instead of overlapping.
         placed: list[tuple[float, float]] = []
         for x, y, colour in sorted(points, key=lambda p: (p[0], p[1])):
             k = sum(1 for px_, py_ in placed if px_ == x and abs(py_ - y) < 0.06 * y_top)
             placed.append((x, y))
-            ax.annotate(f"{y:.0f}%" if y >= 10 else f"{y:.1f}%", (x, y), textcoords="offset points",
-                        xytext=(0, 7 + 11 * k), ha="center", fontsize=8, color=colour)
+            ax.annotate(
+                f"{y:.0f}%" if y >= 10 else f"{y:.1f}%",
+                (x, y),
+                textcoords="offset points",
+                xytext=(0, 7 + 11 * k),
+                ha="center",
+                fontsize=8,
+                color=colour,
+            )
         ax.set_title(model, fontsize=12, fontweight="bold")
         ax.set_xticks([clean_x, *levels], ["clean", *[f"{s:g}" for s in levels]])
         ax.set_xlim(clean_x + step * 0.5, levels[0] - step * 0.5)  # inverted: noisier to the right
