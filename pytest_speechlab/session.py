@@ -393,6 +393,10 @@ class SpeechlabSession:
             self._datasets[name] = load_dataset(
                 name, spec.manifest, allow_outside_paths=spec.allow_outside_paths, task=spec.task
             )
+            if spec.options.get("longform"):  # long recordings built from the manifest (longform.py)
+                from .longform import build
+
+                self._datasets[name] = build(name, self._datasets[name], spec.options["longform"])
             if spec.options.get("perturb"):
                 import dataclasses
 

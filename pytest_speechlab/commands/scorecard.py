@@ -2,7 +2,8 @@
 
 Models side by side per task, dataset and device (WER, CER, entity accuracy, RTF, peak memory, deltas vs the
 golden, gate verdict), a grade per model with its rule printed on the page, a recommendation per task, and two
-PNG plots made with matplotlib's Agg backend (WER vs RTF, WER per model).  Writes ``scorecard.md``,
+PNG plots made with matplotlib's Agg backend (WER vs RTF, WER per model, and WER vs SNR when the records have
+``perturb:`` noise levels: commands/robustness.py).  Writes ``scorecard.md``,
 ``scorecard.html`` (self-contained: the plots are embedded as base64) and the PNGs side by side.
 
 Also home of the GitHub Actions step summary the plugin appends at the end of a session.
@@ -21,6 +22,7 @@ from typing import Any
 
 from ..golden import atomic_write_text, read_golden
 from ..records import FAILED_VERDICTS, RunRecordError, load_run
+from .plots import save_png as _save
 
 # ---- the grading rule (the page prints these numbers; change them here and the page follows) ----------
 A_WER_MARGIN = 0.01  # A: WER within 1 point of the best model in the same task/dataset/device
@@ -294,21 +296,6 @@ def make_plots(entries: list[Entry], out_dir: Path) -> list[tuple[str, Path]]:
     return written
 
 
-def _save(fig: Any, path: Path) -> None:
-    # Written to a temporary name and renamed, so a reader never sees half a PNG.
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # ---- rendering ---------------------------------------------------------------------------------------
 
 
@@ -492,7 +479,9 @@ def build_scorecard(run_paths: list[Path], out_dir: Path) -> dict[str, Path]:
     if not entries:
         raise RunRecordError(f"{', '.join(map(str, run_paths))}: no case ran in these records, nothing to score")
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = make_plots(entries, out_dir)
+    from .robustness import snr_plot
+
+    plots = make_plots(entries, out_dir) + snr_plot(records, out_dir)  # WER vs SNR: only with +snrN cases
     md, page = out_dir / "scorecard.md", out_dir / "scorecard.html"
     atomic_write_text(md, render_markdown(entries, records, notes, plots))
     atomic_write_text(page, render_html(entries, records, notes, plots))

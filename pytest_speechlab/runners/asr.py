@@ -7,6 +7,7 @@ import pytest
 
 from ..datasets import DatasetError
 from ..evaluation import CaseResult, evaluate_asr, loop_runner
+from ..longform import spec_of as longform_spec
 from ..metrics import get_normalizer
 from ..session import Case, SpeechlabSession
 from .base import CaseContext, Progress, RoundRunner
@@ -100,7 +101,10 @@ def evaluate_case(
         speed_reference=out["speed_reference"],
         ref_error=ref_error,
         utterances=out["utterances"],
-        extra={"perturb": data.perturb} if data.perturb else None,
+        extra={
+            **({"perturb": data.perturb} if data.perturb else {}),
+            **({"longform": longform_spec(dspec.options["longform"])} if dspec.options.get("longform") else {}),
+        },
     )
     if spec.golden_from:
         owner, owner_device = spec.golden_from.split("/")
