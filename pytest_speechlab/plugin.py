@@ -453,6 +453,18 @@ def tts_eval(request: pytest.FixtureRequest) -> Callable[..., Any]:
     return run
 
 
+@pytest.fixture
+def speech_properties() -> Callable[..., Any]:
+    """Metamorphic checks of an ASR model: ``speech_properties(speech_model).check(speech_dataset)`` asserts
+    (with hypothesis choosing clip and amount, deterministically) that the model's transcript does not change
+    beyond a tolerance under gain within +-12 dB, up to 2 s of leading/trailing silence, resampling
+    16 -> 44.1 -> 16 kHz and stereo duplication.  Returns the report (``.worst`` WER per property).  Needs
+    hypothesis (extra ``properties``); see pytest_speechlab.properties."""
+    from .properties import SpeechProperties
+
+    return SpeechProperties
+
+
 # ---- end of session ------------------------------------------------------------------------------
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
