@@ -44,12 +44,14 @@ THRESHOLD_KEYS = {
                         "compression ratio > 2.4); unset: the golden's count (production: 0)",
     "hallucination_wpm_abs": "words per minute of non-speech may exceed the golden by this much (default 5)",
     "hallucination_rate_abs": "share of non-speech clips with any output may exceed the golden by this much (default 0)",
+    "dnsmos_abs": "TTS pooled DNSMOS SIG/BAK/OVRL may fall below the golden by this much (MOS points, default 0.1)",
+    "dnsmos_sentence_abs": "TTS DNSMOS OVRL of any one sentence may fall below the golden by this much (default 0.3)",
 }
 MODEL_KEYS = {"backend", "weights", "devices", "stage", "task", "thresholds", "real_e2e", "description", "golden_from",
               "speed_reference"}
 DATASET_KEYS = {
     "manifest", "normalizer", "markers", "thresholds", "task", "real_e2e", "allow_outside_paths",
-    "description", "language", "entities", "perturb",
+    "description", "language", "entities", "perturb", "dnsmos",
 }
 TOP_KEYS = {"models", "datasets", "thresholds", "golden_dir", "gate", "rounds", "bootstrap", "judge", "history_dir",
             "speed_reference", "min_timed_audio_s"}
@@ -278,6 +280,9 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
     task = raw.get("task", "asr")
     if task not in TASKS:
         raise _err(path, f"{key}.task", f"unknown task {task!r}; one of: {', '.join(TASKS)}")
+    if "dnsmos" in raw and (not isinstance(raw["dnsmos"], bool) or (raw["dnsmos"] and task != "tts")):
+        raise _err(path, f"{key}.dnsmos", f"got {raw['dnsmos']!r}; true or false, and true only on a task: tts dataset "
+                   "(DNSMOS scores synthesised speech)")
     markers = _str_list(path, f"{key}.markers", raw.get("markers", []))
     for m in markers:
         if not m.isidentifier():
@@ -291,7 +296,7 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
         thresholds=_thresholds(path, f"{key}.thresholds", raw.get("thresholds")),
         real_e2e=bool(raw.get("real_e2e", False)),
         allow_outside_paths=bool(raw.get("allow_outside_paths", False)),
-        options={k: raw[k] for k in ("language", "entities", "description") if k in raw},
+        options={k: raw[k] for k in ("language", "entities", "description", "dnsmos") if k in raw},
     )
 
 
