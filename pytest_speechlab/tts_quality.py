@@ -64,8 +64,9 @@ def _speechmos() -> Any:
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
     scorer = object.__new__(mod.DNSMOS)  # its __init__ would open both sessions on the default thread pool
     scorer.primary_model_path = str(models / "sig_bak_ovr.onnx")
-    scorer.onnx_sess = ort.InferenceSession(scorer.primary_model_path, opts, providers=["CPUExecutionProvider"])
-    scorer.p808_onnx_sess = ort.InferenceSession(str(models / "model_v8.onnx"), opts, providers=["CPUExecutionProvider"])
+    cpu = ["CPUExecutionProvider"]
+    scorer.onnx_sess = ort.InferenceSession(scorer.primary_model_path, opts, providers=cpu)
+    scorer.p808_onnx_sess = ort.InferenceSession(str(models / "model_v8.onnx"), opts, providers=cpu)
     _SCORER = scorer
     return scorer
 
@@ -161,8 +162,9 @@ def gate(golden: dict[str, Any], obtained: dict[str, Any],
         return checks, problems, notes
     tol = float(thresholds.get("dnsmos_abs", POOLED_ABS))
     if _num(gm.get("dnsmos_ovrl")) is None:
-        notes.append(f"DNSMOS not compared: this run measured OVRL {om['dnsmos_ovrl']:.3f} but the golden has no DNSMOS "
-                     "(recorded before it was measured); re-record the golden (--speechlab-update-golden) to gate it")
+        notes.append(f"DNSMOS not compared: this run measured OVRL {om['dnsmos_ovrl']:.3f} but the golden has no "
+                     "DNSMOS (recorded before it was measured); re-record the golden (--speechlab-update-golden) "
+                     "to gate it")
     for key, label in GATED:
         gv, ov = _num(gm.get(key)), _num(om.get(key))
         if ov is None:
@@ -182,19 +184,27 @@ def gate(golden: dict[str, Any], obtained: dict[str, Any],
             check.status, check.note = "improved", f"{ov - gv:+.4f}, better than the golden"
         checks.append(check)
     if _num(gm.get("dnsmos_ovrl")) is not None and _num(om.get("dnsmos_ovrl")) is not None:
-        stol = float(thresholds.get("dnsmos_sentence_abs", SENTENCE_ABS))
-        worst = worst_sentences(golden, obtained)
-        drop = worst[0][0] if worst else 0.0
-        sent = Check("MOS-SENT", -drop, 0.0, f"-{stol:.4f} abs", "pass",
-                     "largest per-sentence OVRL drop against the golden")
-        if drop > stol + 1e-9:
-            sent.status = "fail"
-            bad = [w for w in worst if w[0] > stol + 1e-9]
-            sent.note = f"{len(bad)} sentence(s) lost more than {stol:g} OVRL"
-            files = obtained.get("audio_files") or {}
-            for d, row, gv in bad[:3]:
-                notes.append(f"DNSMOS: sentence {row.get('id')!r} OVRL {gv:.3f} -> {row['dnsmos_ovrl']:.3f} "
-                             f"({-d:+.3f}; SIG {row.get('dnsmos_sig')}, BAK {row.get('dnsmos_bak')}); "
-                             f"listen: {files.get(row.get('id'))}")
-        checks.append(sent)
+        checks.append(_sentence_check(golden, obtained, thresholds, notes))
     return checks, problems, notes
+
+
+def _sentence_check(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str, float],
+                    notes: list[str]) -> Any:
+    """``MOS-SENT``: the largest per-sentence OVRL drop against the golden; failing sentences go to ``notes``."""
+    from .golden import Check
+
+    stol = float(thresholds.get("dnsmos_sentence_abs", SENTENCE_ABS))
+    worst = worst_sentences(golden, obtained)
+    drop = worst[0][0] if worst else 0.0
+    sent = Check("MOS-SENT", -drop, 0.0, f"-{stol:.4f} abs", "pass",
+                 "largest per-sentence OVRL drop against the golden")
+    if drop > stol + 1e-9:
+        sent.status = "fail"
+        bad = [w for w in worst if w[0] > stol + 1e-9]
+        sent.note = f"{len(bad)} sentence(s) lost more than {stol:g} OVRL"
+        files = obtained.get("audio_files") or {}
+        for d, row, gv in bad[:3]:
+            notes.append(f"DNSMOS: sentence {row.get('id')!r} OVRL {gv:.3f} -> {row['dnsmos_ovrl']:.3f} "
+                         f"({-d:+.3f}; SIG {row.get('dnsmos_sig')}, BAK {row.get('dnsmos_bak')}); "
+                         f"listen: {files.get(row.get('id'))}")
+    return sent

@@ -5,7 +5,6 @@ a stand-in scorer; the real scorer on one Piper sentence."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -179,8 +178,8 @@ def test_a_tts_case_records_and_gates_dnsmos(pytester: pytest.Pytester) -> None:
     r = project.run("-rA")
     r.assert_outcomes(passed=1)
     r.stdout.fnmatch_lines(["*speechlab summary*", "*pass*",
-                            "*voice-cpu-texts: DNSMOS not compared: this run measured OVRL 3.000 but the golden has no "
-                            "DNSMOS*re-record the golden (--speechlab-update-golden)*"])
+                            ("*voice-cpu-texts: DNSMOS not compared: this run measured OVRL 3.000 but the golden has "
+                             "no DNSMOS*re-record the golden (--speechlab-update-golden)*")])
 
 
 def test_dnsmos_switched_off_against_a_golden_that_has_it_fails(pytester: pytest.Pytester) -> None:
@@ -196,8 +195,8 @@ def test_dnsmos_switched_off_against_a_golden_that_has_it_fails(pytester: pytest
 def test_bad_dnsmos_setting_names_the_key(pytester: pytest.Pytester, value: Any, task: str) -> None:
     _project(pytester, dnsmos_on=value, task=task)
     r = pytester.runpytest("-p", "no:cacheprovider", "--collect-only")
-    r.stdout.fnmatch_lines([f"*speechlab.yaml: datasets.texts.dnsmos: got {value!r}; true or false, and true only on "
-                            "a task: tts dataset*"])
+    r.stdout.fnmatch_lines([(f"*speechlab.yaml: datasets.texts.dnsmos: got {value!r}; true or false, and true only on "
+                            "a task: tts dataset*")])
 
 
 # ------------------------------------------------------------------------------------------ the real scorer
@@ -229,9 +228,8 @@ def test_real_dnsmos_is_deterministic_and_hears_noise() -> None:
 def test_a_missing_scorer_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from pytest_speechlab.tts_quality import QualityUnavailable
-
     import pytest_speechlab.tts_quality as q
+    from pytest_speechlab.tts_quality import QualityUnavailable
 
     monkeypatch.setattr(q, "_SCORER", None)  # a scorer loaded by an earlier test would be reused
     monkeypatch.setitem(sys.modules, "speechmos", None)
