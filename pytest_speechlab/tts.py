@@ -726,9 +726,11 @@ def run_tts_case(sess: Any, case: Any, request: Any) -> Any:
                                  "model": case.model, "device": case.device, "dataset": case.dataset})
     _junit_properties(request, record)
     ttfa = f", time to first audio {m['ttfa_s']:.3f} s" if m.get("ttfa_s") is not None else ""
+    from .tts_quality import summary as quality_summary
+
     sess.notes.append(
         f"{case.id}: WER/CER are round-trip (the judge {judge.spec.backend} {judge.spec.weights} heard the voice), "
-        f"synthesis RTF {m['rtf']:.4f}{ttfa}; audio kept in {result.audio_dir}"
+        f"synthesis RTF {m['rtf']:.4f}{ttfa}{quality_summary(m)}; audio kept in {result.audio_dir}"
     )
     problems = result.check_sanity(thresholds)
     accept = _accept_command(request.node)

@@ -125,6 +125,15 @@ def score_rows(rows: list[dict[str, Any]], audios: Sequence[tuple[Audio, int]]) 
     return out
 
 
+def summary(metrics: dict[str, Any]) -> str:
+    """``", DNSMOS SIG 3.454 BAK 4.158 OVRL 3.234 (6 sentences, 15.5 s)"`` for the case's note; empty without DNSMOS."""
+    if _num(metrics.get("dnsmos_ovrl")) is None:
+        return ""
+    return (f", DNSMOS SIG {metrics['dnsmos_sig']:.3f} BAK {metrics['dnsmos_bak']:.3f} "
+            f"OVRL {metrics['dnsmos_ovrl']:.3f} ({metrics.get('dnsmos_sentences')} sentences, "
+            f"{metrics.get('dnsmos_seconds')} s)")
+
+
 def _num(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
 

@@ -162,7 +162,10 @@ def test_a_tts_case_records_and_gates_dnsmos(pytester: pytest.Pytester) -> None:
     golden = json.loads(golden_path.read_text(encoding="utf-8"))
     assert golden["metrics"]["dnsmos_ovrl"] == 3.5 and golden["metrics"]["dnsmos_sentences"] == 2
     assert [u["dnsmos_ovrl"] for u in golden["utterances"]] == [3.5, 3.5]
-    project.run().assert_outcomes(passed=1)
+    r = project.run()
+    r.assert_outcomes(passed=1)
+    r.stdout.fnmatch_lines([("*voice-cpu-texts: WER/CER are round-trip*, DNSMOS SIG 3.500 BAK 4.000 OVRL 3.500 "
+                            "(2 sentences, * s); audio kept in*")])
 
     # A quieter voice scores 3.0: pooled and per sentence fail, naming the sentence and the WAV.
     _project(pytester, amp=0.2)
