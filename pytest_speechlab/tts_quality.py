@@ -161,7 +161,7 @@ def gate(golden: dict[str, Any], obtained: dict[str, Any],
     * a golden without DNSMOS (recorded before it was measured): each score is ``not-compared`` with a note
       saying to re-record; a golden with DNSMOS and a run without it is a problem (nothing to compare with).
     """
-    from .golden import NOT_COMPARED, Check
+    from .checks import Check
 
     checks: list[Check] = []
     problems: list[str] = []
@@ -182,7 +182,7 @@ def gate(golden: dict[str, Any], obtained: dict[str, Any],
                             "compare it with")
             continue
         if gv is None:
-            checks.append(Check(label, ov, None, "-", NOT_COMPARED,
+            checks.append(Check(label, ov, None, "-", "not-compared",
                                 "the golden has no DNSMOS (recorded before it was measured): not gated; re-record the "
                                 "golden"))
             continue
@@ -200,7 +200,7 @@ def gate(golden: dict[str, Any], obtained: dict[str, Any],
 def _sentence_check(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str, float],
                     notes: list[str]) -> Any:
     """``MOS-SENT``: the largest per-sentence OVRL drop against the golden; failing sentences go to ``notes``."""
-    from .golden import Check
+    from .checks import Check
 
     stol = float(thresholds.get("dnsmos_sentence_abs", SENTENCE_ABS))
     worst = worst_sentences(golden, obtained)

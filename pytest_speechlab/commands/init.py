@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .golden import atomic_write_bytes, atomic_write_text
+from ..golden import atomic_write_bytes, atomic_write_text
 
 EXAMPLE = Path(__file__).resolve().parent / "example"
 
@@ -123,7 +123,7 @@ def _dataset_manifest(path: Path) -> Path:
 
 def _check_manifest(path: Path) -> None:
     """Refuse a ``--dataset`` that is not a readable manifest (a WAV, a CSV, a broken line), naming the problem."""
-    from .datasets import DatasetError, load_manifest
+    from ..datasets import DatasetError, load_manifest
 
     try:
         load_manifest(path, allow_outside_paths=True)
@@ -191,7 +191,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.dataset:
         try:
-            manifest = _dataset_manifest(Path(args.dataset) if Path(args.dataset).is_absolute() else root / args.dataset)
+            manifest = _dataset_manifest(
+                Path(args.dataset) if Path(args.dataset).is_absolute() else root / args.dataset
+            )
             _check_manifest(manifest)
         except InitError as exc:
             print(exc, file=sys.stderr)
@@ -203,9 +205,12 @@ def run(args: argparse.Namespace) -> int:
         targets += [example_dir / p.name for p in sorted(EXAMPLE.iterdir()) if p.is_file()]
     existing = [t for t in targets if t.exists()]
     if existing and not args.force:
-        print("speechlab init: refusing to overwrite what is already there:\n"
-              + "".join(f"  {_relative(t, root)}\n" for t in existing)
-              + "Nothing was written. Move them away, or run `speechlab init --force` to replace them.", file=sys.stderr)
+        print(
+            "speechlab init: refusing to overwrite what is already there:\n"
+            + "".join(f"  {_relative(t, root)}\n" for t in existing)
+            + "Nothing was written. Move them away, or run `speechlab init --force` to replace them.",
+            file=sys.stderr,
+        )
         return 2
     models = [c for c in CANDIDATES if _installed(c.modules)]
     missing = [c for c in CANDIDATES if c not in models]
@@ -224,15 +229,21 @@ def run(args: argparse.Namespace) -> int:
         print("models: " + ", ".join(c.name for c in models))
     for c in missing:
         print(f"not installed: {c.name} (extra '{c.extra}': uv add 'pytest-speechlab[{c.extra}]')")
-    print("next:\n"
-          "  1. record the baselines:  uv run pytest speechlab.yaml --speechlab-update-golden   (then commit golden/)\n"
-          "  2. gate every change:     uv run pytest speechlab.yaml")
+    print(
+        "next:\n"
+        "  1. record the baselines:  uv run pytest speechlab.yaml --speechlab-update-golden   (then commit golden/)\n"
+        "  2. gate every change:     uv run pytest speechlab.yaml"
+    )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser("init", help="write speechlab.yaml, an example dataset and a CI workflow for this repository")
-    parser.add_argument("--dataset", metavar="PATH", help="your own manifest.jsonl (or its folder) instead of the example clips")
+    parser = sub.add_parser(
+        "init", help="write speechlab.yaml, an example dataset and a CI workflow for this repository"
+    )
+    parser.add_argument(
+        "--dataset", metavar="PATH", help="your own manifest.jsonl (or its folder) instead of the example clips"
+    )
     parser.add_argument("--dir", default=".", help="the repository root (default: the current folder)")
     parser.add_argument("--force", action="store_true", help="replace files that are already there")
     parser.set_defaults(func=run)
