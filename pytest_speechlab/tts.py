@@ -417,8 +417,8 @@ def evaluate_tts(
     audio).  ``judge`` is any object with ``sample_rate`` and ``transcribe(audio) -> str``; the audio is
     resampled to its rate with soxr.  ``rounds`` > 1 re-synthesises everything to steady the RTF (median
     round) and to tell whether synthesis is deterministic.  ``dnsmos`` scores every sentence with DNSMOS
-    (``tts_quality``: rows and metrics gain ``dnsmos_sig/bak/ovrl/p808``).  Every sentence's audio is written as a float WAV
-    under ``audio_dir`` (a new temp folder when None) so a failing case can be listened to.
+    (``tts_quality``: rows and metrics gain ``dnsmos_sig/bak/ovrl/p808``).  Every sentence's audio is written as
+    a float WAV under ``audio_dir`` (a new temp folder when None) so a failing case can be listened to.
     """
     import soundfile as sf
     import soxr
