@@ -185,6 +185,20 @@ def test_a_tts_case_records_and_gates_dnsmos(pytester: pytest.Pytester) -> None:
                              "no DNSMOS*re-record the golden (--speechlab-update-golden)*")])
 
 
+@pytest.mark.slow
+def test_dnsmos_is_recorded_and_gated_under_xdist(pytester: pytest.Pytester) -> None:
+    """With two xdist workers: the worker scores, the controller writes the golden, the gate bites."""
+    pytest.importorskip("xdist")
+    project = _project(pytester)
+    project.run_subprocess("-n", "2", "--speechlab-update-golden").assert_outcomes(passed=1)
+    golden = json.loads(project.golden("voice", "texts").read_text(encoding="utf-8"))
+    assert golden["metrics"]["dnsmos_ovrl"] == 3.5 and golden["utterances"][1]["dnsmos_ovrl"] == 3.5
+    _project(pytester, amp=0.2)
+    r = project.run_subprocess("-n", "2")
+    r.assert_outcomes(failed=1)
+    r.stdout.fnmatch_lines(["*MOS-OVRL*3.0000*3.5000*FAIL*"])
+
+
 def test_dnsmos_switched_off_against_a_golden_that_has_it_fails(pytester: pytest.Pytester) -> None:
     project = _project(pytester)
     project.run("--speechlab-update-golden").assert_outcomes(passed=1)
