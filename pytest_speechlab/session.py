@@ -396,6 +396,10 @@ class SpeechlabSession:
             self._datasets[name] = load_dataset(
                 name, spec.manifest, allow_outside_paths=spec.allow_outside_paths, task=spec.task
             )
+            if spec.options.get("longform"):  # long recordings built from the manifest (longform.py)
+                from .longform import build
+
+                self._datasets[name] = build(name, self._datasets[name], spec.options["longform"])
             if spec.options.get("perturb"):
                 import dataclasses
 
@@ -425,6 +429,8 @@ class SpeechlabSession:
             self.results.append({**base, "status": "error", "reason": str(exc)})
             pytest.fail(str(exc), pytrace=False)
         normalizer = get_normalizer(dspec.normalizer)
+        from .longform import spec_of as longform_spec
+
         workload, ref_error = self.speed_workload(case)
         try:
             out = evaluate_asr(
@@ -457,6 +463,7 @@ class SpeechlabSession:
             "tolerance_sources": self.tolerance_sources(case.model, case.dataset),
             "utterances": out["utterances"],
             **({"perturb": data.perturb} if data.perturb else {}),
+            **({"longform": longform_spec(dspec.options["longform"])} if dspec.options.get("longform") else {}),
         }
         if spec.golden_from:
             owner, owner_device = spec.golden_from.split("/")
