@@ -50,6 +50,7 @@ MODEL_KEYS = {"backend", "weights", "devices", "stage", "task", "thresholds", "r
 DATASET_KEYS = {
     "manifest", "normalizer", "markers", "thresholds", "task", "real_e2e", "allow_outside_paths",
     "description", "language", "entities", "perturb",
+    "columns", "hf-dataset", "config", "split", "slice",  # tables and Hugging Face datasets (tabular.py)
 }
 TOP_KEYS = {"models", "datasets", "thresholds", "golden_dir", "gate", "rounds", "bootstrap", "judge", "history_dir",
             "speed_reference", "min_timed_audio_s"}
@@ -266,11 +267,19 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
     unknown = set(raw) - DATASET_KEYS
     if unknown:
         raise _err(path, f"{key}.{min(unknown)}", f"unknown key; known: {', '.join(sorted(DATASET_KEYS))}")
+    from .tabular import HF_KEYS, source_problem
+
+    problem = source_problem(raw)
+    if problem:
+        raise _err(path, f"{key}.{problem[0]}", problem[1])
     manifest = raw.get("manifest")
+    if "hf-dataset" in raw:  # read from the Hugging Face cache: no manifest path (a label stands in for one)
+        manifest = f"hf-dataset:{raw['hf-dataset']}"
     if not isinstance(manifest, str):
-        raise _err(path, f"{key}.manifest", "is required: a JSONL manifest or a folder of audio + .txt files, relative to this file")
+        raise _err(path, f"{key}.manifest", "is required: a JSONL manifest, a Parquet/Arrow file or a folder of audio + .txt files, "
+                                              "relative to this file (or hf-dataset: NAME)")
     mpath = Path(manifest).expanduser()
-    if not mpath.is_absolute():
+    if not mpath.is_absolute() and "hf-dataset" not in raw:
         mpath = path.parent / mpath
     normalizer = raw.get("normalizer", "whisper-en")
     if normalizer not in NORMALIZERS:
@@ -291,7 +300,7 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
         thresholds=_thresholds(path, f"{key}.thresholds", raw.get("thresholds")),
         real_e2e=bool(raw.get("real_e2e", False)),
         allow_outside_paths=bool(raw.get("allow_outside_paths", False)),
-        options={k: raw[k] for k in ("language", "entities", "description") if k in raw},
+        options={k: raw[k] for k in ("language", "entities", "description", "columns", *HF_KEYS) if k in raw},
     )
 
 

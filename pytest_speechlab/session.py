@@ -373,7 +373,8 @@ class SpeechlabSession:
         """The dataset ``name`` (configured or ad hoc), read once per process."""
         if name not in self._datasets:
             spec = self.dataset_spec(name)
-            self._datasets[name] = load_dataset(name, spec.manifest, allow_outside_paths=spec.allow_outside_paths, task=spec.task)
+            self._datasets[name] = load_dataset(name, spec.manifest, allow_outside_paths=spec.allow_outside_paths, task=spec.task,
+                                                options=spec.options)
             if spec.options.get("perturb"):
                 import dataclasses
 
