@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa  # imported before any in-process pytester run (a native module must not be re-imported)
-from pyarrow import feather
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
+from pyarrow import feather
 
 import pytest_speechlab.hub
 import pytest_speechlab.tabular  # noqa: F401  (both kept in sys.modules across in-process runs)
