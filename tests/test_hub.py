@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 from huggingface_hub import constants
 
-import pytest_speechlab.hub as hub
+from pytest_speechlab import hub
 from pytest_speechlab.backends.base import BackendError, ModelSpec
 from pytest_speechlab.provenance import weights_identity
 
@@ -137,8 +137,8 @@ def test_changed_files_under_the_same_revision_fail_naming_both_hashes(project: 
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         "*weights changed since its golden baseline*",
-        f"*! weights changed: hf:org/asr@{C1} sha {before[:12]} (hub org/asr@{C1}) -> hf:org/asr@{C1} sha {after[:12]} "
-        f"(hub org/asr@{C1})",
+        (f"*! weights changed: hf:org/asr@{C1} sha {before[:12]} (hub org/asr@{C1}) -> hf:org/asr@{C1} sha {after[:12]} "
+        f"(hub org/asr@{C1})"),
         ACCEPT,
     ])
 
@@ -151,8 +151,8 @@ def test_a_new_revision_is_a_weights_change_naming_both_commits(project: pytest.
     configure(project, f"hf:org/asr@{C2}")
     result = run(project)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([f"*! weights changed: hf:org/asr@{C1} sha * (hub org/asr@{C1}) -> "
-                                 f"hf:org/asr@{C2} sha * (hub org/asr@{C2})"])
+    result.stdout.fnmatch_lines([(f"*! weights changed: hf:org/asr@{C1} sha * (hub org/asr@{C1}) -> "
+                                 f"hf:org/asr@{C2} sha * (hub org/asr@{C2})")])
 
 
 def test_a_missing_revision_names_the_command_that_fetches_it(project: pytest.Pytester, hub_cache: Path) -> None:
@@ -161,9 +161,9 @@ def test_a_missing_revision_names_the_command_that_fetches_it(project: pytest.Py
     result = run(project, "--speechlab-update-golden")
     result.assert_outcomes(errors=0, failed=1)
     result.stdout.fnmatch_lines([
-        f"*model 'm' ('weights:' in *speechlab.yaml): hf:org/asr@v2: revision 'v2' is not in the local Hugging Face "
+        (f"*model 'm' ('weights:' in *speechlab.yaml): hf:org/asr@v2: revision 'v2' is not in the local Hugging Face "
         f"cache ({hub_cache}/models--org--asr); the plugin does not download by default. Fetch it once with: "
-        "hf download org/asr --revision v2  (or run with --speechlab-allow-download)*",
+        "hf download org/asr --revision v2  (or run with --speechlab-allow-download)*"),
     ])
     assert not (project.path / "golden" / "m").exists()
 
