@@ -11,13 +11,23 @@ benchmarks/README.md keeps the latest ones with the machine they were measured o
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from _helpers import BENCH, HERE, load_average, make_project, run_measured, session_cmd
+import pytest
+from _helpers import (
+    BENCH,
+    HERE,
+    TINY,
+    load_average,
+    make_project,
+    run_measured,
+    session_cmd,
+)
 
 ALL_SMOKE = [f"smoke-0{i}" for i in range(1, 7)]
 
@@ -173,3 +183,59 @@ def test_peak_rss_of_a_tiny_en_session(benchmark: Any, tmp_path: Path, figures: 
     figures["peak RSS of a tiny.en smoke session"] = {
         "value": f"{p:.0f} MB", "target": "reported (bare script for scale)",
         "detail": f"{p / b:.2f}x the bare script's {b:.0f} MB; the run record says {in_record:.0f} MB"}
+
+
+def _bench_project(root: Path, copies: int) -> Path:
+    """A user project with one dataset: the 30 bench clips (67 s of speech) ``copies`` times over, under new
+    ids and file names, and NO ``rounds:`` key, so the plugin runs its default (adaptive) timing."""
+    rows = [json.loads(line) for line in (BENCH / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    d = root / "data"
+    d.mkdir(parents=True)
+    with open(d / "manifest.jsonl", "w", encoding="utf-8") as fh:
+        for k in range(copies):
+            for row in rows:
+                name = f"c{k}-{row['audio_filepath']}"
+                shutil.copy(BENCH / row["audio_filepath"], d / name)
+                fh.write(json.dumps({**row, "audio_filepath": name, "id": f"c{k}-{row['id']}"}) + "\n")
+    (root / "speechlab.yaml").write_text(
+        "models:\n" + TINY.format(name="fw", extra="")
+        + "datasets:\n  bench: {manifest: data/manifest.jsonl, normalizer: whisper-en}\ngolden_dir: golden\n",
+        encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("copies", [1, 5], ids=["67s", "337s"])
+def test_regression_run_cost(benchmark: Any, tmp_path: Path, figures: dict[str, Any], copies: int) -> None:
+    """What a default gate run costs (adaptive timed passes, warm-up, speed reference runs, the determinism
+    re-run, scoring, the golden compare) against a bare script transcribing the same files once, on ~1 min
+    and ~5.5 min of audio.  Issue 15's targets: <= 1.25x and <= 1.10x.  Fresh processes, alternated."""
+    project = _bench_project(tmp_path, copies)
+    manifest = project / "data" / "manifest.jsonl"
+    record = run_measured(session_cmd("--speechlab-update-golden"), project)
+    assert record["rc"] == 0, record["stdout"][-2000:]
+    bare: list[dict[str, Any]] = []
+    plugin: list[dict[str, Any]] = []
+
+    def run_bare() -> None:
+        bare.append(run_measured([sys.executable, str(HERE / "bare_transcribe.py"), str(manifest)], project))
+
+    def run_plugin() -> None:
+        plugin.append(run_measured(session_cmd("--speechlab-json", "run.json"), project))
+
+    load_before = load_average()
+    benchmark.pedantic(run_plugin, setup=run_bare, rounds=3, iterations=1)
+    assert all(r["rc"] == 0 for r in bare), [r["stderr"][-2000:] for r in bare if r["rc"]]
+    assert all(r["rc"] in (0, 1) for r in plugin), [r["stdout"][-2000:] for r in plugin if r["rc"] not in (0, 1)]
+    case = json.loads((project / "run.json").read_text(encoding="utf-8"))["cases"][0]
+    assert json.loads(bare[0]["stdout"]) == [u["hypothesis"] for u in case["utterances"]]  # same work, same answers
+    b = statistics.median(r["wall_s"] for r in bare)
+    p = statistics.median(r["wall_s"] for r in plugin)
+    audio_s = case["metrics"]["audio_seconds"]
+    passes = len(case["metrics"]["rtf_rounds"])
+    target = "<= 1.25x" if copies == 1 else "<= 1.10x"
+    benchmark.extra_info.update({"bare_s": b, "plugin_s": p, "ratio": p / b, "audio_s": audio_s,
+                                 "timed_passes": passes, "verdict": case.get("verdict")})
+    figures[f"default gate run / bare pass, {audio_s:.0f} s of audio"] = {
+        "value": f"{p / b:.2f}x", "target": target,
+        "detail": f"plugin {p:.1f} s vs bare {b:.1f} s (medians of 3, alternated, fresh processes); timed passes "
+                  f"{passes}; verdict {case.get('verdict')}; load avg before {load_before}"}

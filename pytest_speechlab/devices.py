@@ -28,6 +28,9 @@ def _torch_probe() -> dict[str, object] | None:
         "cuda": bool(torch.cuda.is_available()),
         "cuda_count": int(torch.cuda.device_count()) if torch.cuda.is_available() else 0,
         "cuda_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        # Kernels are chosen by compute capability (fp16/bf16/int8 tensor cores), not by the GPU's marketing name.
+        "cuda_capability": (".".join(str(v) for v in torch.cuda.get_device_capability(0))
+                            if torch.cuda.is_available() else None),
         "cuda_build": torch.version.cuda,
         "mps": bool(mps is not None and mps.is_available()),
         "mps_built": bool(mps is not None and mps.is_built()),
@@ -171,10 +174,18 @@ def machine_fingerprint(device: str, threads: int | None = None) -> dict[str, ob
         "cpu_count": os.cpu_count(),
         "usable_cpus": usable,
         "threads": threads or usable,
+        **({"gpu_capability": gpu_capability()} if device == "cuda" and gpu_capability() else {}),
     }
 
 
-MACHINE_CLASS_KEYS = ("device_name", "cpu_model", "cpu_flags")
+def gpu_capability() -> str | None:
+    """The CUDA compute capability of GPU 0 ("9.0" on an H100/H200), when torch can tell."""
+    probe = _torch_probe()
+    cap = probe.get("cuda_capability") if probe else None
+    return str(cap) if cap else None
+
+
+MACHINE_CLASS_KEYS = ("device_name", "gpu_capability", "cpu_model", "cpu_flags")
 
 
 def machine_difference(golden: dict[str, object], now: dict[str, object]) -> list[str]:

@@ -241,3 +241,17 @@ def test_workflow_has_macos_mps_and_self_hosted_cuda_jobs() -> None:
     assert any('pytest speechlab.yaml -m "cpu or mps"' in s.get("run", "") for s in mac["steps"])
     cuda = next(j for j in jobs.values() if "self-hosted" in (j.get("runs-on") or []))
     assert any("-m cuda" in s.get("run", "") for s in cuda["steps"])
+
+
+def test_cuda_fingerprint_tells_gpu_generations_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two GPUs of one name family but different compute capability pick different kernels: the fingerprint
+    records the capability and a transcript change across them is explained by it (issue 15, item 6)."""
+    monkeypatch.setattr(devices, "_torch_probe", lambda: {"version": "2.11.0+cu130", "cuda": True, "cuda_count": 1,
+                                                          "cuda_name": "Fake GPU", "cuda_build": "13.0",
+                                                          "cuda_capability": "9.0", "mps": False, "mps_built": False})
+    now = devices.machine_fingerprint("cuda")
+    assert now["device_name"] == "Fake GPU" and now["gpu_capability"] == "9.0"
+    assert "gpu_capability" not in devices.machine_fingerprint("cpu")
+    golden = {**now, "gpu_capability": "8.6"}
+    assert devices.machine_difference(golden, now) == ["gpu capability: golden '8.6', now '9.0'"]
+    assert devices.machine_difference({k: v for k, v in now.items() if k != "gpu_capability"}, now) == []
