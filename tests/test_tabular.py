@@ -242,3 +242,15 @@ def test_hf_dataset_from_a_save_to_disk_folder(tmp_path: Path) -> None:
     assert [(u.id, u.text) for u in data.utterances] == [("u2", "on the mat")]
     with pytest.raises(DatasetError, match="has no split 'train' \\(it has: test\\); set 'split:'"):
         load_dataset("d", Path("x"), options={"hf-dataset": str(tmp_path / "saved"), "split": "train"})
+
+
+def test_speechlab_validate_reads_parquet_datasets(tmp_path: Path) -> None:
+    from pytest_speechlab.validate import validate
+
+    pq.write_table(hub_table({"u1": "the cat sat"}), tmp_path / "eval.parquet")
+    cfg = tmp_path / "speechlab.yaml"
+    cfg.write_text("models: {}\ndatasets:\n  eval:\n    manifest: eval.parquet\n    columns: {text: sentence}\n")
+    assert validate(cfg) == []
+    cfg.write_text("models: {}\ndatasets:\n  eval:\n    manifest: eval.parquet\n")
+    (problem,) = validate(cfg)
+    assert problem.startswith(f"{tmp_path / 'eval.parquet'}: no column 'text'")
