@@ -300,7 +300,10 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
         thresholds=_thresholds(path, f"{key}.thresholds", raw.get("thresholds")),
         real_e2e=bool(raw.get("real_e2e", False)),
         allow_outside_paths=bool(raw.get("allow_outside_paths", False)),
-        options={k: raw[k] for k in ("language", "entities", "description", "columns", *HF_KEYS) if k in raw},
+        options={**{k: raw[k] for k in ("language", "entities", "description", "columns", *HF_KEYS) if k in raw},
+                 # a save_to_disk folder is relative to this file, as a manifest is
+                 **({"hf-dataset": str(path.parent / raw["hf-dataset"])}
+                    if "hf-dataset" in raw and (path.parent / raw["hf-dataset"]).is_dir() else {})},
     )
 
 

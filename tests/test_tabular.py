@@ -254,3 +254,22 @@ def test_speechlab_validate_reads_parquet_datasets(tmp_path: Path) -> None:
     cfg.write_text("models: {}\ndatasets:\n  eval:\n    manifest: eval.parquet\n")
     (problem,) = validate(cfg)
     assert problem.startswith(f"{tmp_path / 'eval.parquet'}: no column 'text'")
+
+
+def test_hf_dataset_session_from_a_saved_dataset(parquet_project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """speechlab.yaml's hf-dataset keys reach the loader in a real session (a save_to_disk folder: no cache)."""
+    import datasets
+
+    datasets.DatasetDict({"test": datasets.Dataset(hub_table({"u1": "the cat sat", "u2": "on the mat"}))}).save_to_disk(
+        str(parquet_project.path / "saved"))
+    parquet_project.makefile(".yaml", speechlab=(
+        "models:\n  m:\n    backend: lengths\n    devices: [cpu]\n"
+        "datasets:\n  hub:\n    hf-dataset: saved\n    split: test\n    slice: '[:1]'\n    columns: {text: sentence}\n"
+        "thresholds: {rss_rel: 1000, speed_rel: 1000, speed_rel_min: 1000, rtf_rel: 1000}\n"))
+    (parquet_project.path / "elsewhere").mkdir()
+    monkeypatch.chdir(parquet_project.path / "elsewhere")  # the saved folder is found relative to speechlab.yaml
+    result = parquet_project.runpytest("-p", "no:cacheprovider", "--speechlab-rounds", "1", "--speechlab-update-golden",
+                                       f"--rootdir={parquet_project.path}", str(parquet_project.path / "speechlab.yaml"))
+    result.assert_outcomes(passed=1)
+    golden = json.loads((parquet_project.path / "golden" / "m" / "hub" / "cpu.json").read_text())
+    assert '"audio": "u1.wav"' in json.dumps(golden) and '"u2"' not in json.dumps(golden)
