@@ -273,3 +273,10 @@ def test_hf_dataset_session_from_a_saved_dataset(parquet_project: pytest.Pyteste
     result.assert_outcomes(passed=1)
     golden = json.loads((parquet_project.path / "golden" / "m" / "hub" / "cpu.json").read_text())
     assert '"audio": "u1.wav"' in json.dumps(golden) and '"u2"' not in json.dumps(golden)
+
+
+def test_without_the_hf_extra_the_error_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pq.write_table(hub_table({"u1": "x"}), tmp_path / "eval.parquet")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if pyarrow were not installed
+    with pytest.raises(DatasetError, match=r"needs pyarrow: install the extra: uv add 'pytest-speechlab\[hf\]'"):
+        load_dataset("eval", tmp_path / "eval.parquet")
