@@ -280,3 +280,18 @@ def test_without_the_hf_extra_the_error_names_it(tmp_path: Path, monkeypatch: py
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if pyarrow were not installed
     with pytest.raises(DatasetError, match=r"needs pyarrow: install the extra: uv add 'pytest-speechlab\[hf\]'"):
         load_dataset("eval", tmp_path / "eval.parquet")
+
+
+def test_speechlab_init_takes_a_parquet_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_speechlab.cli import main
+    from pytest_speechlab.validate import validate
+
+    pq.write_table(hub_table({"u1": "the cat sat"}).rename_columns(["audio", "text", "id"]), tmp_path / "eval.parquet")
+    assert main(["init", "--dir", str(tmp_path), "--dataset", "eval.parquet"]) == 0
+    text = (tmp_path / "speechlab.yaml").read_text()
+    assert "manifest: eval.parquet   # Parquet/Arrow: id, audio, text columns (rename with columns:)" in text
+    assert "tts-example" not in text and validate(tmp_path / "speechlab.yaml") == []
+    pq.write_table(hub_table({"u1": "x"}), tmp_path / "other.parquet")  # text in 'sentence'
+    capsys.readouterr()
+    assert main(["init", "--dir", str(tmp_path), "--dataset", "other.parquet", "--force"]) == 2
+    assert "is not a usable manifest" in capsys.readouterr().err
