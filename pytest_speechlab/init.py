@@ -238,7 +238,8 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("init", help="write speechlab.yaml, an example dataset and a CI workflow for this repository")
-    parser.add_argument("--dataset", metavar="PATH", help="your own manifest.jsonl (or its folder), or a Parquet/Arrow file, instead of the example clips")
+    parser.add_argument("--dataset", metavar="PATH",
+                        help="your own manifest.jsonl (or its folder), or a Parquet/Arrow file, instead of the example clips")
     parser.add_argument("--dir", default=".", help="the repository root (default: the current folder)")
     parser.add_argument("--force", action="store_true", help="replace files that are already there")
     parser.set_defaults(func=run)
