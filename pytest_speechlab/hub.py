@@ -79,7 +79,8 @@ class HubRef:
 
     @property
     def text(self) -> str:
-        return f"{PREFIX}{self.repo}" + (f"@{self.revision}" if self.revision else "") + (f"/{self.subpath}" if self.subpath else "")
+        rev = f"@{self.revision}" if self.revision else ""
+        return f"{PREFIX}{self.repo}{rev}" + (f"/{self.subpath}" if self.subpath else "")
 
     def fetch_command(self) -> str:
         """The command that puts this revision into the local cache (huggingface_hub's ``hf`` CLI)."""

@@ -45,8 +45,9 @@ def _need(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise DatasetError(f"reading Parquet/Arrow tables and Hugging Face datasets needs {module.split('.')[0]}: install "
-                           "the extra: uv add 'pytest-speechlab[hf]' (or pip install 'pytest-speechlab[hf]')") from None
+        raise DatasetError(f"reading Parquet/Arrow tables and Hugging Face datasets needs {module.split('.')[0]}: "
+                           "install the extra: uv add 'pytest-speechlab[hf]' "
+                           "(or pip install 'pytest-speechlab[hf]')") from None
 
 
 def source_problem(raw: dict[str, Any]) -> tuple[str, str] | None:
@@ -69,7 +70,8 @@ def source_problem(raw: dict[str, Any]) -> tuple[str, str] | None:
     if "manifest" in raw:
         return "hf-dataset", "give either 'manifest:' or 'hf-dataset:', not both"
     if not isinstance(hf, str) or not hf:
-        return "hf-dataset", f"must be a dataset name (ORG/NAME in the local Hugging Face cache) or a save_to_disk folder, got {hf!r}"
+        return "hf-dataset", (f"must be a dataset name (ORG/NAME in the local Hugging Face cache) or a save_to_disk "
+                              f"folder, got {hf!r}")
     for key in ("config", "split"):
         if key in raw and (not isinstance(raw[key], str) or not raw[key]):
             return key, f"must be a non-empty string, got {raw[key]!r}"
@@ -86,13 +88,16 @@ def _columns(options: dict[str, Any]) -> dict[str, str]:
 def _read_table(path: Path) -> Any:
     pa = _need("pyarrow")
     if not path.exists():
-        raise DatasetError(f"{path}: table not found; fix 'manifest:' in speechlab.yaml or the --speechlab-dataset path")
+        raise DatasetError(f"{path}: table not found; fix 'manifest:' in speechlab.yaml or the "
+                           "--speechlab-dataset path")
     if not path.is_file():
-        raise DatasetError(f"{path}: not a regular file (a folder, FIFO or device); refused. Point at the .parquet/.arrow file")
+        raise DatasetError(f"{path}: not a regular file (a folder, FIFO or device); refused. Point at the "
+                           ".parquet/.arrow file")
     try:
         if path.suffix.lower() == ".parquet":
             return _need("pyarrow.parquet").read_table(str(path))
-        with pa.memory_map(str(path)) as source:  # Arrow IPC: the file format (Feather v2), or a stream (datasets' cache)
+        # Arrow IPC: the file format (Feather v2), or a stream (what the datasets cache holds)
+        with pa.memory_map(str(path)) as source:
             try:
                 return pa.ipc.open_file(source).read_all()
             except pa.ArrowInvalid:
@@ -100,7 +105,8 @@ def _read_table(path: Path) -> Any:
                 return pa.ipc.open_stream(source).read_all()
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
         kind = "Parquet" if path.suffix.lower() == ".parquet" else "Arrow IPC/Feather"
-        raise DatasetError(f"{path}: cannot read it as a {kind} table ({exc}); re-export it with pyarrow or datasets") from None
+        raise DatasetError(f"{path}: cannot read it as a {kind} table ({exc}); re-export it with pyarrow or "
+                           "datasets") from None
 
 
 def _sniff(data: bytes, name: str | None) -> str:
@@ -142,7 +148,8 @@ def rows_from_table(table: Any, where: str, base: Path | None, audio_root: Path,
     need = ["text"] + (["audio"] if task == "asr" else [])
     for role in need:
         if cols[role] not in names:
-            raise DatasetError(f"{where}: no column {cols[role]!r} (the {role} column; the table has: {', '.join(names)}); "
+            raise DatasetError(f"{where}: no column {cols[role]!r} (the {role} column; the table has: "
+                               f"{', '.join(names)}); "
                                f"name it with 'columns: {{{role}: COLUMN}}' under the dataset in speechlab.yaml")
     for role in ("id", "duration"):
         if role in (options.get("columns") or {}) and cols[role] not in names:
@@ -156,7 +163,8 @@ def rows_from_table(table: Any, where: str, base: Path | None, audio_root: Path,
         at = f"{where}: row {i}"
         text = data["text"][i]
         if not isinstance(text, str):
-            raise DatasetError(f"{at}: {cols['text']!r} must be a string (the reference transcript), got {text!r}; fix the row")
+            raise DatasetError(f"{at}: {cols['text']!r} must be a string (the reference transcript), got {text!r}; "
+                               "fix the row")
         raw_id = data["id"][i] if "id" in data else None
         if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or raw_id == ""):
             raise DatasetError(f"{at}: {cols['id']!r} must be a non-empty string or an integer, got {raw_id!r}")
@@ -172,15 +180,17 @@ def rows_from_table(table: Any, where: str, base: Path | None, audio_root: Path,
             elif isinstance(cell, str):
                 original = cell
             if blob is None and not original:
-                raise DatasetError(f"{at}: {cols['audio']!r} holds no audio (got {type(cell).__name__}); it must be the "
-                                   "Hub's {\"bytes\", \"path\"} struct, the audio bytes, or a path relative to the table")
+                raise DatasetError(f"{at}: {cols['audio']!r} holds no audio (got {type(cell).__name__}); it must be "
+                                   "the Hub's {\"bytes\", \"path\"} struct, the audio bytes, or a path relative to "
+                                   "the table")
             if blob is None:
                 assert original is not None
                 audio_path = Path(original)
                 if not audio_path.is_absolute():
                     if base is None:
-                        raise DatasetError(f"{at}: audio {original!r} is a path without bytes; this dataset has no folder "
-                                           "to resolve it from. Store the audio bytes in the dataset (cast to Audio)")
+                        raise DatasetError(f"{at}: audio {original!r} is a path without bytes; this dataset has "
+                                           "no folder to resolve it from. Store the audio bytes in the dataset "
+                                           "(cast to Audio)")
                     audio_path = base / audio_path
                 if base is not None and not allow_outside_paths and not _inside(audio_path, base):
                     raise DatasetError(f"{at}: audio {original!r} points outside the table's folder {base}; refused. "
@@ -224,7 +234,8 @@ def load_table(path: Path, options: dict[str, Any], *, allow_outside_paths: bool
     table = _read_table(path)
     key = file_sha256(path)[:16]
     root = _audio_root(f"table-{key}")
-    rows = rows_from_table(table, str(path), path.parent, root, options, allow_outside_paths=allow_outside_paths, task=task)
+    rows = rows_from_table(table, str(path), path.parent, root, options, allow_outside_paths=allow_outside_paths,
+                           task=task)
     has_blobs = any(u.audio_path is not None and u.audio_path.is_relative_to(root) for u in rows)
     return rows, (root if has_blobs else path.parent)
 

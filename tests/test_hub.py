@@ -94,7 +94,8 @@ def project(pytester: pytest.Pytester, hub_cache: Path, _native_modules_loaded: 
     pytester.syspathinsert()
     (pytester.path / "d").mkdir()
     sf.write(pytester.path / "d" / "a.wav", 0.1 * np.sin(np.arange(8000) / 5.0), 16000, subtype="PCM_16")
-    (pytester.path / "d" / "manifest.jsonl").write_text('{"audio_filepath": "a.wav", "text": "the cat sat", "id": "a"}\n')
+    row = '{"audio_filepath": "a.wav", "text": "the cat sat", "id": "a"}\n'
+    (pytester.path / "d" / "manifest.jsonl").write_text(row)
     return pytester
 
 
@@ -124,7 +125,8 @@ def test_hit_records_the_commit_and_a_content_hash(project: pytest.Pytester, hub
     run(project).assert_outcomes(passed=1)
 
 
-def test_changed_files_under_the_same_revision_fail_naming_both_hashes(project: pytest.Pytester, hub_cache: Path) -> None:
+def test_changed_files_under_the_same_revision_fail_naming_both_hashes(project: pytest.Pytester,
+                                                                       hub_cache: Path) -> None:
     snapshot(hub_cache, "org/asr", C1, table("the cat sat"))
     configure(project, f"hf:org/asr@{C1}")
     run(project, "--speechlab-update-golden").assert_outcomes(passed=1)
@@ -137,7 +139,8 @@ def test_changed_files_under_the_same_revision_fail_naming_both_hashes(project: 
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         "*weights changed since its golden baseline*",
-        (f"*! weights changed: hf:org/asr@{C1} sha {before[:12]} (hub org/asr@{C1}) -> hf:org/asr@{C1} sha {after[:12]} "
+        (f"*! weights changed: hf:org/asr@{C1} sha {before[:12]} (hub org/asr@{C1}) -> "
+         f"hf:org/asr@{C1} sha {after[:12]} "
         f"(hub org/asr@{C1})"),
         ACCEPT,
     ])

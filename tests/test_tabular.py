@@ -81,11 +81,14 @@ def test_feather_with_a_path_column_resolves_relative_to_the_table(tmp_path: Pat
     (pa.table({"audio": ["a.wav"], "text": [None]}), {}, "row 0: 'text' must be a string"),
     (pa.table({"audio": ["../x.wav"], "text": ["x"]}), {}, "points outside the table's folder"),
     (pa.table({"audio": [None], "text": ["x"]}), {}, "row 0: 'audio' holds no audio"),
-    (pa.table({"audio": ["a.wav"], "text": ["x"], "duration": [-1.0]}), {}, "'duration' must be a number of seconds >= 0"),
-    (pa.table({"audio": ["a.wav"], "text": ["x"]}), {"columns": {"id": "utt"}}, "columns.id names 'utt', which the table lacks"),
+    (pa.table({"audio": ["a.wav"], "text": ["x"], "duration": [-1.0]}), {},
+     "'duration' must be a number of seconds >= 0"),
+    (pa.table({"audio": ["a.wav"], "text": ["x"]}), {"columns": {"id": "utt"}},
+     "columns.id names 'utt', which the table lacks"),
     (pa.table({"audio": pa.array([], pa.string()), "text": pa.array([], pa.string())}), {}, "the table has no rows"),
 ])
-def test_bad_tables_name_the_file_row_and_fix(tmp_path: Path, table: pa.Table, options: dict[str, Any], message: str) -> None:
+def test_bad_tables_name_the_file_row_and_fix(tmp_path: Path, table: pa.Table, options: dict[str, Any],
+                                              message: str) -> None:
     pq.write_table(table, tmp_path / "eval.parquet")
     with pytest.raises(DatasetError) as exc:
         load_dataset("eval", tmp_path / "eval.parquet", options=options)
@@ -209,7 +212,8 @@ for name, sl in zip(sys.argv[1::2], sys.argv[2::2]):
 def _no_network() -> list[str]:
     """``unshare -rn`` (a new network namespace: no network at all) where permitted, else nothing (the plugin
     still forces datasets offline; the test then proves less)."""
-    if shutil.which("unshare") and subprocess.run(["unshare", "-rn", "true"], check=False, capture_output=True).returncode == 0:
+    if shutil.which("unshare") and subprocess.run(["unshare", "-rn", "true"], check=False,
+                                                  capture_output=True).returncode == 0:
         return ["unshare", "-rn"]
     return []
 
@@ -228,7 +232,8 @@ def test_hf_dataset_is_read_from_the_local_cache_without_network(tmp_path: Path)
     hit, missing = [line for line in out.stdout.splitlines() if line.startswith(("OK", "ERROR"))]
     assert hit == "OK hf-dataset:org/speech:test[:2] [('u1', 'the cat sat', 'u1.wav'), ('u2', 'on the mat', 'u2.wav')]"
     assert missing.startswith("ERROR hf-dataset:org/absent:test: not in the local Hugging Face datasets cache")
-    assert "Fetch it once with: python -c \"import datasets; datasets.load_dataset('org/absent', None, split='test')\"" in missing
+    fetch = "python -c \"import datasets; datasets.load_dataset('org/absent', None, split='test')\""
+    assert f"Fetch it once with: {fetch}" in missing
     assert "--speechlab-allow-download" in missing
 
 
@@ -256,7 +261,8 @@ def test_speechlab_validate_reads_parquet_datasets(tmp_path: Path) -> None:
     assert problem.startswith(f"{tmp_path / 'eval.parquet'}: no column 'text'")
 
 
-def test_hf_dataset_session_from_a_saved_dataset(parquet_project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hf_dataset_session_from_a_saved_dataset(parquet_project: pytest.Pytester,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """speechlab.yaml's hf-dataset keys reach the loader in a real session (a save_to_disk folder: no cache)."""
     import datasets
 
@@ -269,7 +275,8 @@ def test_hf_dataset_session_from_a_saved_dataset(parquet_project: pytest.Pyteste
     (parquet_project.path / "elsewhere").mkdir()
     monkeypatch.chdir(parquet_project.path / "elsewhere")  # the saved folder is found relative to speechlab.yaml
     result = parquet_project.runpytest("-p", "no:cacheprovider", "--speechlab-rounds", "1", "--speechlab-update-golden",
-                                       f"--rootdir={parquet_project.path}", str(parquet_project.path / "speechlab.yaml"))
+                                       f"--rootdir={parquet_project.path}",
+                                       str(parquet_project.path / "speechlab.yaml"))
     result.assert_outcomes(passed=1)
     golden = json.loads((parquet_project.path / "golden" / "m" / "hub" / "cpu.json").read_text())
     assert '"audio": "u1.wav"' in json.dumps(golden) and '"u2"' not in json.dumps(golden)
