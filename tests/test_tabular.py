@@ -234,6 +234,7 @@ def test_hf_dataset_is_read_from_the_local_cache_without_network(tmp_path: Path)
     assert missing.startswith("ERROR hf-dataset:org/absent:test: not in the local Hugging Face datasets cache")
     fetch = "python -c \"import datasets; datasets.load_dataset('org/absent', None, split='test')\""
     assert f"Fetch it once with: {fetch}" in missing
+    assert "(OfflineModeIsEnabled)" in missing  # the plugin's offline switch answered, not a failed connection
     assert "--speechlab-allow-download" in missing
 
 
