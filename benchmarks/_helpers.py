@@ -48,9 +48,20 @@ def make_project(root: Path, n_datasets: int, clips: list[str], *, models: dict[
 
 def run_measured(cmd: list[str], cwd: Path) -> dict[str, Any]:
     """Run ``cmd`` under maxrss.py; returns rc, wall_s, peak_rss_mb and the output."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT")}
-    res = subprocess.run([sys.executable, str(HERE / "maxrss.py"), *cmd], cwd=cwd, env=env, capture_output=True,
-                         text=True, timeout=900, check=False)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT")
+    }
+    res = subprocess.run(
+        [sys.executable, str(HERE / "maxrss.py"), *cmd],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     stats = json.loads(res.stderr.strip().splitlines()[-1])
     return {**stats, "stdout": res.stdout, "stderr": res.stderr}
 

@@ -158,15 +158,21 @@ def main() -> int:
     out = REPO / "benchmarks" / "speed-conditions.json"
     out.write_text(json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows},
                               indent=2) + "\n", encoding="utf-8")
-    print("\n| model | condition | 30% slower | RTF | RTF vs golden | speed_rel vs golden | band | speed verdict | load 1m |")
+    print("\n| model | condition | 30% slower | RTF | RTF vs golden | speed_rel vs golden | band | speed verdict | "
+          "load 1m |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["condition"].startswith("golden"):
             continue
-        fx = (lambda x: "-" if x is None else f"{x:.2f}x")
-        print(f"| {r['model']} | {r['condition']} | {'yes' if r['slowdown'] else 'no'} | {r['rtf']:.4f} | "
-              f"{fx(r['rtf_x'])} | {fx(r['rel_x'])} | {r['band']:.2f} | {r['speed_status']} {r['tolerance']} | "
-              f"{r['load_avg_1m']} |")
+
+        def fx(x: float | None) -> str:
+            return "-" if x is None else f"{x:.2f}x"
+
+        print(
+            f"| {r['model']} | {r['condition']} | {'yes' if r['slowdown'] else 'no'} | {r['rtf']:.4f} | "
+            f"{fx(r['rtf_x'])} | {fx(r['rel_x'])} | {r['band']:.2f} | {r['speed_status']} {r['tolerance']} | "
+            f"{r['load_avg_1m']} |"
+        )
     return 0
 
 

@@ -74,7 +74,9 @@ def test_model_loads_per_session(benchmark: Any, tmp_path: Path, figures: dict[s
         runs["n0"] = run_measured(session_cmd("--speechlab-update-golden", "--speechlab-json", "n0.json"), project)
 
     benchmark.pedantic(session, rounds=1, iterations=1)
-    runs["n2"] = run_measured(session_cmd("-n", "2", "--speechlab-rtf-gate", "off", "--speechlab-json", "n2.json"), project)
+    runs["n2"] = run_measured(
+        session_cmd("-n", "2", "--speechlab-rtf-gate", "off", "--speechlab-json", "n2.json"), project
+    )
     assert all(r["rc"] == 0 for r in runs.values()), [r["stdout"][-2000:] for r in runs.values()]
     n0 = json.loads((project / "n0.json").read_text())
     n2 = json.loads((project / "n2.json").read_text())
@@ -84,8 +86,10 @@ def test_model_loads_per_session(benchmark: Any, tmp_path: Path, figures: dict[s
     assert loads == {"fw@cpu": 1}
     assert all(v <= 1 for w in per_worker.values() for v in w.values())
     figures["model loads per session (12 cases, 1 model, cpu)"] = {
-        "value": f"{loads['fw@cpu']} per device", "target": "1 per device",
-        "detail": f"-n 2: {per_worker} (at most 1 per worker and device)"}
+        "value": f"{loads['fw@cpu']} per device",
+        "target": "1 per device",
+        "detail": f"-n 2: {per_worker} (at most 1 per worker and device)",
+    }
 
 
 def test_xdist_speedup(benchmark: Any, tmp_path: Path, figures: dict[str, Any]) -> None:
@@ -111,9 +115,11 @@ def test_xdist_speedup(benchmark: Any, tmp_path: Path, figures: dict[str, Any]) 
     speedup = statistics.median(n0) / statistics.median(n2)
     benchmark.extra_info.update({"n0_s": n0, "n2_s": n2, "speedup": speedup})
     figures["-n 2 vs -n 0 (4 cases, wall)"] = {
-        "value": f"{speedup:.2f}x", "target": ">= 1.6x",
+        "value": f"{speedup:.2f}x",
+        "target": ">= 1.6x",
         "detail": f"-n 0 {statistics.median(n0):.1f} s, -n 2 {statistics.median(n2):.1f} s (medians of 2, alternated); "
-                  f"load avg before {load_before}"}
+        f"load avg before {load_before}",
+    }
 
 
 def test_batched_vs_sequential(benchmark: Any, figures: dict[str, Any]) -> None:
@@ -126,8 +132,13 @@ def test_batched_vs_sequential(benchmark: Any, figures: dict[str, Any]) -> None:
     from pytest_speechlab.evaluation import evaluate_asr
     from pytest_speechlab.metrics import get_normalizer
 
-    spec = ModelSpec(name="fw", backend="faster-whisper", weights="bundled:tiny.en", devices=("cpu",),
-                     options={"compute_type": "int8", "beam_size": 5, "language": "en", "batch_size": 16})
+    spec = ModelSpec(
+        name="fw",
+        backend="faster-whisper",
+        weights="bundled:tiny.en",
+        devices=("cpu",),
+        options={"compute_type": "int8", "beam_size": 5, "language": "en", "batch_size": 16},
+    )
     batched = get_backend("faster-whisper").load(spec, "cpu")
     sequential = FasterWhisperASR(batched.model, {**batched.decode_settings, "batch_size": None}, None)
     data = load_dataset("bench", BENCH / "manifest.jsonl")
@@ -155,14 +166,20 @@ def test_batched_vs_sequential(benchmark: Any, figures: dict[str, Any]) -> None:
     assert wer_delta <= 0.01
     speedup = statistics.median(seq_s) / statistics.median(bat_s)
     rtf_ratio = seq_m["rtf"] / bat_m["rtf"]
-    same = sum(a["hypothesis"] == b["hypothesis"] for a, b in zip(out["seq"]["utterances"], out["bat"]["utterances"], strict=True))
-    benchmark.extra_info.update({"seq_s": seq_s, "bat_s": bat_s, "speedup": speedup, "wer_seq": seq_m["wer"],
-                                 "wer_bat": bat_m["wer"]})
+    same = sum(
+        a["hypothesis"] == b["hypothesis"]
+        for a, b in zip(out["seq"]["utterances"], out["bat"]["utterances"], strict=True)
+    )
+    benchmark.extra_info.update(
+        {"seq_s": seq_s, "bat_s": bat_s, "speedup": speedup, "wer_seq": seq_m["wer"], "wer_bat": bat_m["wer"]}
+    )
     figures["batched (16) vs sequential faster-whisper, 30 utterances"] = {
-        "value": f"{speedup:.2f}x throughput", "target": ">= 1.5x, |dWER| <= 0.01",
+        "value": f"{speedup:.2f}x throughput",
+        "target": ">= 1.5x, |dWER| <= 0.01",
         "detail": f"evaluate_asr wall {statistics.median(seq_s):.1f} s vs {statistics.median(bat_s):.1f} s; "
-                  f"inference-only RTF ratio {rtf_ratio:.2f}x; WER {seq_m['wer']:.4f} vs {bat_m['wer']:.4f}; "
-                  f"{same}/{len(data.utterances)} hypotheses identical; load avg before {load_before}"}
+        f"inference-only RTF ratio {rtf_ratio:.2f}x; WER {seq_m['wer']:.4f} vs {bat_m['wer']:.4f}; "
+        f"{same}/{len(data.utterances)} hypotheses identical; load avg before {load_before}",
+    }
 
 
 def test_peak_rss_of_a_tiny_en_session(benchmark: Any, tmp_path: Path, figures: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from .backends.base import DEVICES, TASKS, ModelSpec, Opt, option_problem
+from .tolerances import DEFAULT_THRESHOLDS as DEFAULT_THRESHOLDS  # per-stage defaults live with the rule
 
 STAGES = ("experimental", "candidate", "production", "deprecated")
 ALL_DEVICES = (*DEVICES, "remote")
@@ -18,10 +19,6 @@ GATES = ("strict", "statistical")
 
 # Tolerances used when speechlab.yaml sets none.  Production gates tighter than candidate: a model that
 # ships is held to its baseline more strictly than one still being evaluated.
-DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
-    "production": {"wer_abs": 0.01, "cer_abs": 0.01, "rtf_rel": 0.5, "catastrophic_max": 0},
-    "candidate": {"wer_abs": 0.02, "cer_abs": 0.02, "rtf_rel": 0.5},
-}
 THRESHOLD_KEYS = {
     "wer_abs": "WER may exceed the golden by this much (absolute)",
     "cer_abs": "CER may exceed the golden by this much (absolute)",
@@ -29,7 +26,8 @@ THRESHOLD_KEYS = {
     "speed_rel": "relative speed (vs the speed reference) may exceed the golden by at most this fraction (default 0.2)",
     "speed_rel_min": "the relative-speed tolerance never goes below this, however quiet the reference (default 0.15)",
     "rss_rel": "per-case peak RSS may exceed the golden by this fraction (default 0.25)",
-    "cross_device_abs": "extra WER/CER allowance when a device without its own golden is compared with the cpu golden (default 0.02)",
+    "cross_device_abs": "extra WER/CER allowance when a device without its own golden is compared with the cpu "
+                        "golden (default 0.02)",
     "entity_abs": "entity accuracy may fall below the golden by this much",
     "confidence": "confidence level of the statistical gate's bootstrap interval",
     # TTS audio sanity (checked against absolute bands, not the golden)
@@ -41,19 +39,55 @@ THRESHOLD_KEYS = {
     "rms_max_dbfs": "loudest RMS level in dBFS (TTS audio sanity)",
     "roundtrip_wer_max": "highest pooled round-trip WER of a TTS voice through its judge, golden or not",
     "catastrophic_max": "most utterances allowed a catastrophic output (hypothesis > 3x the reference, or "
-                        "compression ratio > 2.4); unset: the golden's count (production: 0)",
+    "compression ratio > 2.4); unset: the golden's count (production: 0)",
     "hallucination_wpm_abs": "words per minute of non-speech may exceed the golden by this much (default 5)",
-    "hallucination_rate_abs": "share of non-speech clips with any output may exceed the golden by this much (default 0)",
+    "hallucination_rate_abs": "share of non-speech clips with any output may exceed the golden by this much (default "
+                              "0)",
 }
-MODEL_KEYS = {"backend", "weights", "devices", "stage", "task", "thresholds", "real_e2e", "description", "golden_from",
-              "speed_reference"}
+MODEL_KEYS = {
+    "backend",
+    "weights",
+    "devices",
+    "stage",
+    "task",
+    "thresholds",
+    "real_e2e",
+    "description",
+    "golden_from",
+    "speed_reference",
+}
 DATASET_KEYS = {
-    "manifest", "normalizer", "markers", "thresholds", "task", "real_e2e", "allow_outside_paths",
-    "description", "language", "entities", "perturb",
-    "columns", "hf-dataset", "config", "split", "slice",  # tables and Hugging Face datasets (tabular.py)
+    "manifest",
+    "normalizer",
+    "markers",
+    "thresholds",
+    "task",
+    "real_e2e",
+    "allow_outside_paths",
+    "description",
+    "language",
+    "entities",
+    "perturb",
+    # tables and Hugging Face datasets (tabular.py)
+    "columns",
+    "hf-dataset",
+    "config",
+    "split",
+    "slice",
 }
-TOP_KEYS = {"models", "datasets", "thresholds", "golden_dir", "gate", "rounds", "bootstrap", "judge", "history_dir",
-            "speed_reference", "min_timed_audio_s"}
+TOP_KEYS = {
+    "models",
+    "datasets",
+    "thresholds",
+    "golden_dir",
+    "gate",
+    "rounds",
+    "bootstrap",
+    "judge",
+    "history_dir",
+    "speed_reference",
+    "min_timed_audio_s",
+}
 
 
 # A model or dataset name becomes a test id and a folder under golden_dir: letters, digits and -_.+@,
@@ -65,8 +99,10 @@ def name_problem(name: Any) -> str | None:
     """Why ``name`` cannot be a model or dataset name (it becomes a path), or None when it can."""
     if isinstance(name, str) and NAME_RE.fullmatch(name):
         return None
-    return (f"name {name!r} is not allowed: use letters, digits and - _ . + @ only, not starting with a dot "
-            "(names become test ids and folders under golden_dir)")
+    return (
+        f"name {name!r} is not allowed: use letters, digits and - _ . + @ only, not starting with a dot "
+        "(names become test ids and folders under golden_dir)"
+    )
 
 
 class ConfigError(Exception):
@@ -115,8 +151,9 @@ class SpeechlabConfig:
 
         spec = self.models[model]
         ds = self.datasets.get(dataset) if dataset else None
-        return effective(spec.stage, self.thresholds, model, spec.thresholds, dataset if ds else None,
-                         ds.thresholds if ds else {})
+        return effective(
+            spec.stage, self.thresholds, model, spec.thresholds, dataset if ds else None, ds.thresholds if ds else {}
+        )
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -126,7 +163,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             try:
                 first = seen.get(key)
             except TypeError:  # an unhashable key: let SafeLoader report it
@@ -222,8 +259,11 @@ def _model(path: Path, name: str, raw: Any) -> ModelSpec:
     if known is not None:
         unknown = sorted(str(k) for k in options if k not in known)
         if unknown:
-            raise _err(path, f"{key}.{unknown[0]}",
-                       f"unknown key for backend {backend!r}; known: {', '.join(sorted(MODEL_KEYS | set(known)))}")
+            raise _err(
+                path,
+                f"{key}.{unknown[0]}",
+                f"unknown key for backend {backend!r}; known: {', '.join(sorted(MODEL_KEYS | set(known)))}",
+            )
     return ModelSpec(
         name=name,
         backend=backend,
@@ -276,8 +316,12 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
     if "hf-dataset" in raw:  # read from the Hugging Face cache: no manifest path (a label stands in for one)
         manifest = f"hf-dataset:{raw['hf-dataset']}"
     if not isinstance(manifest, str):
-        raise _err(path, f"{key}.manifest", "is required: a JSONL manifest, a Parquet/Arrow file or a folder of audio + .txt files, "
-                                              "relative to this file (or hf-dataset: NAME)")
+        raise _err(
+            path,
+            f"{key}.manifest",
+            "is required: a JSONL manifest, a Parquet/Arrow file or a folder of audio + .txt files, relative to "
+            "this file (or hf-dataset: NAME)",
+        )
     mpath = Path(manifest).expanduser()
     if not mpath.is_absolute() and "hf-dataset" not in raw:
         mpath = path.parent / mpath
@@ -338,17 +382,23 @@ def load_config(path: Path) -> SpeechlabConfig:
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a folder, not a config file; name the speechlab.yaml inside it") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc}); check the path and its permissions") from None
+        raise ConfigError(
+            f"{path}: cannot read the config ({exc.strerror or exc}); check the path and its permissions"
+        ) from None
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
     except _DuplicateKey as exc:
-        raise ConfigError(f"{path}: duplicate key {exc.key!r} at line {exc.again} (first at line {exc.first}); YAML would "
-                          "silently keep only the last one: remove or merge one of them") from None
+        raise ConfigError(
+            f"{path}: duplicate key {exc.key!r} at line {exc.again} (first at line {exc.first}); YAML would "
+            "silently keep only the last one: remove or merge one of them"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}: malformed YAML{where}: {problem}; fix the syntax (yaml.safe_load must parse it)") from None
+        raise ConfigError(
+            f"{path}: malformed YAML{where}: {problem}; fix the syntax (yaml.safe_load must parse it)"
+        ) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -373,7 +423,9 @@ def load_config(path: Path) -> SpeechlabConfig:
         if isinstance(v, dict) and "perturb" in v:
             for name, derived in _perturbed(path, datasets[str(k)], v["perturb"]).items():
                 if name in datasets:
-                    raise _err(path, f"datasets.{k}.perturb", f"derives {name!r}, which is already a dataset; rename one")
+                    raise _err(
+                        path, f"datasets.{k}.perturb", f"derives {name!r}, which is already a dataset; rename one"
+                    )
                 datasets[name] = derived
     for m in models.values():
         if m.golden_from and m.golden_from.split("/")[0] not in models:
@@ -386,15 +438,23 @@ def load_config(path: Path) -> SpeechlabConfig:
         raise _err(path, "gate", f"unknown gate {gate!r}; one of: {', '.join(GATES)}")
     rounds = raw.get("rounds")
     if rounds is not None and (isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1):
-        raise _err(path, "rounds", f"must be an integer >= 1 (timed passes over each dataset), got {rounds!r}; "
-                                   "leave it out for adaptive rounds (min_timed_audio_s)")
+        raise _err(
+            path,
+            "rounds",
+            f"must be an integer >= 1 (timed passes over each dataset), got {rounds!r}; "
+            "leave it out for adaptive rounds (min_timed_audio_s)",
+        )
     min_audio = raw.get("min_timed_audio_s", 30.0)
     if isinstance(min_audio, bool) or not isinstance(min_audio, (int, float)) or not 0 <= min_audio < math.inf:
         raise _err(path, "min_timed_audio_s", f"must be a number of seconds >= 0, got {min_audio!r}")
     sref = raw.get("speed_reference") or {}
     if not isinstance(sref, dict) or set(sref) - {"runs"}:
-        raise _err(path, "speed_reference", f"must be a mapping with 'runs: N' (N >= 5), got {sref!r}; "
-                                            "choose a model's workload with speed_reference: NAME under the model")
+        raise _err(
+            path,
+            "speed_reference",
+            f"must be a mapping with 'runs: N' (N >= 5), got {sref!r}; "
+            "choose a model's workload with speed_reference: NAME under the model",
+        )
     ref_runs = sref.get("runs", 5)
     if isinstance(ref_runs, bool) or not isinstance(ref_runs, int) or ref_runs < 5:
         raise _err(path, "speed_reference.runs", f"must be an integer >= 5 (reference runs per case), got {ref_runs!r}")
@@ -403,7 +463,9 @@ def load_config(path: Path) -> SpeechlabConfig:
         raise _err(path, "bootstrap", f"must be an integer >= 100 (bootstrap resamples), got {bootstrap!r}")
     judge = raw.get("judge")
     if judge is not None and judge not in models:
-        raise _err(path, "judge", f"names no model in models: ({judge!r}); the TTS judge must be a configured ASR model")
+        raise _err(
+            path, "judge", f"names no model in models: ({judge!r}); the TTS judge must be a configured ASR model"
+        )
     history = raw.get("history_dir")
     cfg = SpeechlabConfig(
         path=path,
@@ -426,7 +488,10 @@ def load_config(path: Path) -> SpeechlabConfig:
             t = cfg.thresholds_for(model, dataset)
             hi = t.get("speed_rel", SPEED_REL_MAX)
             if t.get("speed_rel_min", 0.0) > hi:
-                raise _err(path, "thresholds.speed_rel_min",
-                           f"{t['speed_rel_min']} is above speed_rel {hi} for {model} on {dataset}: the "
-                           "relative-speed tolerance lies between them; lower speed_rel_min or raise speed_rel")
+                raise _err(
+                    path,
+                    "thresholds.speed_rel_min",
+                    f"{t['speed_rel_min']} is above speed_rel {hi} for {model} on {dataset}: the "
+                    "relative-speed tolerance lies between them; lower speed_rel_min or raise speed_rel",
+                )
     return cfg

@@ -66,7 +66,9 @@ def load_manifest(path: Path, *, allow_outside_paths: bool = False, task: str = 
     """
     path = Path(path)
     if not path.exists():
-        raise DatasetError(f"{path}: manifest not found; fix 'manifest:' in speechlab.yaml or the --speechlab-dataset path")
+        raise DatasetError(
+            f"{path}: manifest not found; fix 'manifest:' in speechlab.yaml or the --speechlab-dataset path"
+        )
     if not path.is_file():
         raise DatasetError(f"{path}: manifest is not a regular file (a FIFO or device); refused. Point at a JSONL file")
     try:
@@ -82,19 +84,24 @@ def load_manifest(path: Path, *, allow_outside_paths: bool = False, task: str = 
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DatasetError(f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
+            raise DatasetError(
+                f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object"
+            ) from None
         if not isinstance(obj, dict):
             raise DatasetError(f"{path}:{lineno}: each line must be a JSON object, got {type(obj).__name__}")
         if "text" not in obj:
-            raise DatasetError(f"{path}:{lineno}: row has no 'text' (the reference transcript); add \"text\": \"...\"")
+            raise DatasetError(f'{path}:{lineno}: row has no \'text\' (the reference transcript); add "text": "..."')
         if not isinstance(obj["text"], str):
-            raise DatasetError(f"{path}:{lineno}: 'text' must be a string (the reference transcript), got {obj['text']!r}; "
-                               "quote it")
+            raise DatasetError(
+                f"{path}:{lineno}: 'text' must be a string (the reference transcript), got {obj['text']!r}; quote it"
+            )
         audio: Path | None = None
         if task == "asr":
             af = obj.get("audio_filepath")
             if not isinstance(af, str) or not af:
-                raise DatasetError(f"{path}:{lineno}: row has no 'audio_filepath'; add the audio path relative to the manifest")
+                raise DatasetError(
+                    f"{path}:{lineno}: row has no 'audio_filepath'; add the audio path relative to the manifest"
+                )
             audio = Path(af)
             if not audio.is_absolute():
                 audio = path.parent / audio
@@ -104,21 +111,33 @@ def load_manifest(path: Path, *, allow_outside_paths: bool = False, task: str = 
                     "refused. Move the audio under that folder, or set 'allow_outside_paths: true' on the dataset"
                 )
             if audio.exists() and not audio.is_file():
-                raise DatasetError(f"{path}:{lineno}: audio_filepath {af!r} is not a regular file (a folder, FIFO or "
-                                   "device); refused. Point it at the audio file itself")
+                raise DatasetError(
+                    f"{path}:{lineno}: audio_filepath {af!r} is not a regular file (a folder, FIFO or "
+                    "device); refused. Point it at the audio file itself"
+                )
         raw_id = obj.get("id")
         if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or raw_id == ""):
             raise DatasetError(f"{path}:{lineno}: 'id' must be a non-empty string or an integer, got {raw_id!r}")
         # An explicit id is kept as given (``id: 0`` is "0", not replaced by the file stem).
-        uid = str(raw_id) if raw_id is not None else (Path(str(obj.get("audio_filepath"))).stem if audio else f"{lineno:04d}")
+        uid = (
+            str(raw_id)
+            if raw_id is not None
+            else (Path(str(obj.get("audio_filepath"))).stem if audio else f"{lineno:04d}")
+        )
         if uid in seen:
             raise DatasetError(f"{path}:{lineno}: duplicate id {uid!r} (first on line {seen[uid]}); ids must be unique")
         seen[uid] = lineno
         duration = obj.get("duration")
-        if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
-                                     or not math.isfinite(duration) or duration < 0):
-            raise DatasetError(f"{path}:{lineno}: 'duration' must be a number of seconds >= 0, got {duration!r}; "
-                               "fix it or leave it out (the audio's length is measured)")
+        if duration is not None and (
+            isinstance(duration, bool)
+            or not isinstance(duration, (int, float))
+            or not math.isfinite(duration)
+            or duration < 0
+        ):
+            raise DatasetError(
+                f"{path}:{lineno}: 'duration' must be a number of seconds >= 0, got {duration!r}; "
+                "fix it or leave it out (the audio's length is measured)"
+            )
         extra = {k: v for k, v in obj.items() if k not in ("audio_filepath", "text", "duration", "id")}
         if "entities" in extra:  # the entity protocol (entities.py): checked here so the error names the line
             from .entities import EntityError, validate_entities
@@ -137,10 +156,14 @@ def _regular_inside(file: Path, root: Path, allow_outside_paths: bool) -> None:
     """Refuse a dataset file that is not a regular file (a FIFO would hang the read) or that a symlink
     takes outside the dataset's folder (the same rule as a manifest's ``audio_filepath``)."""
     if file.exists() and not file.is_file():
-        raise DatasetError(f"{file}: not a regular file (a folder, FIFO or device); refused. Put the audio file itself there")
+        raise DatasetError(
+            f"{file}: not a regular file (a folder, FIFO or device); refused. Put the audio file itself there"
+        )
     if not allow_outside_paths and not _inside(file, root):
-        raise DatasetError(f"{file}: points outside the dataset folder {root} (through a symlink to {file.resolve()}); "
-                           "refused. Copy the file into the folder, or set 'allow_outside_paths: true' on the dataset")
+        raise DatasetError(
+            f"{file}: points outside the dataset folder {root} (through a symlink to {file.resolve()}); "
+            "refused. Copy the file into the folder, or set 'allow_outside_paths: true' on the dataset"
+        )
 
 
 def load_folder(path: Path, *, allow_outside_paths: bool = False) -> list[Utterance]:
@@ -192,7 +215,9 @@ def load_audio(path: Path, sample_rate: int, *, reference: str | None = None) ->
     if not path.exists():
         raise DatasetError(f"{path}: audio file not found; fix the manifest row or restore the file")
     if not path.is_file():  # a FIFO would block the read forever
-        raise DatasetError(f"{path}: not a regular file (a folder, FIFO or device); refused. Point it at the audio file itself")
+        raise DatasetError(
+            f"{path}: not a regular file (a folder, FIFO or device); refused. Point it at the audio file itself"
+        )
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # noqa: BLE001 - soundfile raises LibsndfileError / RuntimeError / TypeError by format
@@ -203,7 +228,9 @@ def load_audio(path: Path, sample_rate: int, *, reference: str | None = None) ->
         raise DatasetError(f"{path}: audio holds NaN or infinite samples; re-export it as PCM WAV or FLAC")
     mono: Audio = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     if reference is not None and reference.strip() and float(np.max(np.abs(mono))) == 0.0:
-        raise DatasetError(f"{path}: audio is all silence but its reference has text; the audio does not match its transcript")
+        raise DatasetError(
+            f"{path}: audio is all silence but its reference has text; the audio does not match its transcript"
+        )
     duration = data.shape[0] / float(sr)
     if sr != sample_rate:
         mono = soxr.resample(mono, sr, sample_rate, quality="HQ").astype(np.float32, copy=False)

@@ -317,7 +317,8 @@ def resolve(requested: str, supported: tuple[str, ...], runtime: str | None = No
         for dev in ("cuda", "mps", "cpu", "remote"):
             if dev in supported and probe(runtime, dev) is None:
                 return Resolved(dev)
-        return Resolved(supported[0] if supported else "cpu", "no device in " + ", ".join(supported) + " is usable here")
+        return Resolved(supported[0] if supported else "cpu", "no device in " + ", ".join(supported) + " is usable "
+                                                                                                       "here")
     if requested not in supported:
         return Resolved(requested, f"no {requested} support in this backend (it runs on {', '.join(supported)})")
     return Resolved(requested, probe(runtime, requested))

@@ -11,15 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from .backends.base import ASRModel
+from .checks import Verdict
 from .datasets import Dataset, load_audio
 from .devices import machine_difference
-from .golden import (
-    GoldenError,
-    Verdict,
-    golden_path,
-    read_golden,
-    render_failure,
-)
+from .golden import GoldenError, golden_path, read_golden
 from .metrics import (
     Normalizer,
     case_memory_mb,
@@ -35,7 +30,7 @@ from .metrics import (
 )
 from .provenance import file_sha256, utterance_audio_path
 from .speed import DEFAULT_RUNS, Pacer, Workload
-from .verdicts import GOLDEN_INVALID, judge
+from .verdicts import GOLDEN_INVALID, judge, render_failure
 
 # runner(one_round, rounds) calls one_round() ``rounds`` times (pytest-benchmark's pedantic, or a loop).
 Runner = Callable[[Callable[[], None], int], None]
@@ -244,7 +239,7 @@ GOLDEN_FIELDS = ("case", "model", "dataset", "device", "task", "backend", "norma
 
 def golden_payload(record: dict[str, Any]) -> dict[str, Any]:
     """What a golden file keeps of a case record."""
-    from .golden import SCHEMA
+    from .schema import GOLDEN_SCHEMA as SCHEMA
 
     out = {k: record[k] for k in GOLDEN_FIELDS if k in record}
     out["schema"] = SCHEMA
@@ -258,9 +253,17 @@ def changed_utterances(golden: dict[str, Any], record: dict[str, Any]) -> list[d
     for row in record.get("utterances", []):
         old = g.get(row["id"])
         if old is None:
-            out.append({"id": row["id"], "reference": row["reference"], "golden": "(not in golden)", "hypothesis": row["hypothesis"]})
+            out.append({"id": row["id"], "reference": row["reference"], "golden": "(not in "
+                                                                        "golden)", "hypothesis": row["hypothesis"]})
         elif old.get("hyp_norm", old.get("hypothesis")) != row.get("hyp_norm", row.get("hypothesis")):
-            out.append({"id": row["id"], "reference": row["reference"], "golden": old.get("hypothesis", ""), "hypothesis": row["hypothesis"]})
+            out.append(
+                {
+                    "id": row["id"],
+                    "reference": row["reference"],
+                    "golden": old.get("hypothesis", ""),
+                    "hypothesis": row["hypothesis"],
+                }
+            )
     return out
 
 
@@ -279,8 +282,14 @@ class GateSettings:
 class CaseResult:
     """The result of one model x device x dataset run.  ``record`` is plain JSON-able data."""
 
-    def __init__(self, record: dict[str, Any], golden_dir: Path, thresholds: dict[str, float], settings: GateSettings,
-                 accept_command: str) -> None:
+    def __init__(
+        self,
+        record: dict[str, Any],
+        golden_dir: Path,
+        thresholds: dict[str, float],
+        settings: GateSettings,
+        accept_command: str,
+    ) -> None:
         self.record = record
         self.golden_dir = Path(golden_dir)
         self.thresholds = thresholds
@@ -325,7 +334,10 @@ class CaseResult:
         if self.settings.update and self.record.get("golden_of"):
             # Never overwrite another case's baseline from here: that case re-records its own.
             self.verdict = Verdict("pass")
-            self.record["verdict"] = f"golden borrowed from {self.record['golden_of']['model']}/{self.record['golden_of']['device']}, not updated"
+            self.record["verdict"] = (
+                f"golden borrowed from {self.record['golden_of']['model']}/{self.record['golden_of']['device']}, not "
+                f"updated"
+            )
             return self.verdict
         if self.settings.update:
             # Accepted, not passed: nothing was compared (speechlab check and merge --gate refuse these).
@@ -350,8 +362,11 @@ class CaseResult:
                 # The first run on a new device is useful, not red: accuracy against the reference device's
                 # golden with a cross-device allowance (fp16 vs fp32, other kernels); speed is not compared.
                 extra = self.thresholds.get("cross_device_abs", CROSS_DEVICE_ABS)
-                thresholds = {**self.thresholds, "wer_abs": self.thresholds.get("wer_abs", 0.0) + extra,
-                              "cer_abs": self.thresholds.get("cer_abs", 0.0) + extra}
+                thresholds = {
+                    **self.thresholds,
+                    "wer_abs": self.thresholds.get("wer_abs", 0.0) + extra,
+                    "cer_abs": self.thresholds.get("cer_abs", 0.0) + extra,
+                }
                 rtf_gate = False
         if golden is None:
             self.verdict = Verdict("missing")
@@ -359,17 +374,27 @@ class CaseResult:
             pytest.fail(render_failure(self.record["case"], self.verdict, path, [], self.accept_command), pytrace=False)
         assert golden is not None
         s = self.settings
-        self.verdict = judge(golden, self.record, thresholds, gate=s.gate, rtf_gate=rtf_gate,
-                             force_rtf=s.force_rtf, abs_rtf=s.abs_rtf, bootstrap=s.bootstrap)
+        self.verdict = judge(
+            golden,
+            self.record,
+            thresholds,
+            gate=s.gate,
+            rtf_gate=rtf_gate,
+            force_rtf=s.force_rtf,
+            abs_rtf=s.abs_rtf,
+            bootstrap=s.bootstrap,
+        )
         if borrowed is not None:
             for c in self.verdict.checks:
                 if c.metric in ("SPEED", "RTF", "RSS_MB", "GPU_MB"):
                     c.status = "not-compared"
                     c.note = f"no {self.record['device']} golden yet; speed and memory do not travel between devices"
             ref_dev = borrowed.stem
-            msg = (f"no {self.record['device']} golden: accuracy compared with the {ref_dev} golden ({borrowed}) "
-                   f"with a cross-device tolerance of +{thresholds['wer_abs'] - self.thresholds.get('wer_abs', 0.0):.4f} "
-                   f"WER/CER; speed not compared. Record this device's own golden: {self.accept_command}")
+            msg = (
+                f"no {self.record['device']} golden: accuracy compared with the {ref_dev} golden ({borrowed}) "
+                f"with a cross-device tolerance of +{thresholds['wer_abs'] - self.thresholds.get('wer_abs', 0.0):.4f} "
+                f"WER/CER; speed not compared. Record this device's own golden: {self.accept_command}"
+            )
             self.verdict.notes.append(msg)
             self.record["golden_device"] = ref_dev
             self.record["golden_path"] = str(borrowed)
@@ -383,9 +408,11 @@ class CaseResult:
         if differs:
             self.record["machine_difference"] = differs
             if changed:
-                self.verdict.notes.append("the golden was recorded on other hardware (" + "; ".join(differs) + "): "
-                                          "int8/ONNX/fp32 kernels differ by CPU features, so a changed transcript "
-                                          "may be the machine, not the model")
+                self.verdict.notes.append(
+                    "the golden was recorded on other hardware (" + "; ".join(differs) + "): "
+                    "int8/ONNX/fp32 kernels differ by CPU features, so a changed transcript "
+                    "may be the machine, not the model"
+                )
         self.record["verdict"] = self.verdict.status
         self.record["causes"] = list(self.verdict.causes)
         if self.verdict.drift:
@@ -393,8 +420,9 @@ class CaseResult:
         if self.verdict.notes:
             self.record["verdict_notes"] = list(self.verdict.notes)
         self.record["checks"] = [c.__dict__ for c in self.verdict.checks]
-        self.record["golden_metrics"] = {k: golden["metrics"].get(k)
-                                         for k in ("wer", "cer", "rtf", "entity_acc", "speed_rel", "case_peak_rss_mb")}
+        self.record["golden_metrics"] = {
+            k: golden["metrics"].get(k) for k in ("wer", "cer", "rtf", "entity_acc", "speed_rel", "case_peak_rss_mb")
+        }
         if self.verdict.failed:
             block = render_failure(self.record["case"], self.verdict, path, changed, self.accept_command)
             pytest.fail(block, pytrace=False)

@@ -7,10 +7,11 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checks import Check, Verdict
+from .checks import finite_number as _number
 from .metrics import bootstrap_delta
 from .schema import GOLDEN_SCHEMA as SCHEMA  # noqa: F401  (re-exported: golden.SCHEMA)
 
@@ -44,17 +45,25 @@ def read_golden(path: Path) -> dict[str, Any] | None:
     """The golden at ``path``, None when there is none; :class:`GoldenError` when it is not valid."""
     path = Path(path)
     try:
-        data = read_json(path, GoldenError, "golden file",
-                         unreadable_fix="restore it from git or re-create it with --speechlab-update-golden",
-                         invalid_fix="restore it with `git checkout -- <file>` or re-create it with --speechlab-update-golden")
+        data = read_json(
+            path,
+            GoldenError,
+            "golden file",
+            unreadable_fix="restore it from git or re-create it with --speechlab-update-golden",
+            invalid_fix="restore it with `git checkout -- <file>` or re-create it with --speechlab-update-golden",
+        )
     except FileNotFoundError:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
-        raise GoldenError(f"{path}: golden file has no 'metrics' object; restore it from git or re-create it with --speechlab-update-golden")
+        raise GoldenError(
+            f"{path}: golden file has no 'metrics' object; restore it from git or re-create it with "
+            f"--speechlab-update-golden"
+        )
     from .schema import validate
 
-    validate(data, "golden", str(path), GoldenError,
-             "restore it from git or re-create it with --speechlab-update-golden")
+    validate(
+        data, "golden", str(path), GoldenError, "restore it from git or re-create it with --speechlab-update-golden"
+    )
     return data
 
 
@@ -107,43 +116,21 @@ def write_golden(golden_dir: Path, path: Path, data: dict[str, Any]) -> None:
     try:
         Path(path).resolve().relative_to(Path(golden_dir).resolve())
     except ValueError:
-        raise GoldenError(f"{path}: refused to write a golden outside golden_dir {golden_dir}; "
-                          "check the model and dataset names in speechlab.yaml") from None
+        raise GoldenError(
+            f"{path}: refused to write a golden outside golden_dir {golden_dir}; "
+            "check the model and dataset names in speechlab.yaml"
+        ) from None
     from .schema import validate
 
-    validate(data, "golden", str(path), GoldenError,
-             "not written: the run measured values a golden cannot hold; fix the run, then accept again")
+    validate(
+        data,
+        "golden",
+        str(path),
+        GoldenError,
+        "not written: the run measured values a golden cannot hold; fix the run, then accept again",
+    )
     with _dir_lock(Path(golden_dir)):
         atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-
-
-@dataclass
-class Check:
-    """One metric compared with its golden."""
-
-    metric: str
-    obtained: float | None
-    golden: float | None
-    tolerance: str
-    status: str  # pass | improved | fail | not-comparable | not-compared | reported | off | noise
-    note: str = ""
-
-
-@dataclass
-class Verdict:
-    """The outcome of comparing a run with its golden."""
-
-    status: str  # pass | improved | fail | missing
-    checks: list[Check] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # mismatches that make the comparison meaningless
-    notes: list[str] = field(default_factory=list)
-    # Why it failed, first cause first (verdicts.CAUSES): the headline names causes[0].
-    causes: list[str] = field(default_factory=list)
-    drift: list[dict[str, Any]] = field(default_factory=list)  # utterances changed in the dataset (drift.py)
-
-    @property
-    def failed(self) -> bool:
-        return self.status in ("fail", "missing")
 
 
 def _machine(m: dict[str, Any]) -> str:
@@ -196,8 +183,10 @@ def compare(
         else:
             v.problems.append("decode settings differ from the golden: " + text)
     elif gd.get("library") != od.get("library") and gd.get("library") and od.get("library"):
-        v.notes.append(f"decode library changed: golden {gd.get('library')}, now {od.get('library')} "
-                       "(every recorded decode setting is the same)")
+        v.notes.append(
+            f"decode library changed: golden {gd.get('library')}, now {od.get('library')} "
+            "(every recorded decode setting is the same)"
+        )
     swap = _dataset_change(golden, obtained)
     if swap:
         v.problems.append(swap)
@@ -211,11 +200,15 @@ def compare(
         # A metric on one side only is never skipped in silence: nothing would be compared.
         g_has, o_has = _number(gm.get(metric)), _number(om.get(metric))
         if g_has and not o_has:
-            v.problems.append(f"the golden has {metric} {gm[metric]!r} but this run measured {om.get(metric)!r}; "
-                              "nothing to compare it with")
+            v.problems.append(
+                f"the golden has {metric} {gm[metric]!r} but this run measured {om.get(metric)!r}; "
+                "nothing to compare it with"
+            )
         elif o_has and not g_has and metric in ("wer", "cer", "entity_acc"):
-            v.problems.append(f"this run measured {metric} but the golden has {gm.get(metric)!r}; re-record the golden "
-                              "(--speechlab-update-golden) so that it can be gated")
+            v.problems.append(
+                f"this run measured {metric} but the golden has {gm.get(metric)!r}; re-record the golden "
+                "(--speechlab-update-golden) so that it can be gated"
+            )
     from .hallucination import gate as output_gate
     from .hallucination import nonspeech_only
 
@@ -223,8 +216,16 @@ def compare(
         if not (_number(gm.get(metric)) and _number(om.get(metric))):
             continue
         if nonspeech_only(obtained):  # empty references: the hallucination metrics below gate this dataset
-            v.checks.append(Check(metric.upper(), float(om[metric]), float(gm[metric]), "-", "off",
-                                  "non-speech dataset (every reference empty): gated by HAL-WPM/HAL-RATE"))
+            v.checks.append(
+                Check(
+                    metric.upper(),
+                    float(om[metric]),
+                    float(gm[metric]),
+                    "-",
+                    "off",
+                    "non-speech dataset (every reference empty): gated by HAL-WPM/HAL-RATE",
+                )
+            )
             continue
         tol = thresholds.get(tol_key, 0.0)
         g, o = float(gm[metric]), float(om[metric])
@@ -291,7 +292,9 @@ def _num(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
 
 
-def _speed_check(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str, float], rtf_gate: bool) -> Check:
+def _speed_check(
+    golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str, float], rtf_gate: bool
+) -> Check:
     """SPEED: the case's speed relative to its speed reference (see speed.py), gated one-sided.
 
     Not compared (and said so, never a silent pass) when the golden predates relative speed, when its
@@ -303,18 +306,23 @@ def _speed_check(golden: dict[str, Any], obtained: dict[str, Any], thresholds: d
     if not rtf_gate:
         check.status, check.note = "off", "speed gate off for this run (see summary)"
     elif o is None:
-        why = ("this run measured no speed reference" +
-               (f" (device {obtained.get('device')})" if obtained.get("device") != "cpu" else " (speed_reference: none)"))
+        why = "this run measured no speed reference" + (
+            f" (device {obtained.get('device')})" if obtained.get("device") != "cpu" else " (speed_reference: none)"
+        )
         check.note = why
     elif g is None:
         check.note = "golden predates relative speed (no speed_rel): re-record the golden to gate speed"
     elif gref.get("usable") is False:
         check.note = f"the golden's speed is unusable: {gref.get('unusable_reason')}; re-record it on a quiet machine"
     elif golden.get("rtf_unreliable"):
-        check.note = f"the golden's speed is unusable ({golden['rtf_unreliable']}); re-record it on a quiet machine without -n"
+        check.note = (
+            f"the golden's speed is unusable ({golden['rtf_unreliable']}); re-record it on a quiet machine without -n"
+        )
     elif (gref.get("workload"), gref.get("threads")) != (oref.get("workload"), oref.get("threads")):
-        check.note = (f"speed reference differs: golden {gref.get('workload')} ({gref.get('threads')} threads), "
-                      f"now {oref.get('workload')} ({oref.get('threads')} threads); re-record the golden")
+        check.note = (
+            f"speed reference differs: golden {gref.get('workload')} ({gref.get('threads')} threads), "
+            f"now {oref.get('workload')} ({oref.get('threads')} threads); re-record the golden"
+        )
     else:
         tol = speed_tolerance(thresholds, _num(gm.get("speed_rel_band")) or 0.0, _num(om.get("speed_rel_band")) or 0.0)
         check.tolerance = f"x{1 + tol:.2f} rel"
@@ -328,8 +336,14 @@ def _speed_check(golden: dict[str, Any], obtained: dict[str, Any], thresholds: d
     return check
 
 
-def _rtf_check(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str, float], rtf_gate: bool,
-               abs_rtf: bool, force_rtf: bool) -> Check:
+def _rtf_check(
+    golden: dict[str, Any],
+    obtained: dict[str, Any],
+    thresholds: dict[str, float],
+    rtf_gate: bool,
+    abs_rtf: bool,
+    force_rtf: bool,
+) -> Check:
     """RTF: absolute real-time factor.  Reported, not gated, unless ``abs_rtf`` (identical machines only)
     or ``force_rtf`` (any machine)."""
     gm, om = golden["metrics"], obtained["metrics"]
@@ -344,28 +358,35 @@ def _rtf_check(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dic
         check.status, check.note = "off", "RTF gate off for this run (see summary)"
     elif not (abs_rtf or force_rtf):
         check.status, check.tolerance = "reported", "-"
-        check.note = f"{ratio}; absolute RTF is reported, not gated (--speechlab-abs-rtf gates it on identical machines)"
+        check.note = (
+            f"{ratio}; absolute RTF is reported, not gated (--speechlab-abs-rtf gates it on identical machines)"
+        )
     elif not comparable and not force_rtf:
         check.status = "not-comparable"
-        check.note = (f"golden measured on {_machine(gmach)}, this run on {_machine(omach)}; "
-                      "--speechlab-force-rtf compares anyway")
+        check.note = (
+            f"golden measured on {_machine(gmach)}, this run on {_machine(omach)}; "
+            "--speechlab-force-rtf compares anyway"
+        )
     elif golden.get("rtf_unreliable") and not force_rtf:
         check.status = "not-comparable"
-        check.note = (f"the golden's RTF is unreliable ({golden['rtf_unreliable']}); re-record it on a quiet machine "
-                      "without -n to gate speed")
+        check.note = (
+            f"the golden's RTF is unreliable ({golden['rtf_unreliable']}); re-record it on a quiet machine "
+            "without -n to gate speed"
+        )
     elif o > g * (1 + tol):
         check.status, check.note = "fail", ratio
     elif o * (1 + tol) < g:
         # Faster only counts as an improvement beyond the same band that counts as a regression.
         check.status, check.note = "improved", ratio
-    spread = (om.get("rtf_rounds") or [])
+    spread = om.get("rtf_rounds") or []
     if len(spread) > 1:
         check.note = (check.note + "; " if check.note else "") + f"rounds {min(spread):.4f}..{max(spread):.4f}"
     return check
 
 
-def _memory_check(metric: str, key: str, gm: dict[str, Any], om: dict[str, Any],
-                  thresholds: dict[str, float]) -> Check | None:
+def _memory_check(
+    metric: str, key: str, gm: dict[str, Any], om: dict[str, Any], thresholds: dict[str, float]
+) -> Check | None:
     """RSS_MB / GPU_MB: the case's own peak resident (or CUDA) memory, gated one-sided with ``rss_rel``
     (default +25%); memory travels between machines, unlike speed.  None when this run measured none."""
     g, o = _num(gm.get(key)), _num(om.get(key))
@@ -385,13 +406,6 @@ def _memory_check(metric: str, key: str, gm: dict[str, Any], om: dict[str, Any],
         # before (run order), not a leaner model.
         check.note = f"{o / g:.2f}x the golden's peak"
     return check
-
-
-def _number(x: Any) -> bool:
-    """A finite number (not a bool, not None, not a string)."""
-    import math
-
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _dataset_change(golden: dict[str, Any], obtained: dict[str, Any]) -> str | None:
@@ -414,29 +428,50 @@ def _dataset_change(golden: dict[str, Any], obtained: dict[str, Any]) -> str | N
     def few(ids: list[str]) -> str:
         return ", ".join(ids[:5]) + (f", ... ({len(ids)})" if len(ids) > 5 else "")
 
-    parts = ([f"{len(gone)} only in the golden ({few(gone)})"] if gone else []) + \
-            ([f"{len(new)} only in this run ({few(new)})"] if new else []) + \
-            ([f"{len(changed)} with another reference text ({few(changed)})"] if changed else [])
-    return ("the dataset differs from the golden's: utterances " + "; ".join(parts) + "; scores over other "
-            "utterances are not comparable. If the dataset change is intended, re-record the golden")
+    parts = (
+        ([f"{len(gone)} only in the golden ({few(gone)})"] if gone else [])
+        + ([f"{len(new)} only in this run ({few(new)})"] if new else [])
+        + ([f"{len(changed)} with another reference text ({few(changed)})"] if changed else [])
+    )
+    return (
+        "the dataset differs from the golden's: utterances " + "; ".join(parts) + "; scores over other "
+        "utterances are not comparable. If the dataset change is intended, re-record the golden"
+    )
 
 
 def saturated(machine: dict[str, Any], cpus_key: str = "cpu_count") -> bool:
     """Whether other work left a run's CPU-bound timings meaningless (1-minute load above 1.5x the CPUs, counted by
     ``cpus_key``: ``cpu_count``, or ``usable_cpus`` where the affinity mask and CPU quota are known)."""
     load, cpus = machine.get("load_avg_1m"), machine.get(cpus_key) or machine.get("cpu_count")
-    return machine.get("device") == "cpu" and isinstance(load, (int, float)) and isinstance(cpus, int) and load > 1.5 * cpus
+    return (
+        machine.get("device") == "cpu"
+        and isinstance(load, (int, float))
+        and isinstance(cpus, int)
+        and load > 1.5 * cpus
+    )
 
 
-def _statistical(check: Check, metric: str, golden: dict[str, Any], obtained: dict[str, Any], tol: float,
-                 resamples: int, confidence: float) -> None:
+def _statistical(
+    check: Check,
+    metric: str,
+    golden: dict[str, Any],
+    obtained: dict[str, Any],
+    tol: float,
+    resamples: int,
+    confidence: float,
+) -> None:
     """Keep a strict failure only when a paired bootstrap over utterances says the regression is real."""
-    key_e, key_n = {"wer": ("word_errors", "ref_words"), "cer": ("char_errors", "ref_chars"),
-                    "entity": ("entity_misses", "entity_total")}[metric]
+    key_e, key_n = {
+        "wer": ("word_errors", "ref_words"),
+        "cer": ("char_errors", "ref_chars"),
+        "entity": ("entity_misses", "entity_total"),
+    }[metric]
     g_rows = {r["id"]: r for r in golden.get("utterances", []) if metric != "entity" or key_n in r}
     o_rows = {r["id"]: r for r in obtained.get("utterances", []) if metric != "entity" or key_n in r}
     if set(g_rows) != set(o_rows) or not g_rows or any(key_e not in r for r in g_rows.values()):
-        check.note += "; statistical gate needs the same utterances with per-utterance errors in the golden: judged strictly"
+        check.note += (
+            "; statistical gate needs the same utterances with per-utterance errors in the golden: judged strictly"
+        )
         return
     ids = sorted(g_rows)
     delta, low, high = bootstrap_delta(
@@ -452,36 +487,6 @@ def _statistical(check: Check, metric: str, golden: dict[str, Any], obtained: di
         check.note = f"within noise: {interval} includes 0"
     else:
         check.note = f"real regression: {interval} excludes 0 and exceeds the {tol:.4f} tolerance"
-
-
-def render_failure(case_id: str, verdict: Verdict, path: Path, changed: list[dict[str, str]], accept: str) -> str:
-    """The one block a failing case prints."""
-    from .drift import render as render_drift
-    from .verdicts import headline
-
-    lines = [headline(case_id, verdict)]
-    for p in verdict.problems:
-        lines.append(f"  ! {p}")
-    if verdict.drift:
-        lines.extend(render_drift(verdict.drift))
-    if verdict.checks:
-        lines.append(f"  {'metric':<8}{'obtained':>10}{'golden':>10}  {'tolerance':<12}verdict")
-        for c in verdict.checks:
-            lines.append(f"  {c.metric:<8}{_fmt(c.obtained):>10}{_fmt(c.golden):>10}  {c.tolerance:<12}{c.status.upper()}"
-                         + (f" ({c.note})" if c.note else ""))
-    lines.append(f"  golden: {path}")
-    if changed:
-        lines.append(f"  utterances whose hypothesis changed ({len(changed)}):")
-        for row in changed[:20]:
-            lines.append(f"    [{row['id']}] REF:    {row['reference']}")
-            lines.append(f"    {'':{len(row['id']) + 2}} GOLDEN: {row['golden']}")
-            lines.append(f"    {'':{len(row['id']) + 2}} NOW:    {row['hypothesis']}")
-        if len(changed) > 20:
-            lines.append(f"    ... and {len(changed) - 20} more (see --speechlab-json)")
-    for n in verdict.notes:
-        lines.append(f"  note: {n}")
-    lines.append(f"  to accept the new values as the baseline, run:\n    {accept}")
-    return "\n".join(lines)
 
 
 def _policy(decode: dict[str, Any]) -> int:

@@ -100,7 +100,7 @@ def _vad_speech_seconds(audio: np.ndarray, sample_rate: int) -> float | None:
 
         audio = soxr.resample(audio, sample_rate, VAD_RATE, quality="HQ")
     chunks = get_speech_timestamps(np.ascontiguousarray(audio, dtype=np.float32), VadOptions())
-    return sum(c["end"] - c["start"] for c in chunks) / VAD_RATE
+    return float(sum(c["end"] - c["start"] for c in chunks) / VAD_RATE)
 
 
 def vad_ident() -> str:
@@ -181,7 +181,7 @@ def nonspeech_only(record: dict[str, Any]) -> bool:
 
 def _num(x: Any) -> bool:
     """A finite number (golden's own test)."""
-    from .golden import _number
+    from .checks import finite_number as _number
 
     return _number(x)
 
@@ -205,7 +205,9 @@ def worst_catastrophic(record: dict[str, Any]) -> str | None:
     return text
 
 
-def gate(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str, float]) -> tuple[list[Any], list[str], list[str]]:
+def gate(
+    golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str, float]
+) -> tuple[list[Any], list[str], list[str]]:
     """The catastrophic-output and hallucination checks of one case: ``(checks, problems, notes)``.
 
     * ``catastrophic``: fails above ``catastrophic_max`` when set (production models: 0 by default), else
@@ -213,7 +215,7 @@ def gate(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str,
     * ``hallucination_wpm`` / ``hallucination_rate``: one-sided against the golden, with
       ``hallucination_wpm_abs`` / ``hallucination_rate_abs``.
     """
-    from .golden import Check
+    from .checks import Check
 
     checks: list[Check] = []
     problems: list[str] = []
@@ -228,29 +230,39 @@ def gate(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str,
             limit, allowed = g_count, "<= golden"
         else:
             limit, allowed = 0, "<= 0"
-            notes.append("the golden has no catastrophic count (recorded before it was measured): held to 0; "
-                         "re-record the golden (--speechlab-update-golden) to gate against its own count")
+            notes.append(
+                "the golden has no catastrophic count (recorded before it was measured): held to 0; "
+                "re-record the golden (--speechlab-update-golden) to gate against its own count"
+            )
         cat = Check("CATASTR", float(count), None if g_count is None else float(g_count), allowed, "pass")
         if count > limit:
             cat.status = "fail"
-            cat.note = (f"{count} utterance(s) with a catastrophic output (hypothesis > {LENGTH_RATIO:g}x the reference "
-                        f"or a repetition loop), {limit} allowed")
+            cat.note = (
+                f"{count} utterance(s) with a catastrophic output (hypothesis > {LENGTH_RATIO:g}x the reference "
+                f"or a repetition loop), {limit} allowed"
+            )
             worst = worst_catastrophic(obtained)
             if worst:
                 notes.append(worst)
         elif g_count is not None and count < g_count:
             cat.status, cat.note = "improved", f"{count} instead of {g_count}"
         checks.append(cat)
-    for metric, tol_key, default, label in (("hallucination_wpm", "hallucination_wpm_abs", 5.0, "HAL-WPM"),
-                                            ("hallucination_rate", "hallucination_rate_abs", 0.0, "HAL-RATE")):
+    for metric, tol_key, default, label in (
+        ("hallucination_wpm", "hallucination_wpm_abs", 5.0, "HAL-WPM"),
+        ("hallucination_rate", "hallucination_rate_abs", 0.0, "HAL-RATE"),
+    ):
         g_has, o_has = _num(gm.get(metric)), _num(om.get(metric))
         if o_has and not g_has:
-            problems.append(f"this run measured {metric} (the dataset has non-speech clips) but the golden has "
-                            f"{gm.get(metric)!r}; re-record the golden (--speechlab-update-golden) so that it can be gated")
+            problems.append(
+                f"this run measured {metric} (the dataset has non-speech clips) but the golden has "
+                f"{gm.get(metric)!r}; re-record the golden (--speechlab-update-golden) so that it can be gated"
+            )
             continue
         if g_has and not o_has:
-            problems.append(f"the golden has {metric} {gm[metric]!r} but this run measured {om.get(metric)!r}; "
-                            "nothing to compare it with")
+            problems.append(
+                f"the golden has {metric} {gm[metric]!r} but this run measured {om.get(metric)!r}; "
+                "nothing to compare it with"
+            )
             continue
         if not g_has:
             continue

@@ -72,7 +72,9 @@ def _pkg_version(name: str) -> str:
 
 
 NORMALIZERS: dict[str, Callable[[], Normalizer]] = {
-    "whisper-en": lambda: Normalizer("whisper-en", f"whisper-normalizer=={_pkg_version('whisper-normalizer')}", _whisper_en_call),
+    "whisper-en": lambda: Normalizer(
+        "whisper-en", f"whisper-normalizer=={_pkg_version('whisper-normalizer')}", _whisper_en_call
+    ),
     "basic": lambda: Normalizer("basic", "1", _basic),
     "none": lambda: Normalizer("none", "1", lambda s: s),
 }
@@ -98,8 +100,15 @@ def utterance_errors(reference: str, hypothesis: str) -> dict[str, int]:
     if not reference:
         words = len(hypothesis.split())
         chars = len(hypothesis)
-        return {"ref_words": 0, "word_errors": words, "sub": 0, "del": 0, "ins": words,
-                "ref_chars": 0, "char_errors": chars}
+        return {
+            "ref_words": 0,
+            "word_errors": words,
+            "sub": 0,
+            "del": 0,
+            "ins": words,
+            "ref_chars": 0,
+            "char_errors": chars,
+        }
     w = jiwer.process_words(reference, hypothesis if hypothesis else "")
     c = jiwer.process_characters(reference, hypothesis if hypothesis else "")
     ref_words = w.hits + w.substitutions + w.deletions
@@ -133,7 +142,10 @@ def corpus_scores(references: Sequence[str], hypotheses: Sequence[str]) -> dict[
 
 def pool(rows: Sequence[dict[str, int]]) -> dict[str, Any]:
     """Pool per-utterance edit counts into corpus metrics."""
-    tot = {k: sum(r[k] for r in rows) for k in ("ref_words", "word_errors", "sub", "del", "ins", "ref_chars", "char_errors")}
+    tot = {
+        k: sum(r[k] for r in rows)
+        for k in ("ref_words", "word_errors", "sub", "del", "ins", "ref_chars", "char_errors")
+    }
     wer = tot["word_errors"] / tot["ref_words"] if tot["ref_words"] else (0.0 if tot["word_errors"] == 0 else 1.0)
     cer = tot["char_errors"] / tot["ref_chars"] if tot["ref_chars"] else (0.0 if tot["char_errors"] == 0 else 1.0)
     return {

@@ -12,8 +12,8 @@ adds ``smoke+snr20`` ... ``smoke+snr0`` (case ids such as ``fw-tiny-en-cpu-smoke
 the noise's mean power is the level (the power is the clip's own, pauses included), drawn with numpy from
 ``(seed, crc32(utterance id))`` so an utterance gets the same noise whatever the order or the shard.
 ``codec: [gsm, mp3]`` adds ``smoke+gsm`` (telephone band + GSM full rate) and ``smoke+mp3`` through pedalboard
-(extra ``perturb``).  The resolved spec (and numpy's or pedalboard's version) is recorded with the case; a golden made with another spec fails
-the comparison instead of gating other audio.
+(extra ``perturb``).  The resolved spec (and numpy's or pedalboard's version) is recorded with the case; a golden
+made with another spec fails the comparison instead of gating other audio.
 """
 
 from __future__ import annotations
@@ -39,14 +39,20 @@ def problem(raw: Any) -> tuple[str, str] | None:
     if unknown:
         return unknown[0], f"unknown key; known: {', '.join(KEYS)}"
     codecs = raw.get("codec", [])
-    if (not isinstance(codecs, list) or not all(isinstance(c, str) and c in CODECS for c in codecs)
-            or len(set(codecs)) != len(codecs)):
+    if (
+        not isinstance(codecs, list)
+        or not all(isinstance(c, str) and c in CODECS for c in codecs)
+        or len(set(codecs)) != len(codecs)
+    ):
         return "codec", f"must be a list of distinct codecs from: {', '.join(CODECS)}; got {codecs!r}"
     levels = raw.get("snr_db", [] if codecs else None)
     if codecs and levels == []:
         return None if raw.get("noise", "white") in NOISES else ("noise", f"unknown noise {raw.get('noise')!r}")
-    if not isinstance(levels, list) or not levels or not all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in levels):
+    if (
+        not isinstance(levels, list)
+        or not levels
+        or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in levels)
+    ):
         return "snr_db", f"must be a non-empty list of SNR levels in dB (finite numbers), got {levels!r}"
     if len(set(levels)) != len(levels):
         return "snr_db", f"lists a level twice: {levels!r}"
@@ -69,8 +75,13 @@ def levels(raw: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     for codec in raw.get("codec", []):
         out.append((codec, {"kind": "codec", "codec": codec, "pedalboard": _pedalboard_version()}))
     for snr in raw.get("snr_db", []):
-        spec = {"kind": "additive-noise", "noise": raw.get("noise", "white"), "snr_db": float(snr),
-                "seed": int(raw.get("seed", 0)), "rng": f"numpy=={np.__version__} default_rng"}
+        spec = {
+            "kind": "additive-noise",
+            "noise": raw.get("noise", "white"),
+            "snr_db": float(snr),
+            "seed": int(raw.get("seed", 0)),
+            "rng": f"numpy=={np.__version__} default_rng",
+        }
         out.append((level_name(snr), spec))
     return out
 
@@ -90,11 +101,16 @@ def _codec(audio: np.ndarray, codec: str, sample_rate: int) -> np.ndarray:
     except ImportError:
         from .datasets import DatasetError
 
-        raise DatasetError(f"perturb codec {codec!r} needs pedalboard: install the extra, "
-                           "uv add 'pytest-speechlab[perturb]'") from None
-    chain: list[Any] = ([pedalboard.HighpassFilter(300.0), pedalboard.LowpassFilter(3400.0), pedalboard.GSMFullRateCompressor()]
-             if codec == "gsm" else [pedalboard.MP3Compressor(vbr_quality=9.0)])
-    out = pedalboard.Pedalboard(chain)(np.ascontiguousarray(audio, dtype=np.float32), float(sample_rate))
+        raise DatasetError(
+            f"perturb codec {codec!r} needs pedalboard: install the extra, uv add 'pytest-speechlab[perturb]'"
+        ) from None
+    chain: list[Any] = (
+        [pedalboard.HighpassFilter(300.0), pedalboard.LowpassFilter(3400.0), pedalboard.GSMFullRateCompressor()]
+        if codec == "gsm"
+        else [pedalboard.MP3Compressor(vbr_quality=9.0)]
+    )
+    board = pedalboard.Pedalboard(chain)  # type: ignore[attr-defined]
+    out = board(np.ascontiguousarray(audio, dtype=np.float32), float(sample_rate))
     return np.asarray(out, dtype=np.float32).reshape(-1)[: len(audio)]
 
 
@@ -115,18 +131,19 @@ def apply(audio: np.ndarray, spec: dict[str, Any], utterance_id: str, sample_rat
     x = np.asarray(audio, dtype=np.float64)
     rng = np.random.default_rng([int(spec["seed"]), zlib.crc32(utterance_id.encode("utf-8"))])
     noise = _noise(str(spec["noise"]), len(x), rng)
-    p_signal, p_noise = float(np.mean(x ** 2)), float(np.mean(noise ** 2))
+    p_signal, p_noise = float(np.mean(x**2)), float(np.mean(noise**2))
     if p_signal == 0.0 or p_noise == 0.0:
         return np.asarray(audio, dtype=np.float32)  # silence has no SNR: left as it is
     noise *= math.sqrt(p_signal / (p_noise * 10 ** (float(spec["snr_db"]) / 10)))
-    return (x + noise).astype(np.float32)
+    out: np.ndarray = (x + noise).astype(np.float32)
+    return out
 
 
 def measured_snr_db(clean: np.ndarray, noisy: np.ndarray) -> float:
     """The SNR of ``noisy`` against ``clean`` in dB (for tests and the curious)."""
     c = np.asarray(clean, dtype=np.float64)
     n = np.asarray(noisy, dtype=np.float64) - c
-    return 10 * math.log10(float(np.mean(c ** 2)) / float(np.mean(n ** 2)))
+    return 10 * math.log10(float(np.mean(c**2)) / float(np.mean(n**2)))
 
 
 def spec_change(golden: dict[str, Any], obtained: dict[str, Any]) -> str | None:
@@ -139,5 +156,7 @@ def spec_change(golden: dict[str, Any], obtained: dict[str, Any]) -> str | None:
         o = {k: v for k, v in o.items() if k not in ("rng", "pedalboard")}
         if g == o:
             return None
-    return (f"the perturbation differs from the golden's: golden {golden.get('perturb')!r}, this run "
-            f"{obtained.get('perturb')!r}; the audio is not the same. If the change is intended, re-record the golden")
+    return (
+        f"the perturbation differs from the golden's: golden {golden.get('perturb')!r}, this run "
+        f"{obtained.get('perturb')!r}; the audio is not the same. If the change is intended, re-record the golden"
+    )

@@ -87,20 +87,43 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--speechlab-rounds", type=int, default=None, metavar="N",
                     help="timed passes over each dataset (default: rounds in speechlab.yaml, else adaptive: "
                          "passes until min_timed_audio_s (30 s) of audio is timed)")
-    group.addoption("--speechlab-abs-rtf", action="store_true", default=False,
-                    help="also gate absolute RTF (rtf_rel) when the golden was recorded on an identical machine "
-                         "(same CPU model, features, usable CPUs, threads); speed is always gated relative to the speed reference")
-    group.addoption("--speechlab-xdist-group", choices=("auto", "model"), default=None,
-                    help="xdist grouping: model = one worker per model@device; auto = the same, but spread a model's "
-                         "cpu cases over idle workers when there are fewer models than workers (default: ini or auto)")
-    group.addoption("--speechlab-shard", type=_shard_arg, default=None, metavar="I/N",
-                    help="run only slice I of N of the matrix (deterministic), for CI matrix jobs")
-    group.addoption("--speechlab-allow-empty-shard", action="store_true", default=False,
-                    help="let a --speechlab-shard slice that gets no case pass (default: an error)")
-    group.addoption("--speechlab-allow-download", action="store_true", default=False,
-                    help="let hf: weights and hf-dataset: datasets missing from the local Hugging Face cache be "
-                         "downloaded (never by default)")
-    parser.addini("speechlab_allow_download", "true: allow Hugging Face Hub downloads (hub.py)", type="bool", default=False)
+    group.addoption(
+        "--speechlab-abs-rtf",
+        action="store_true",
+        default=False,
+        help="also gate absolute RTF (rtf_rel) when the golden was recorded on an identical machine "
+        "(same CPU model, features, usable CPUs, threads); speed is always gated relative to the speed reference",
+    )
+    group.addoption(
+        "--speechlab-xdist-group",
+        choices=("auto", "model"),
+        default=None,
+        help="xdist grouping: model = one worker per model@device; auto = the same, but spread a model's "
+        "cpu cases over idle workers when there are fewer models than workers (default: ini or auto)",
+    )
+    group.addoption(
+        "--speechlab-shard",
+        type=_shard_arg,
+        default=None,
+        metavar="I/N",
+        help="run only slice I of N of the matrix (deterministic), for CI matrix jobs",
+    )
+    group.addoption(
+        "--speechlab-allow-empty-shard",
+        action="store_true",
+        default=False,
+        help="let a --speechlab-shard slice that gets no case pass (default: an error)",
+    )
+    group.addoption(
+        "--speechlab-allow-download",
+        action="store_true",
+        default=False,
+        help="let hf: weights and hf-dataset: datasets missing from the local Hugging Face cache be "
+        "downloaded (never by default)",
+    )
+    parser.addini(
+        "speechlab_allow_download", "true: allow Hugging Face Hub downloads (hub.py)", type="bool", default=False
+    )
     parser.addini("speechlab_config", "path of speechlab.yaml, relative to the rootdir", default=None)
     parser.addini("speechlab_devices", "default devices (auto|cpu|cuda|mps|remote|all)", type="args", default=[])
     parser.addini("speechlab_xdist_group", "auto|model: how matrix cases are grouped on xdist workers", default="auto")
@@ -112,8 +135,10 @@ def _config_path(config: pytest.Config) -> tuple[Path | None, bool]:
     if opt:
         path = Path(opt).expanduser().resolve()
         if path.is_dir():
-            raise pytest.UsageError(f"--speechlab-config {opt}: is a folder; name the config file, "
-                                    f"e.g. --speechlab-config {Path(opt) / 'speechlab.yaml'}")
+            raise pytest.UsageError(
+                f"--speechlab-config {opt}: is a folder; name the config file, "
+                f"e.g. --speechlab-config {Path(opt) / 'speechlab.yaml'}"
+            )
         return path, True
     ini = config.getini("speechlab_config")
     if ini:
@@ -124,7 +149,7 @@ def _config_path(config: pytest.Config) -> tuple[Path | None, bool]:
 
 def _n_workers(config: pytest.Config) -> int:
     if hasattr(config, "workerinput"):
-        return int(config.workerinput.get("workercount", 1))  # type: ignore[attr-defined]
+        return int(config.workerinput.get("workercount", 1))
     n = getattr(config.option, "numprocesses", None)
     dist = getattr(config.option, "dist", "no")
     if isinstance(n, int) and dist != "no":
@@ -149,7 +174,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if not path.exists():
         if explicit:
-            raise pytest.UsageError(f"speechlab config {path} does not exist; fix --speechlab-config or ini speechlab_config")
+            raise pytest.UsageError(
+                f"speechlab config {path} does not exist; fix --speechlab-config or ini speechlab_config"
+            )
         return
     try:
         cfg = load_config(path)
@@ -163,14 +190,18 @@ def pytest_configure(config: pytest.Config) -> None:
     devices = config.getoption("speechlab_device") or list(config.getini("speechlab_devices"))
     for d in devices:
         _device_arg(d) if d in ("auto", "all", *ALL_DEVICES) else (_ for _ in ()).throw(
-            pytest.UsageError(f"ini speechlab_devices: unknown device {d!r}"))
+            pytest.UsageError(f"ini speechlab_devices: unknown device {d!r}")
+        )
     models = config.getoption("speechlab_model") or []
     for m in models:
         if m not in cfg.models:
             raise pytest.UsageError(f"--speechlab-model {m}: no such model in {path} (known: {', '.join(cfg.models)})")
     json_opt = config.getoption("speechlab_json")
     if json_opt and Path(json_opt).is_dir():
-        raise pytest.UsageError(f"--speechlab-json {json_opt}: is a folder; give the path of a file to write, e.g. {Path(json_opt) / 'run.json'}")
+        raise pytest.UsageError(
+            f"--speechlab-json {json_opt}: is a folder; give the path of a file to write, e.g. "
+            f"{Path(json_opt) / 'run.json'}"
+        )
     rounds = config.getoption("speechlab_rounds")
     if rounds is not None and rounds < 1:
         raise pytest.UsageError("--speechlab-rounds must be >= 1")
@@ -201,9 +232,13 @@ def _configure_xdist(config: pytest.Config, sess: SpeechlabSession) -> None:
     from . import xdist_support as xs
 
     info = sess.xdist
-    info["group_policy"] = config.getoption("speechlab_xdist_group") or str(config.getini("speechlab_xdist_group") or "auto")
+    info["group_policy"] = config.getoption("speechlab_xdist_group") or str(
+        config.getini("speechlab_xdist_group") or "auto"
+    )
     if info["group_policy"] not in xs.GROUP_POLICIES:
-        raise pytest.UsageError(f"ini speechlab_xdist_group: {info['group_policy']!r} is not one of {', '.join(xs.GROUP_POLICIES)}")
+        raise pytest.UsageError(
+            f"ini speechlab_xdist_group: {info['group_policy']!r} is not one of {', '.join(xs.GROUP_POLICIES)}"
+        )
     wi = getattr(config, "workerinput", None)
     if wi is not None:
         # Worker: pin the GPU first, before anything can initialise CUDA in this process.
@@ -226,11 +261,14 @@ def _configure_xdist(config: pytest.Config, sess: SpeechlabSession) -> None:
     groups = xs.group_names(cases, sess.n_workers, info["group_policy"], info["gpu_count"])
     info["groups"] = {c.id: g for c, g in groups.items()}
     if sess.rtf_gate_off is False and sess.n_workers > 1:
-        sess.notes.append(f"RTF gated although {sess.n_workers} xdist workers share {os.cpu_count()} CPUs: "
-                          "timings are noisy (--speechlab-rtf-gate auto turns the RTF gate off under xdist)")
+        sess.notes.append(
+            f"RTF gated although {sess.n_workers} xdist workers share {os.cpu_count()} CPUs: "
+            "timings are noisy (--speechlab-rtf-gate auto turns the RTF gate off under xdist)"
+        )
 
 
 # ---- collection ----------------------------------------------------------------------------------
+
 
 class SpeechlabFile(pytest.Module):
     """speechlab.yaml collected as a module whose one test is parametrised over the matrix."""
@@ -278,7 +316,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if xdist:
         from .xdist_support import group_names
 
-        groups = group_names(cases, sess.n_workers, sess.xdist.get("group_policy", "auto"), sess.xdist.get("gpu_count", 0))
+        groups = group_names(
+            cases, sess.n_workers, sess.xdist.get("group_policy", "auto"), sess.xdist.get("gpu_count", 0)
+        )
     params = []
     for case in cases:
         spec = sess.cfg.models[case.model]
@@ -297,6 +337,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 # ---- every collected case ends up in the record --------------------------------------------------
+
 
 def _matrix_case(item: pytest.Item) -> Case | None:
     """The matrix case an item runs, or None for any other test."""
@@ -344,12 +385,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     # XPASS (``wasxfail`` on a passed report) is not.
     if report.failed or (report.when == "call" and report.skipped and hasattr(report, "wasxfail")):
         item.stash.setdefault(_FAILURES_KEY, []).append(
-            ("" if report.when == "call" else f"{report.when}: ") + _failure_line(report))
+            ("" if report.when == "call" else f"{report.when}: ") + _failure_line(report)
+        )
     elif report.skipped and isinstance(report.longrepr, tuple):
         item.stash[_SKIP_KEY] = str(report.longrepr[2]).removeprefix("Skipped: ")
     if report.when == "teardown":
-        rows = sess.settle_item(_matrix_case(item), item.stash.get(_ROWS_START_KEY, len(sess.results)),
-                                item.stash.get(_FAILURES_KEY, []), item.stash.get(_SKIP_KEY, None))
+        rows = sess.settle_item(
+            _matrix_case(item),
+            item.stash.get(_ROWS_START_KEY, len(sess.results)),
+            item.stash.get(_FAILURES_KEY, []),
+            item.stash.get(_SKIP_KEY, None),
+        )
         if rows and hasattr(item.config, "workerinput"):
             # Travels with the report to the xdist controller, so a worker that dies later does not take
             # the results of the cases it finished with it.
@@ -358,6 +404,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 # ---- fixtures for users' own tests -----------------------------------------------------------------
+
 
 def _marker_kwargs(request: pytest.FixtureRequest) -> dict[str, Any]:
     mark = request.node.get_closest_marker("speechlab")
@@ -430,8 +477,7 @@ def asr_eval(request: pytest.FixtureRequest) -> Callable[..., Any]:
 
             device = resolve_auto(sess.cfg.models[model].devices)
         case = Case(model, dataset, device)
-        return sess.run_asr(case, progress=_progress(request, case.id),
-                            accept=_accept_command(request.node))
+        return sess.run_asr(case, progress=_progress(request, case.id), accept=_accept_command(request.node))
 
     return run
 
@@ -451,7 +497,9 @@ def tts_eval(request: pytest.FixtureRequest) -> Callable[..., Any]:
 
         kw = _marker_kwargs(request)
         model = model or kw.get("model") or next((m for m, s in sess.cfg.models.items() if s.task == "tts"), None)
-        dataset = dataset or kw.get("dataset") or next((d for d, s in sess.cfg.datasets.items() if s.task == "tts"), None)
+        dataset = (
+            dataset or kw.get("dataset") or next((d for d, s in sess.cfg.datasets.items() if s.task == "tts"), None)
+        )
         if model is None or dataset is None:
             raise pytest.UsageError(f"tts_eval: {sess.cfg.path} has no model and dataset with task: tts")
         case = Case(model, dataset, device or kw.get("device") or "cpu")
@@ -462,6 +510,7 @@ def tts_eval(request: pytest.FixtureRequest) -> Callable[..., Any]:
 
 
 # ---- end of session ------------------------------------------------------------------------------
+
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
@@ -488,7 +537,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if sess.write_errors and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if os.environ.get("GITHUB_STEP_SUMMARY") and sess.results:
-        from .scorecard import append_step_summary
+        from .report import append_step_summary
 
         append_step_summary(Path(os.environ["GITHUB_STEP_SUMMARY"]), sess.results, sess.notes)
 
@@ -507,13 +556,22 @@ def _write_records(sess: SpeechlabSession) -> None:
 
     if not (sess.opts.json_path or sess.opts.save):
         return
-    settings = {"devices": sess.opts.devices, "datasets": sess.opts.datasets, "rounds": sess.rounds,
-                "gate": sess.opts.gate or sess.cfg.gate, "rtf_gate": not sess.rtf_gate_off,
-                "abs_rtf": sess.opts.abs_rtf,
-                "xdist_workers": sess.n_workers, "update_golden": sess.opts.update, "shard": sess.opts.shard,
-                "config": str(sess.cfg.path), "config_sha256": _file_sha256(sess.cfg.path),
-                "model_loads": sess.load_counts, "notes": sess.notes,
-                "xdist": sess.xdist}
+    settings = {
+        "devices": sess.opts.devices,
+        "datasets": sess.opts.datasets,
+        "rounds": sess.rounds,
+        "gate": sess.opts.gate or sess.cfg.gate,
+        "rtf_gate": not sess.rtf_gate_off,
+        "abs_rtf": sess.opts.abs_rtf,
+        "xdist_workers": sess.n_workers,
+        "update_golden": sess.opts.update,
+        "shard": sess.opts.shard,
+        "config": str(sess.cfg.path),
+        "config_sha256": _file_sha256(sess.cfg.path),
+        "model_loads": sess.load_counts,
+        "notes": sess.notes,
+        "xdist": sess.xdist,
+    }
     record = run_record(sess.results, sess.rootdir, settings, collected=len(sess.collected))
     targets: list[tuple[Path, str]] = []
     if sess.opts.json_path:
@@ -531,10 +589,14 @@ def _write_records(sess: SpeechlabSession) -> None:
 
 def _benchmark_options_given(config: pytest.Config) -> bool:
     """Whether the user asked pytest-benchmark for something (on the command line, PYTEST_ADDOPTS or addopts)."""
-    words = [*config.invocation_params.args, *os.environ.get("PYTEST_ADDOPTS", "").split(),
-             *(config.getini("addopts") or [])]
-    return any(str(w).startswith("--benchmark") and str(w) not in ("--benchmark-disable", "--benchmark-skip")
-               for w in words)
+    words = [
+        *config.invocation_params.args,
+        *os.environ.get("PYTEST_ADDOPTS", "").split(),
+        *(config.getini("addopts") or []),
+    ]
+    return any(
+        str(w).startswith("--benchmark") and str(w) not in ("--benchmark-disable", "--benchmark-skip") for w in words
+    )
 
 
 SESSION_OBJ_KEY = pytest.StashKey["pytest.Session"]()
@@ -584,7 +646,9 @@ class _BenchmarkCompareFail:
                 raise
             terminalreporter.write_line(
                 "speechlab: pytest-benchmark --benchmark-compare-fail: performance regressed against the saved run "
-                "(see the regressions listed above); the session fails", red=True)
+                "(see the regressions listed above); the session fails",
+                red=True,
+            )
             session = config.stash.get(SESSION_OBJ_KEY, None)
             if session is not None and session.exitstatus == 0:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -198,7 +198,8 @@ def weights_change(golden: dict[str, Any], obtained: dict[str, Any]) -> tuple[st
     if gw["sha256"] != ow["sha256"]:
         return f"weights changed: {_ident(gw)} -> {_ident(ow)}", None
     if gw.get("spec") != ow.get("spec"):
-        return None, f"weights renamed ({gw.get('spec')} -> {ow.get('spec')}) but the files are identical (sha {ow['sha256'][:12]})"
+        sha = ow["sha256"][:12]
+        return None, f"weights renamed ({gw.get('spec')} -> {ow.get('spec')}) but the files are identical (sha {sha})"
     return None, None
 
 

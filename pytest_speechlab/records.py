@@ -11,14 +11,12 @@ files, because picking one silently could hide a regression.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from .report import RECORD_SCHEMA, summary_lines, write_json
+from .schema import RECORD_SCHEMA
 
 # What must agree for two copies of one case to count as the same result.
 _SAME_RESULT_FIELDS = ("status", "verdict", "normalizer", "decode")
@@ -43,10 +41,14 @@ def load_record(path: Path) -> dict[str, Any]:
         raise MergeError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); was the job interrupted? "
                          "re-run that shard") from None
     if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
-        raise MergeError(f"{path}: not a speechlab run record (no 'cases' list); pass files written by --speechlab-json")
+        raise MergeError(
+            f"{path}: not a speechlab run record (no 'cases' list); pass files written by --speechlab-json"
+        )
     if data.get("schema") != RECORD_SCHEMA:
-        raise MergeError(f"{path}: run record schema {data.get('schema')!r}, this speechlab reads schema {RECORD_SCHEMA}; "
-                         "merge records written by the same pytest-speechlab version")
+        raise MergeError(
+            f"{path}: run record schema {data.get('schema')!r}, this speechlab reads schema {RECORD_SCHEMA}; "
+            "merge records written by the same pytest-speechlab version"
+        )
     from .schema import validate
 
     # the schema, with the same messages as speechlab check (runs.load_run), on the document already read
@@ -58,8 +60,11 @@ def _result_key(case: dict[str, Any]) -> tuple[Any, ...]:
     """What two copies of a case must share to be the same result (timings and provenance may differ)."""
     m = case.get("metrics") or {}
     hyps = tuple((u.get("id"), u.get("hypothesis")) for u in case.get("utterances") or [])
-    return (*(json.dumps(case.get(k), sort_keys=True) for k in _SAME_RESULT_FIELDS),
-            *(m.get(k) for k in _SAME_METRICS), hyps)
+    return (
+        *(json.dumps(case.get(k), sort_keys=True) for k in _SAME_RESULT_FIELDS),
+        *(m.get(k) for k in _SAME_METRICS),
+        hyps,
+    )
 
 
 def _describe(case: dict[str, Any]) -> str:
@@ -72,7 +77,9 @@ def _describe(case: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def merge_records(records: list[dict[str, Any]], sources: list[str], allow_mixed_configs: bool = False) -> dict[str, Any]:
+def merge_records(
+    records: list[dict[str, Any]], sources: list[str], allow_mixed_configs: bool = False
+) -> dict[str, Any]:
     """One run record holding every case of ``records`` (``sources`` names them in messages).
 
     Raises :class:`MergeError` on a conflicting duplicate case.  ``settings.merged_from`` lists each input
@@ -85,9 +92,11 @@ def merge_records(records: list[dict[str, Any]], sources: list[str], allow_mixed
     first_hash, first_src = hashes[0]
     other = next(((h, s) for h, s in hashes[1:] if h != first_hash), None)
     if other is not None and not allow_mixed_configs:
-        raise MergeError(f"{first_src} and {other[1]} were run with different speechlab configs (sha256 "
-                         f"{str(first_hash)[:12]} vs {str(other[0])[:12]}); their cases are not one matrix. Merge the "
-                         "shards of one config, or pass --allow-mixed-configs to merge anyway")
+        raise MergeError(
+            f"{first_src} and {other[1]} were run with different speechlab configs (sha256 "
+            f"{str(first_hash)[:12]} vs {str(other[0])[:12]}); their cases are not one matrix. Merge the "
+            "shards of one config, or pass --allow-mixed-configs to merge anyway"
+        )
     cases: dict[str, dict[str, Any]] = {}
     where: dict[str, str] = {}
     notes: list[str] = []
@@ -97,8 +106,14 @@ def merge_records(records: list[dict[str, Any]], sources: list[str], allow_mixed
     dropped = 0
     for rec, src in zip(records, sources, strict=True):
         settings = rec.get("settings") or {}
-        merged_from.append({"file": src, "created": rec.get("created"), "shard": settings.get("shard"),
-                            "git_commit": (rec.get("provenance") or {}).get("git_commit")})
+        merged_from.append(
+            {
+                "file": src,
+                "created": rec.get("created"),
+                "shard": settings.get("shard"),
+                "git_commit": (rec.get("provenance") or {}).get("git_commit"),
+            }
+        )
         collected += int(rec.get("collected") or 0)
         for k, v in (settings.get("model_loads") or {}).items():
             loads[k] = loads.get(k, 0) + int(v)
@@ -126,22 +141,31 @@ def merge_records(records: list[dict[str, Any]], sources: list[str], allow_mixed
     if shards:
         totals = {int(s[1]) for s in shards}
         if len(totals) > 1:
-            notes.append(f"merged shards of different splits (N = {', '.join(map(str, sorted(totals)))}); "
-                         "the matrix may be covered unevenly")
+            notes.append(
+                f"merged shards of different splits (N = {', '.join(map(str, sorted(totals)))}); "
+                "the matrix may be covered unevenly"
+            )
         else:
             n = totals.pop()
             missing = sorted(set(range(1, n + 1)) - {int(s[0]) for s in shards})
             if missing:
-                notes.append(f"shard(s) {', '.join(map(str, missing))} of {n} missing from the merge: "
-                             "their cases are not in this record")
+                notes.append(
+                    f"shard(s) {', '.join(map(str, missing))} of {n} missing from the merge: "
+                    "their cases are not in this record"
+                )
     first = records[0]
     return {
         "schema": RECORD_SCHEMA,
         "collected": collected - dropped,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "provenance": {**(first.get("provenance") or {}), "merged": True},
-        "settings": {**(first.get("settings") or {}), "shard": None, "model_loads": loads, "notes": notes,
-                     "merged_from": merged_from},
+        "settings": {
+            **(first.get("settings") or {}),
+            "shard": None,
+            "model_loads": loads,
+            "notes": notes,
+            "merged_from": merged_from,
+        },
         "cases": sorted(cases.values(), key=lambda c: c["case"]),
     }
 
@@ -151,46 +175,8 @@ def failed_cases(record: dict[str, Any]) -> list[str]:
     experimental ones (reported, not gated)."""
     from .runs import case_problem
 
-    return [c["case"] for c in record["cases"] if c.get("stage") != "experimental"
-            and (c.get("verdict") in _FAILED_VERDICTS or case_problem(c) is not None)]
-
-
-def _cmd_merge(args: argparse.Namespace) -> int:
-    try:
-        records = [load_record(Path(p)) for p in args.records]
-        merged = merge_records(records, [str(p) for p in args.records], allow_mixed_configs=args.allow_mixed_configs)
-    except MergeError as exc:
-        print(f"speechlab merge: {exc}", file=sys.stderr)
-        return 2
-    write_json(Path(args.output), merged)
-    for line in summary_lines(merged["cases"], merged["settings"]["notes"]):
-        print(line)
-    print(f"merged {len(args.records)} run records, {len(merged['cases'])} cases -> {args.output}")
-    if not args.gate:
-        return 0
-    from .runs import compared_nothing, record_problems
-
-    refused = [p for rec, src in zip(records, args.records, strict=True) for p in record_problems(rec, str(src))]
-    refused += record_problems(merged, str(args.output))
-    nothing = compared_nothing(merged, str(args.output))
-    if nothing:
-        refused.append(nothing)
-    for line in refused:
-        print(f"gate: {line}", file=sys.stderr)
-    failed = failed_cases(merged)
-    if failed:
-        print(f"gate: {len(failed)} case(s) failed: {', '.join(failed)}", file=sys.stderr)
-    return 1 if failed or refused else 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``speechlab merge`` to the ``speechlab`` command."""
-    p = subparsers.add_parser("merge", help="join the run records of several shards into one",
-                              description="Join run records (pytest --speechlab-json) of CI shards into one record.")
-    p.add_argument("records", nargs="+", metavar="RUN.json", help="run records to merge")
-    p.add_argument("-o", "--output", required=True, metavar="MERGED.json", help="where to write the merged record")
-    p.add_argument("--gate", action="store_true",
-                   help="exit 1 when a merged case failed its gate (fail, missing golden, error)")
-    p.add_argument("--allow-mixed-configs", action="store_true",
-                   help="merge records run with different speechlab configs (refused by default)")
-    p.set_defaults(func=_cmd_merge)
+    return [
+        c["case"]
+        for c in record["cases"]
+        if c.get("stage") != "experimental" and (c.get("verdict") in _FAILED_VERDICTS or case_problem(c) is not None)
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import platform
@@ -27,10 +28,8 @@ def versions() -> dict[str, str]:
     """Versions of Python and the packages that shape results (missing ones are left out)."""
     out = {"python": platform.python_version()}
     for name in PACKAGES:
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     return out
 
 
@@ -38,7 +37,9 @@ def versions() -> dict[str, str]:
 def git_commit(cwd: str) -> str | None:
     """The current git commit of ``cwd``'s repository, or None outside one."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -57,8 +58,9 @@ def provenance(root: Path) -> dict[str, Any]:
     }
 
 
-def run_record(results: list[dict[str, Any]], root: Path, extra: dict[str, Any] | None = None,
-               collected: int = 0) -> dict[str, Any]:
+def run_record(
+    results: list[dict[str, Any]], root: Path, extra: dict[str, Any] | None = None, collected: int = 0
+) -> dict[str, Any]:
     """The session's run record: every case (ran, failed or skipped) plus provenance.  ``collected`` is
     how many matrix cases the session selected; each has exactly one row of ``origin: matrix``."""
     return {
@@ -142,8 +144,9 @@ def verdict_text(r: dict[str, Any]) -> str:
     return verdict
 
 
-def summary_lines(results: list[dict[str, Any]], notes: list[str],
-                  detail: list[dict[str, Any]] | None = None) -> list[str]:
+def summary_lines(
+    results: list[dict[str, Any]], notes: list[str], detail: list[dict[str, Any]] | None = None
+) -> list[str]:
     """The end-of-session table: case, WER, CER, RTF, vs golden, verdict; then the notes (:func:`_trailer`)."""
     return _table(results) + _trailer(results, notes, results if detail is None else detail)
 
@@ -170,17 +173,28 @@ def _trailer(results: list[dict[str, Any]], notes: list[str], detail: list[dict[
     by_case = sorted(results, key=lambda r: r.get("case", ""))
     # The statistical gate's verdicts (both ways) are shown with their intervals, so a pass that the
     # strict gate would have failed is never silent.
-    gate_notes = [f"{r.get('case')}: {c['metric']} {c['note']}" for r in by_case
-                  for c in r.get("checks", []) if c.get("status") == "noise" or "real regression" in (c.get("note") or "")]
+    gate_notes = [
+        f"{r.get('case')}: {c['metric']} {c['note']}"
+        for r in by_case
+        for c in r.get("checks", [])
+        if c.get("status") == "noise" or "real regression" in (c.get("note") or "")
+    ]
     # Each case's checks that were left undone, and why (golden predates weights/audio identity, ...):
     # a pass that could not verify something says so.
-    case_notes = [f"{r.get('case')}: {n}" for r in sorted(detail, key=lambda r: r.get("case", ""))
-                  for n in r.get("verdict_notes") or []]
+    case_notes = [
+        f"{r.get('case')}: {n}"
+        for r in sorted(detail, key=lambda r: r.get("case", ""))
+        for n in r.get("verdict_notes") or []
+    ]
     from .tolerances import summary_lines as tolerance_lines
 
-    return ([f"note: {n}" for n in notes] + [f"gate: {n}" for n in gate_notes]
-            + [f"note: {n}" for n in case_notes] + tolerance_lines(detail)
-            + [f"speed: {n}" for n in speed_notes(detail) if "golden yet" not in n])
+    return (
+        [f"note: {n}" for n in notes]
+        + [f"gate: {n}" for n in gate_notes]
+        + [f"note: {n}" for n in case_notes]
+        + tolerance_lines(detail)
+        + [f"speed: {n}" for n in speed_notes(detail) if "golden yet" not in n]
+    )
 
 
 #: Verdicts that need no attention; with ``-q`` the summary lists every other case.
@@ -207,3 +221,34 @@ def quiet_lines(results: list[dict[str, Any]], notes: list[str]) -> list[str]:
     order = sorted(counts, key=lambda w: (w in QUIET_OK, w))
     total = ", ".join(f"{counts[w]} {w}" for w in order)
     return lines + [f"speechlab: {len(results)} cases: {total}"]
+
+
+# ---- GitHub Actions step summary ----------------------------------------------------------------------
+
+
+def _md_num(x: Any, digits: int = 4) -> str:
+    return "-" if x is None or x == float("inf") else f"{float(x):.{digits}f}"
+
+
+def step_summary_markdown(results: list[dict[str, Any]], notes: list[str]) -> str:
+    """The session's summary table as Markdown (what goes into ``$GITHUB_STEP_SUMMARY``)."""
+    from .runs import case_state, failure_reason
+
+    lines = ["## pytest-speechlab", "", "| case | WER | CER | RTF | vs golden | verdict |", "|---|---|---|---|---|---|"]
+    for r in sorted(results, key=lambda r: r.get("case", "")):
+        m = r.get("metrics") or {}
+        state = case_state(r)
+        verdict = str(r.get("verdict") or r.get("status"))
+        if state != "ran":
+            verdict = f"{state}: {failure_reason(r)}"
+        nums = [_md_num(m.get(k)) for k in ("wer", "cer", "rtf")]
+        cells = [r.get("case", "?"), *nums, vs_golden(r), verdict]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+    lines += [""] + [f"> {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def append_step_summary(path: Path, results: list[dict[str, Any]], notes: list[str]) -> None:
+    """Append the Markdown summary to GitHub's step-summary file (appending is how that file is meant to grow)."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(step_summary_markdown(results, notes))

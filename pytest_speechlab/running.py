@@ -27,7 +27,9 @@ def get_session(config: pytest.Config) -> SpeechlabSession:
         err = config.stash.get(CONFIG_ERROR_KEY, None)
         if err:
             raise pytest.UsageError(err)
-        raise pytest.UsageError("pytest-speechlab found no speechlab.yaml in the rootdir; create one or pass --speechlab-config PATH")
+        raise pytest.UsageError(
+            "pytest-speechlab found no speechlab.yaml in the rootdir; create one or pass --speechlab-config PATH"
+        )
     return sess
 
 
@@ -62,10 +64,14 @@ def _progress(request: pytest.FixtureRequest, case_id: str) -> Callable[[int, in
     return progress
 
 
-def _benchmark_runner(request: pytest.FixtureRequest, case: Case) -> tuple[Any, Callable[[Callable[[], None], int], None]]:
+def _benchmark_runner(
+    request: pytest.FixtureRequest, case: Case
+) -> tuple[Any, Callable[[Callable[[], None], int], None]]:
     from .evaluation import loop_runner
 
-    if not request.config.pluginmanager.hasplugin("pytest_benchmark") and not request.config.pluginmanager.hasplugin("benchmark"):
+    if not request.config.pluginmanager.hasplugin("pytest_benchmark") and not request.config.pluginmanager.hasplugin(
+        "benchmark"
+    ):
         return None, loop_runner
     try:
         bench = request.getfixturevalue("benchmark")
@@ -98,14 +104,27 @@ def run_matrix_case(case: Any, request: pytest.FixtureRequest) -> None:
     # pytest-benchmark warning that its fixture went unused.  run_asr reuses the cached model.
     sess.load_case_model(case)
     bench, runner = _benchmark_runner(request, case)
-    result = sess.run_asr(case, runner=runner, progress=_progress(request, case.id), accept=_accept_command(request.node))
+    result = sess.run_asr(
+        case, runner=runner, progress=_progress(request, case.id), accept=_accept_command(request.node)
+    )
     if bench is not None:
         m = result.metrics
-        bench.extra_info.update({"wer": m["wer"], "cer": m["cer"], "rtf": m["rtf"], "rtf_rounds": m["rtf_rounds"],
-                                 "speed_rel": m.get("speed_rel"),
-                                 "speed_reference_s": (result.record.get("speed_reference") or {}).get("total_s"),
-                                 "audio_seconds": m["audio_seconds"], "decode": result.record["decode"],
-                                 "weights": result.record["weights"], "model": case.model, "device": case.device, "dataset": case.dataset})
+        bench.extra_info.update(
+            {
+                "wer": m["wer"],
+                "cer": m["cer"],
+                "rtf": m["rtf"],
+                "rtf_rounds": m["rtf_rounds"],
+                "speed_rel": m.get("speed_rel"),
+                "speed_reference_s": (result.record.get("speed_reference") or {}).get("total_s"),
+                "audio_seconds": m["audio_seconds"],
+                "decode": result.record["decode"],
+                "weights": result.record["weights"],
+                "model": case.model,
+                "device": case.device,
+                "dataset": case.dataset,
+            }
+        )
         if m.get("entity_acc") is not None:
             bench.extra_info["entity_acc"] = m["entity_acc"]
     _junit_properties(request, result.record)

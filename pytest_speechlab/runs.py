@@ -27,9 +27,13 @@ def load_run(path: Path, *, gate: bool = False) -> dict[str, Any]:
                          unreadable_fix="pass the file that --speechlab-json wrote",
                          invalid_fix="re-create it with pytest --speechlab-json PATH")
     except FileNotFoundError:
-        raise RunRecordError(f"{path}: run record not found; pass the file that pytest --speechlab-json PATH wrote") from None
+        raise RunRecordError(
+            f"{path}: run record not found; pass the file that pytest --speechlab-json PATH wrote"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
-        raise RunRecordError(f"{path}: not a speechlab run record (no 'cases' list); re-create it with pytest --speechlab-json PATH")
+        raise RunRecordError(
+            f"{path}: not a speechlab run record (no 'cases' list); re-create it with pytest --speechlab-json PATH"
+        )
     old = data.get("schema") is None or (type(data.get("schema")) is int and data["schema"] == 1)
     if old and not gate:
         # Written before run records had a schema file: read for history (scorecards), never gated.
@@ -37,9 +41,11 @@ def load_run(path: Path, *, gate: bool = False) -> dict[str, Any]:
         data["_path"] = str(path)
         return data
     if old:
-        raise RunRecordError(f"{path}: schema: run record schema {data.get('schema', 'none')} (older pytest-speechlab) "
-                             "has no 'collected' count, "
-                             f"so it cannot prove that every case is in it; re-create it with pytest --speechlab-json PATH")
+        raise RunRecordError(
+            f"{path}: schema: run record schema {data.get('schema', 'none')} (older pytest-speechlab) "
+            "has no 'collected' count, "
+            f"so it cannot prove that every case is in it; re-create it with pytest --speechlab-json PATH"
+        )
     from .schema import validate
 
     validate(data, "run record", str(path), RunRecordError, "re-create it with pytest --speechlab-json PATH")
@@ -49,10 +55,16 @@ def load_run(path: Path, *, gate: bool = False) -> dict[str, Any]:
 
 def _check_v1(path: Path, data: dict[str, Any]) -> None:
     for i, case in enumerate(data["cases"]):
-        if not isinstance(case, dict) or not all(isinstance(case.get(k), str) for k in ("case", "model", "dataset", "device", "status")):
-            raise RunRecordError(f"{path}: cases[{i}] lacks case/model/dataset/device/status; the record is damaged, re-create it")
+        if not isinstance(case, dict) or not all(
+            isinstance(case.get(k), str) for k in ("case", "model", "dataset", "device", "status")
+        ):
+            raise RunRecordError(
+                f"{path}: cases[{i}] lacks case/model/dataset/device/status; the record is damaged, re-create it"
+            )
         if case["status"] == "ran" and not isinstance(case.get("metrics"), dict):
-            raise RunRecordError(f"{path}: cases[{i}] ({case['case']}) ran but has no 'metrics' object; re-create the record")
+            raise RunRecordError(
+                f"{path}: cases[{i}] ({case['case']}) ran but has no 'metrics' object; re-create the record"
+            )
 
 
 def case_state(case: dict[str, Any]) -> str:
@@ -70,7 +82,11 @@ def failure_reason(case: dict[str, Any]) -> str:
         return str(case.get("reason") or case.get("status"))
     if case.get("verdict") == "missing":
         return "no golden baseline"
-    bad = [f"{c['metric']} {c.get('note') or 'worse than the golden'}" for c in case.get("checks", []) if c.get("status") == "fail"]
+    bad = [
+        f"{c['metric']} {c.get('note') or 'worse than the golden'}"
+        for c in case.get("checks", [])
+        if c.get("status") == "fail"
+    ]
     return "; ".join(bad) or f"verdict {case.get('verdict')}"
 
 
@@ -80,8 +96,9 @@ def case_problem(case: dict[str, Any]) -> str | None:
         return f"error: {case.get('reason') or 'the case errored'}"
     if case.get("status") == "ran":
         m = case.get("metrics")
-        if not isinstance(m, dict) or not any(isinstance(m.get(k), (int, float)) and not isinstance(m.get(k), bool)
-                                              for k in ("wer", "cer", "rtf")):
+        if not isinstance(m, dict) or not any(
+            isinstance(m.get(k), (int, float)) and not isinstance(m.get(k), bool) for k in ("wer", "cer", "rtf")
+        ):
             return "ran but recorded no metrics (no wer, cer or rtf); nothing can be compared"
     return None
 
@@ -93,8 +110,10 @@ def compared_nothing(record: dict[str, Any], path: str) -> str | None:
     if any(c.get("status") == "ran" for c in cases):
         return None
     skipped = sum(1 for c in cases if c.get("status") == "skipped")
-    return (f"{path}: compared nothing: no case ran ({skipped} skipped, {len(cases)} in all); a gate over it would "
-            "pass without checking anything. Run the cases on a machine that has their device and extras")
+    return (
+        f"{path}: compared nothing: no case ran ({skipped} skipped, {len(cases)} in all); a gate over it would "
+        "pass without checking anything. Run the cases on a machine that has their device and extras"
+    )
 
 
 def record_problems(record: dict[str, Any], path: str) -> list[str]:
@@ -104,15 +123,20 @@ def record_problems(record: dict[str, Any], path: str) -> list[str]:
     cases = record.get("cases") or []
     accepted = [str(c.get("case")) for c in cases if c.get("verdict") == "accepted"]
     if accepted:
-        out.append(f"{path}: {len(accepted)} case(s) accepted new goldens instead of being compared "
-                   f"({ACCEPT_FLAG} was given): {', '.join(accepted)}; this record compared nothing. "
-                   f"Commit the goldens, then gate a record of a run without {ACCEPT_FLAG}")
+        out.append(
+            f"{path}: {len(accepted)} case(s) accepted new goldens instead of being compared "
+            f"({ACCEPT_FLAG} was given): {', '.join(accepted)}; this record compared nothing. "
+            f"Commit the goldens, then gate a record of a run without {ACCEPT_FLAG}"
+        )
     if "collected" in record:
         matrix = [c for c in cases if c.get("origin", "matrix") == "matrix"]
         ids = {c.get("case") for c in matrix}
         if len(matrix) != record["collected"] or len(ids) != len(matrix):
             dupes = len(matrix) - len(ids)
-            out.append(f"{path}: the header says the session collected {record['collected']} case(s) but the record "
-                       f"holds {len(matrix)} matrix case row(s)" + (f" ({dupes} duplicated)" if dupes else "")
-                       + "; the record is incomplete or was edited, re-create it with pytest --speechlab-json PATH")
+            out.append(
+                f"{path}: the header says the session collected {record['collected']} case(s) but the record "
+                f"holds {len(matrix)} matrix case row(s)"
+                + (f" ({dupes} duplicated)" if dupes else "")
+                + "; the record is incomplete or was edited, re-create it with pytest --speechlab-json PATH"
+            )
     return out

@@ -18,7 +18,10 @@ from typing import Any
 # The schema number each kind of file is written with, and the file describing it.
 GOLDEN_SCHEMA = 1
 RECORD_SCHEMA = 2
-SCHEMA_FILES = {"golden": f"golden-{GOLDEN_SCHEMA}.schema.json", "run record": f"run-record-{RECORD_SCHEMA}.schema.json"}
+SCHEMA_FILES = {
+    "golden": f"golden-{GOLDEN_SCHEMA}.schema.json",
+    "run record": f"run-record-{RECORD_SCHEMA}.schema.json",
+}
 
 
 def schema_path(kind: str) -> str:
@@ -40,7 +43,9 @@ def _validator(kind: str) -> Any:
     # "number" excludes NaN and +-Infinity (which Python's json module reads), so they fail 'type'.
     checker = Draft202012Validator.TYPE_CHECKER.redefine_many({"number": finite_number, "integer": finite_integer})
     cls = jsonschema.validators.extend(Draft202012Validator, type_checker=checker)
-    schema = json.loads((resources.files("pytest_speechlab") / "schemas" / SCHEMA_FILES[kind]).read_text(encoding="utf-8"))
+    schema = json.loads(
+        (resources.files("pytest_speechlab") / "schemas" / SCHEMA_FILES[kind]).read_text(encoding="utf-8")
+    )
     return cls(schema)
 
 
@@ -78,8 +83,10 @@ def validate(data: Any, kind: str, path: str, error: type[Exception], fix: str) 
     current = GOLDEN_SCHEMA if kind == "golden" else RECORD_SCHEMA
     number = data.get("schema") if isinstance(data, dict) else None
     if isinstance(number, int) and not isinstance(number, bool) and number > current:
-        raise error(f"{path}: schema: {kind} schema {number} is newer than this pytest-speechlab reads ({current}); "
-                    "upgrade pytest-speechlab")
+        raise error(
+            f"{path}: schema: {kind} schema {number} is newer than this pytest-speechlab reads ({current}); "
+            "upgrade pytest-speechlab"
+        )
     found = problems(data, kind)
     if found:
         more = f" (and {len(found) - 1} more problem(s))" if len(found) > 1 else ""

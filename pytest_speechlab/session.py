@@ -205,7 +205,9 @@ class SpeechlabSession:
                                         f"from the path (got {name!r}, also from {seen.get(name)}); rename it")
             seen[name] = item
             path = paths[item]
-            self.adhoc[name] = DatasetSpec(name=name, manifest=path, allow_outside_paths=True, task=_manifest_task(path))
+            self.adhoc[name] = DatasetSpec(
+                name=name, manifest=path, allow_outside_paths=True, task=_manifest_task(path)
+            )
 
     def dataset_spec(self, name: str) -> DatasetSpec:
         return self.cfg.datasets.get(name) or self.adhoc[name]
@@ -229,19 +231,28 @@ class SpeechlabSession:
             if total:
                 if self.opts.allow_empty_shard:
                     return None
-                return (f"--speechlab-shard {i}/{n}: this shard got no case (the matrix has {total} case(s) for {n} shards); "
-                        "use fewer shards, or pass --speechlab-allow-empty-shard to let an empty shard pass")
+                return (
+                    f"--speechlab-shard {i}/{n}: this shard got no case (the matrix has {total} case(s) for {n} "
+                    f"shards); "
+                    "use fewer shards, or pass --speechlab-allow-empty-shard to let an empty shard pass"
+                )
         models = self.opts.models or list(self.cfg.models)
         if not models:
             return f"{path}: models: no model configured, so the matrix is empty; add one under models:"
-        names = [d for d in self.opts.datasets if d in self.cfg.datasets] + list(self.adhoc) if self.opts.datasets else list(self.cfg.datasets)
+        names = (
+            [d for d in self.opts.datasets if d in self.cfg.datasets] + list(self.adhoc)
+            if self.opts.datasets
+            else list(self.cfg.datasets)
+        )
         if not names:
             return f"{path}: datasets: no dataset configured, so the matrix is empty; add one under datasets:"
         tasks_m = ", ".join(f"{m} ({self.cfg.models[m].task})" for m in models)
         tasks_d = ", ".join(f"{d} ({self.dataset_spec(d).task})" for d in names)
-        return (f"{path}: the matrix is empty: no selected model's task matches a selected dataset's task "
-                f"(models: {tasks_m}; datasets: {tasks_d}); give a dataset the task of a model (task: asr|tts), "
-                "or select others with --speechlab-model/--speechlab-dataset")
+        return (
+            f"{path}: the matrix is empty: no selected model's task matches a selected dataset's task "
+            f"(models: {tasks_m}; datasets: {tasks_d}); give a dataset the task of a model (task: asr|tts), "
+            "or select others with --speechlab-model/--speechlab-dataset"
+        )
 
     def cases(self) -> list[Case]:
         """Every model x device x dataset the options select, in a stable order (skips included)."""
@@ -252,7 +263,7 @@ class SpeechlabSession:
             # balanced to within one case, and a model@device's cases stay together (ids start with
             # model-device), so each CI job loads as few models as possible.
             ordered = sorted(out, key=lambda c: c.id)
-            out = ordered[(i - 1) * len(ordered) // n: i * len(ordered) // n]
+            out = ordered[(i - 1) * len(ordered) // n : i * len(ordered) // n]
         return out
 
     def _all_cases(self) -> list[Case]:
@@ -279,7 +290,9 @@ class SpeechlabSession:
                     devices.append(d)
             for dev in dict.fromkeys(devices):
                 for ds in dict.fromkeys(names):  # a dataset given twice is one case
-                    if self.dataset_spec(ds).task != spec.task and not (spec.task == "chat" and self.dataset_spec(ds).task == "asr"):
+                    if self.dataset_spec(ds).task != spec.task and not (
+                        spec.task == "chat" and self.dataset_spec(ds).task == "asr"
+                    ):
                         continue
                     out.append(Case(m, ds, dev))
         return out
@@ -303,8 +316,15 @@ class SpeechlabSession:
     def base_record(self, case: Case) -> dict[str, Any]:
         """The identifying fields every case record starts with."""
         spec = self.cfg.models[case.model]
-        return {"case": case.id, "model": case.model, "dataset": case.dataset, "device": case.device,
-                "task": spec.task, "backend": spec.backend, "stage": spec.stage}
+        return {
+            "case": case.id,
+            "model": case.model,
+            "dataset": case.dataset,
+            "device": case.device,
+            "task": spec.task,
+            "backend": spec.backend,
+            "stage": spec.stage,
+        }
 
     def skip_if_unrunnable(self, case: Case) -> None:
         """Skip (and record why) a case whose device or backend cannot run here."""
@@ -350,10 +370,10 @@ class SpeechlabSession:
             t0 = time.perf_counter()
             loaded = backend.load(spec, device)
             self.load_counts[f"{spec.name}@{device}"] = self.load_counts.get(f"{spec.name}@{device}", 0) + 1
-            loaded.load_seconds = time.perf_counter() - t0  # type: ignore[union-attr]
+            loaded.load_seconds = time.perf_counter() - t0
             after = rss_mb()
             # What loading this model added to the process (the per-case memory gate builds on it).
-            loaded.load_rss_mb = None if before is None or after is None else after - before  # type: ignore[union-attr]
+            loaded.load_rss_mb = None if before is None or after is None else after - before
             self._models[key] = loaded
         return self._models[key]
 
@@ -373,8 +393,13 @@ class SpeechlabSession:
         """The dataset ``name`` (configured or ad hoc), read once per process."""
         if name not in self._datasets:
             spec = self.dataset_spec(name)
-            self._datasets[name] = load_dataset(name, spec.manifest, allow_outside_paths=spec.allow_outside_paths, task=spec.task,
-                                                options=spec.options)
+            self._datasets[name] = load_dataset(
+                name,
+                spec.manifest,
+                allow_outside_paths=spec.allow_outside_paths,
+                task=spec.task,
+                options=spec.options,
+            )
             if spec.options.get("perturb"):
                 import dataclasses
 
@@ -382,7 +407,9 @@ class SpeechlabSession:
         return self._datasets[name]
 
     # ---- running --------------------------------------------------------------------------------
-    def run_asr(self, case: Case, *, runner: Runner = loop_runner, progress: Any = None, accept: str = "") -> CaseResult:
+    def run_asr(
+        self, case: Case, *, runner: Runner = loop_runner, progress: Any = None, accept: str = ""
+    ) -> CaseResult:
         """Run one ASR case and return its (not yet gated) result; skips and errors are recorded."""
         from .devices import machine_fingerprint
         from .metrics import get_normalizer
@@ -404,9 +431,17 @@ class SpeechlabSession:
         normalizer = get_normalizer(dspec.normalizer)
         workload, ref_error = self.speed_workload(case)
         try:
-            out = evaluate_asr(model, data, normalizer, rounds=self.rounds, runner=runner, progress=progress,
-                               reference=workload, reference_runs=self.cfg.speed_reference_runs,
-                               min_timed_audio_s=self.cfg.min_timed_audio_s)
+            out = evaluate_asr(
+                model,
+                data,
+                normalizer,
+                rounds=self.rounds,
+                runner=runner,
+                progress=progress,
+                reference=workload,
+                reference_runs=self.cfg.speed_reference_runs,
+                min_timed_audio_s=self.cfg.min_timed_audio_s,
+            )
         except DatasetError as exc:
             self.results.append({**base, "status": "error", "reason": str(exc)})
             pytest.fail(str(exc), pytrace=False)
@@ -430,11 +465,14 @@ class SpeechlabSession:
         if spec.golden_from:
             owner, owner_device = spec.golden_from.split("/")
             record["golden_of"] = {"model": owner, "device": owner_device}
-            accept = (f"pytest speechlab.yaml -k {owner}-{owner_device}-{case.dataset} --speechlab-update-golden "
-                      f"(the golden belongs to {owner} on {owner_device}: golden_from in {self.cfg.path.name})")
+            accept = (
+                f"pytest speechlab.yaml -k {owner}-{owner_device}-{case.dataset} --speechlab-update-golden "
+                f"(the golden belongs to {owner} on {owner_device}: golden_from in {self.cfg.path.name})"
+            )
         self.results.append(record)
-        return CaseResult(record, self.cfg.golden_dir, self.thresholds_for(case.model, case.dataset),
-                          self.gate_settings(), accept)
+        return CaseResult(
+            record, self.cfg.golden_dir, self.thresholds_for(case.model, case.dataset), self.gate_settings(), accept
+        )
 
     # ---- every collected case in the record -----------------------------------------------------------
     def _error_row(self, case: Case | str, reason: str) -> dict[str, Any]:
@@ -444,7 +482,9 @@ class SpeechlabSession:
             base = {"case": case, "model": "unknown", "dataset": "unknown", "device": "unknown"}
         return {**base, "status": "error", "verdict": "error", "reason": reason, "origin": "matrix"}
 
-    def settle_item(self, case: Case | None, start: int, failures: list[str], skip_reason: str | None) -> list[dict[str, Any]]:
+    def settle_item(
+        self, case: Case | None, start: int, failures: list[str], skip_reason: str | None
+    ) -> list[dict[str, Any]]:
         """After an item's teardown: make its rows say what happened to it, and return them.
 
         A matrix case that crashed before recording a row gets an ``error`` row with the exception; a row
@@ -488,7 +528,8 @@ class SpeechlabSession:
                 continue
             reason = self.crashes.get(cid) or (
                 "never ran to the end: its xdist worker died or the session stopped before it (-x, Ctrl-C); "
-                "nothing was compared")
+                "nothing was compared"
+            )
             self.results.append(self._error_row(case, reason))
 
     # ---- end of session -------------------------------------------------------------------------
@@ -507,17 +548,25 @@ class SpeechlabSession:
                 if problem and payload.get("speed_reference"):
                     # Never keep a speed baseline measured on a machine that could not measure speed: the
                     # golden says so, and the gate reports speed "not compared" until it is re-recorded.
-                    payload["speed_reference"] = {**payload["speed_reference"], "usable": False,
-                                                  "unusable_reason": problem}
-                    self.notes.append(f"{r.get('case')}: golden written, but its speed is marked unusable: {problem}; "
-                                      "re-record it on a quiet machine")
+                    payload["speed_reference"] = {
+                        **payload["speed_reference"],
+                        "usable": False,
+                        "unusable_reason": problem,
+                    }
+                    self.notes.append(
+                        f"{r.get('case')}: golden written, but its speed is marked unusable: {problem}; "
+                        "re-record it on a quiet machine"
+                    )
                 machine = r.get("machine") or {}
                 if self.n_workers > 1 or saturated(machine):
                     # A baseline timed while other work shared the CPUs would make every later quiet run look
                     # "improved" and a later busy run pass: it is kept, but marked and never gated.
                     payload["rtf_unreliable"] = (
-                        f"recorded with {self.n_workers} xdist workers" if self.n_workers > 1 else
-                        f"recorded under 1-minute load {machine.get('load_avg_1m')} on {machine.get('cpu_count')} CPUs")
+                        f"recorded with {self.n_workers} xdist workers"
+                        if self.n_workers > 1
+                        else f"recorded under 1-minute load {machine.get('load_avg_1m')} on "
+                             f"{machine.get('cpu_count')} CPUs"
+                    )
                     marked.append(str(r.get("case")))
                 try:
                     write_golden(self.cfg.golden_dir, path, payload)
@@ -527,11 +576,14 @@ class SpeechlabSession:
                 except OSError as exc:
                     self.write_errors.append(
                         f"golden not written: {path}: {exc.strerror or exc}; make {self.cfg.golden_dir} writable "
-                        "(with free space), then accept again")
+                        "(with free space), then accept again"
+                    )
                     continue
                 written.append(path)
         if marked:
-            self.notes.append(f"RTF of {len(marked)} golden(s) recorded on a busy machine ({', '.join(sorted(marked))}): marked "
-                              "rtf_unreliable, so RTF is not gated against them; re-record them without -n on a quiet "
-                              "machine to gate speed")
+            self.notes.append(
+                f"RTF of {len(marked)} golden(s) recorded on a busy machine ({', '.join(sorted(marked))}): marked "
+                "rtf_unreliable, so RTF is not gated against them; re-record them without -n on a quiet "
+                "machine to gate speed"
+            )
         return written

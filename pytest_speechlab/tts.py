@@ -118,11 +118,15 @@ def load_tts_manifest(path: Path | str, name: str | None = None) -> TTSDataset:
             raise TTSDatasetError(f"{path}:{lineno}: 'id' must be a non-empty string or number, got {uid!r}")
         uid = str(uid)
         if uid in seen:
-            raise TTSDatasetError(f"{path}:{lineno}: duplicate id {uid!r} (first on line {seen[uid]}); ids must be unique")
+            raise TTSDatasetError(
+                f"{path}:{lineno}: duplicate id {uid!r} (first on line {seen[uid]}); ids must be unique"
+            )
         seen[uid] = lineno
         items.append(TTSItem(uid, text, lineno))
     if not items:
-        raise TTSDatasetError(f'{path}: TTS manifest has no rows; add at least one line like {{"text": "Hello there."}}')
+        raise TTSDatasetError(
+            f'{path}: TTS manifest has no rows; add at least one line like {{"text": "Hello there."}}'
+        )
     return TTSDataset(name or path.parent.name, path, tuple(items))
 
 
@@ -172,7 +176,9 @@ def load_judge(spec: ModelSpec | None = None, device: str = "cpu") -> JudgeASR:
             "Set the judge to an installed ASR model"
         ) from None
     if "asr" not in backend.tasks:
-        raise JudgeUnavailable(f"{where}: backend {spec.backend!r} does not transcribe (tasks: {', '.join(backend.tasks)})")
+        raise JudgeUnavailable(
+            f"{where}: backend {spec.backend!r} does not transcribe (tasks: {', '.join(backend.tasks)})"
+        )
     try:
         model = backend.load(spec, device)
     except BackendError as exc:
@@ -310,15 +316,22 @@ class TTSResult:
             out.append("no audio (0 samples)")
         spc = row["sec_per_char"]
         if spc < t["sec_per_char_min"]:
-            out.append(f"{spc:.4f} s/char < min {t['sec_per_char_min']} (sec_per_char_min): audio too short, truncated?")
+            out.append(
+                f"{spc:.4f} s/char < min {t['sec_per_char_min']} (sec_per_char_min): audio too short, truncated?"
+            )
         elif spc > t["sec_per_char_max"]:
-            out.append(f"{spc:.4f} s/char > max {t['sec_per_char_max']} (sec_per_char_max): audio too long, padded or stretched?")
+            out.append(
+                f"{spc:.4f} s/char > max {t['sec_per_char_max']} (sec_per_char_max): audio too long, padded or "
+                f"stretched?"
+            )
         if row["clipping_ratio"] > t["clipping_max"]:
             out.append(f"clipping ratio {row['clipping_ratio']:.4f} > max {t['clipping_max']} (clipping_max)")
         if row["leading_silence_s"] > t["silence_max_s"]:
             out.append(f"leading silence {row['leading_silence_s']:.2f} s > max {t['silence_max_s']} s (silence_max_s)")
         if row["trailing_silence_s"] > t["silence_max_s"]:
-            out.append(f"trailing silence {row['trailing_silence_s']:.2f} s > max {t['silence_max_s']} s (silence_max_s)")
+            out.append(
+                f"trailing silence {row['trailing_silence_s']:.2f} s > max {t['silence_max_s']} s (silence_max_s)"
+            )
         if row["duration"] > 0 and not t["rms_min_dbfs"] <= row["rms_dbfs"] <= t["rms_max_dbfs"]:
             out.append(
                 f"RMS level {row['rms_dbfs']:.1f} dBFS outside [{t['rms_min_dbfs']}, {t['rms_max_dbfs']}] "
@@ -341,7 +354,8 @@ class TTSResult:
         if wer > t["roundtrip_wer_max"]:
             worst = sorted(self.rows, key=lambda r: -r["wer"])[:3]
             heard = "; ".join(
-                f"{r['id']} input {r['reference']!r} heard {r['hypothesis']!r} (WER {r['wer']:.2f}, listen: {self.audio_files[r['id']]})"
+                f"{r['id']} input {r['reference']!r} heard {r['hypothesis']!r} (WER {r['wer']:.2f}, listen: "
+                f"{self.audio_files[r['id']]})"
                 for r in worst
             )
             out.append(
@@ -354,7 +368,8 @@ class TTSResult:
         """WAV paths of the sentences that violate a sanity check or were mostly misheard (WER > ceiling)."""
         t = self.sanity_thresholds(thresholds)
         return [
-            Path(self.audio_files[r["id"]]) for r in self.rows
+            Path(self.audio_files[r["id"]])
+            for r in self.rows
             if self.row_violations(r, t) or r["wer"] > t["roundtrip_wer_max"]
         ]
 
@@ -455,7 +470,9 @@ def evaluate_tts(
     # Determinism from one cheap re-run: the shortest sentence again, compared with its first-round audio.
     shortest = min(range(n), key=lambda i: len(items[i].text))
     again = _synth_timed(model, items[shortest].text, use_stream)[0]
-    rerun_same = again.shape == first[shortest][0].shape and bool(np.array_equal(again, first[shortest][0], equal_nan=True))
+    rerun_same = again.shape == first[shortest][0].shape and bool(
+        np.array_equal(again, first[shortest][0], equal_nan=True)
+    )
 
     judge_sr = int(judge.sample_rate)
     rows: list[dict[str, Any]] = []
@@ -475,31 +492,34 @@ def evaluate_tts(
         ref_n, hyp_n = norm(it.text), norm(heard)
         e = utterance_errors(ref_n, hyp_n)
         errs.append(e)
-        rows.append({
-            "id": it.id,
-            "reference": it.text,
-            "hypothesis": heard,
-            "ref_norm": ref_n,
-            "hyp_norm": hyp_n,
-            "wer": round(utterance_wer(e), 6),
-            "cer": round(e["char_errors"] / e["ref_chars"], 6),  # ref_chars > 0: empty texts were refused above
-            "word_errors": e["word_errors"],
-            "ref_words": e["ref_words"],
-            "char_errors": e["char_errors"],
-            "ref_chars": e["ref_chars"],
-            "seconds": round(secs, 6),
-            "ttfa_s": None if ttfa is None else round(ttfa, 6),
-            "sample_rate": sr,
-            **s,
-        })
+        rows.append(
+            {
+                "id": it.id,
+                "reference": it.text,
+                "hypothesis": heard,
+                "ref_norm": ref_n,
+                "hyp_norm": hyp_n,
+                "wer": round(utterance_wer(e), 6),
+                "cer": round(e["char_errors"] / e["ref_chars"], 6),  # ref_chars > 0: empty texts were refused above
+                "word_errors": e["word_errors"],
+                "ref_words": e["ref_words"],
+                "char_errors": e["char_errors"],
+                "ref_chars": e["ref_chars"],
+                "seconds": round(secs, 6),
+                "ttfa_s": None if ttfa is None else round(ttfa, 6),
+                "sample_rate": sr,
+                **s,
+            }
+        )
         if progress is not None:
             progress(rounds * n + i + 1, n * (rounds + 1))
 
     audio_total = sum(r["duration"] for r in rows)
     rtfs = [sum(x[2] for x in rnd) / audio_total if audio_total > 0 else float("inf") for rnd in done]
     ttfas = [x[3] for rnd in done for x in rnd if x[3] is not None]
-    speed_metrics, speed_block = pacer.summary(statistics.median(rtfs), [[x[2] for x in rnd] for rnd in done],
-                                               [r["duration"] for r in rows])
+    speed_metrics, speed_block = pacer.summary(
+        statistics.median(rtfs), [[x[2] for x in rnd] for rnd in done], [r["duration"] for r in rows]
+    )
     metrics: dict[str, Any] = {
         **pool(errs),  # wer, cer, S/D/I, ref_words, ref_chars, utterances: pooled over the corpus
         "rtf": statistics.median(rtfs),
@@ -519,17 +539,21 @@ def evaluate_tts(
         "nonfinite_samples": sum(r["nonfinite"] for r in rows),
         "sample_rate_mismatches": sum(1 for r in rows if r["sample_rate"] != int(model.sample_rate)),
         # the voice's load + the case's growth (the judge's work included, the judge's load not)
-        "case_peak_rss_mb": case_memory_mb(model, start_rss,
-                                           case_peak_rss_mb() if case_peak else None),
+        "case_peak_rss_mb": case_memory_mb(model, start_rss, case_peak_rss_mb() if case_peak else None),
         "cuda_peak_mb": cuda_peak_mb(),
     }
     deterministic = rerun_same and all(
-        all(a.shape == b.shape and np.array_equal(a, b, equal_nan=True) for (a, *_), (b, *_) in zip(rnd, first, strict=True))
+        all(
+            a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+            for (a, *_), (b, *_) in zip(rnd, first, strict=True)
+        )
         for rnd in done[1:]
     )
-    judge_ident = judge.ident() if hasattr(judge, "ident") else {
-        "backend": type(judge).__name__, "decode": dict(getattr(judge, "decode_settings", {}))
-    }
+    judge_ident = (
+        judge.ident()
+        if hasattr(judge, "ident")
+        else {"backend": type(judge).__name__, "decode": dict(getattr(judge, "decode_settings", {}))}
+    )
     return TTSResult(
         dataset=name,
         metrics=metrics,
@@ -576,11 +600,17 @@ def worse_sentences(golden: dict[str, Any], record: dict[str, Any]) -> list[dict
     for row in record.get("utterances", []):
         old = g.get(row["id"])
         if old is None or row["wer"] > float(old.get("wer", 0.0)) + 1e-9:
-            out.append({
-                "id": row["id"], "input": row["reference"], "golden_heard": None if old is None else old.get("hypothesis"),
-                "heard": row["hypothesis"], "golden_wer": None if old is None else old.get("wer"), "wer": row["wer"],
-                "audio": (record.get("audio_files") or {}).get(row["id"]),
-            })
+            out.append(
+                {
+                    "id": row["id"],
+                    "input": row["reference"],
+                    "golden_heard": None if old is None else old.get("hypothesis"),
+                    "heard": row["hypothesis"],
+                    "golden_wer": None if old is None else old.get("wer"),
+                    "wer": row["wer"],
+                    "audio": (record.get("audio_files") or {}).get(row["id"]),
+                }
+            )
     return out
 
 
@@ -684,11 +714,20 @@ def run_tts_case(sess: Any, case: Any, request: Any) -> Any:
     audio_dir = request.getfixturevalue("tmp_path_factory").mktemp(f"tts-{case.id}", numbered=True)
     workload, ref_error = sess.speed_workload(case)
     try:
-        result = evaluate_tts(voice, data, judge, normalizer=get_normalizer(dspec.normalizer), rounds=sess.rounds,
-                              runner=runner, audio_dir=audio_dir, progress=_progress(request, case.id),
-                              thresholds=thresholds, reference=workload,
-                              reference_runs=sess.cfg.speed_reference_runs,
-                              min_timed_audio_s=sess.cfg.min_timed_audio_s)
+        result = evaluate_tts(
+            voice,
+            data,
+            judge,
+            normalizer=get_normalizer(dspec.normalizer),
+            rounds=sess.rounds,
+            runner=runner,
+            audio_dir=audio_dir,
+            progress=_progress(request, case.id),
+            thresholds=thresholds,
+            reference=workload,
+            reference_runs=sess.cfg.speed_reference_runs,
+            min_timed_audio_s=sess.cfg.min_timed_audio_s,
+        )
     except (DatasetError, BackendError) as exc:
         error(str(exc))
     threads = int(spec.options.get("cpu_threads") or 0) or None
@@ -713,10 +752,20 @@ def run_tts_case(sess: Any, case: Any, request: Any) -> Any:
     }
     sess.results.append(record)
     if bench is not None:
-        bench.extra_info.update({"wer": m["wer"], "cer": m["cer"], "rtf": m["rtf"], "ttfa_s": m["ttfa_s"],
-                                 "audio_seconds": m["audio_seconds"], "decode": record["decode"],
-                                 "weights": record["weights"],
-                                 "model": case.model, "device": case.device, "dataset": case.dataset})
+        bench.extra_info.update(
+            {
+                "wer": m["wer"],
+                "cer": m["cer"],
+                "rtf": m["rtf"],
+                "ttfa_s": m["ttfa_s"],
+                "audio_seconds": m["audio_seconds"],
+                "decode": record["decode"],
+                "weights": record["weights"],
+                "model": case.model,
+                "device": case.device,
+                "dataset": case.dataset,
+            }
+        )
     _junit_properties(request, record)
     ttfa = f", time to first audio {m['ttfa_s']:.3f} s" if m.get("ttfa_s") is not None else ""
     sess.notes.append(
@@ -729,8 +778,9 @@ def run_tts_case(sess: Any, case: Any, request: Any) -> Any:
     if problems and sess.opts.update:
         # Never bless broken audio as the baseline.
         record["verdict"] = "fail"
-        pytest.fail(f"speechlab: {case.id}: audio sanity failed, golden NOT updated:\n  "
-                    + "\n  ".join(problems), pytrace=False)
+        pytest.fail(
+            f"speechlab: {case.id}: audio sanity failed, golden NOT updated:\n  " + "\n  ".join(problems), pytrace=False
+        )
     failure = ""
     try:
         gate.check_golden()

@@ -16,9 +16,11 @@ other hardware is said to be that, not an improvement.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from .golden import Verdict, compare
+from .checks import Verdict
+from .golden import _fmt, compare
 
 GOLDEN_INVALID = "golden invalid"
 WEIGHTS = "weights changed"
@@ -130,3 +132,34 @@ def headline(case_id: str, verdict: Verdict) -> str:
     if rest:
         line += f" [also: {', '.join(rest)}]"
     return line
+
+
+def render_failure(case_id: str, verdict: Verdict, path: Path, changed: list[dict[str, str]], accept: str) -> str:
+    """The one block a failing case prints."""
+    from .drift import render as render_drift
+
+    lines = [headline(case_id, verdict)]
+    for p in verdict.problems:
+        lines.append(f"  ! {p}")
+    if verdict.drift:
+        lines.extend(render_drift(verdict.drift))
+    if verdict.checks:
+        lines.append(f"  {'metric':<8}{'obtained':>10}{'golden':>10}  {'tolerance':<12}verdict")
+        for c in verdict.checks:
+            lines.append(
+                f"  {c.metric:<8}{_fmt(c.obtained):>10}{_fmt(c.golden):>10}  {c.tolerance:<12}{c.status.upper()}"
+                + (f" ({c.note})" if c.note else "")
+            )
+    lines.append(f"  golden: {path}")
+    if changed:
+        lines.append(f"  utterances whose hypothesis changed ({len(changed)}):")
+        for row in changed[:20]:
+            lines.append(f"    [{row['id']}] REF:    {row['reference']}")
+            lines.append(f"    {'':{len(row['id']) + 2}} GOLDEN: {row['golden']}")
+            lines.append(f"    {'':{len(row['id']) + 2}} NOW:    {row['hypothesis']}")
+        if len(changed) > 20:
+            lines.append(f"    ... and {len(changed) - 20} more (see --speechlab-json)")
+    for n in verdict.notes:
+        lines.append(f"  note: {n}")
+    lines.append(f"  to accept the new values as the baseline, run:\n    {accept}")
+    return "\n".join(lines)

@@ -146,10 +146,7 @@ def dist_given_explicitly(args: Iterable[str], addopts: Iterable[str] = (), env_
     """Whether the user chose a distribution mode (``--dist``, ``--dist=X``, ``-d``/``--distload``) anywhere:
     the command line, the ini ``addopts`` or ``PYTEST_ADDOPTS``."""
     tokens = [*args, *addopts, *shlex.split(env_addopts or "")]
-    for t in tokens:
-        if t in ("--dist", "-d", "--distload") or t.startswith("--dist="):
-            return True
-    return False
+    return any(t in ("--dist", "-d", "--distload") or t.startswith("--dist=") for t in tokens)
 
 
 def maybe_default_loadgroup(config: Any, has_cases: bool) -> bool:
@@ -162,7 +159,9 @@ def maybe_default_loadgroup(config: Any, has_cases: bool) -> bool:
         return False
     if getattr(opt, "dist", "no") != "load" or not getattr(opt, "tx", None):
         return False
-    if dist_given_explicitly(config.invocation_params.args, config.getini("addopts"), os.environ.get("PYTEST_ADDOPTS", "")):
+    if dist_given_explicitly(
+        config.invocation_params.args, config.getini("addopts"), os.environ.get("PYTEST_ADDOPTS", "")
+    ):
         return False
     opt.dist = "loadgroup"
     return True

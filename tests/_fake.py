@@ -121,7 +121,7 @@ class FakeProject:
         import contextlib
         import io
 
-        from pytest_speechlab.cli import main
+        from pytest_speechlab.commands.cli import main
 
         out = io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):

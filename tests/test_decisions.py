@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from _support import FW_MISSING
 
-from pytest_speechlab.cli import main
+from pytest_speechlab.commands.cli import main
 from pytest_speechlab.metrics import bootstrap_delta
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +121,9 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 def _pytest(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args]
-    return subprocess.run(cmd, check=False, cwd=project, env=_clean_env(**env), capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        cmd, check=False, cwd=project, env=_clean_env(**env), capture_output=True, text=True, timeout=900
+    )
 
 
 # ---- the injected regression: within noise on 3 utterances, real on 30 -------------------------------------
@@ -136,8 +138,18 @@ def _pytest(project: Path, *args: str, **env: str) -> subprocess.CompletedProces
 # and the interval excludes 0 -> a real regression.  Same size of regression, different evidence.
 
 TRIO = ("please close the",)  # bench-01: 1 of the first 3
-EVERY_THIRD = ("please close the", "we need more", "my phone battery", "the dog is", "he forgot to",
-               "won the game", "i will call", "the bus was", "thank you for", "the sun is")  # bench-01, 04, ..., 28
+EVERY_THIRD = (
+    "please close the",
+    "we need more",
+    "my phone battery",
+    "the dog is",
+    "he forgot to",
+    "won the game",
+    "i will call",
+    "the bus was",
+    "thank you for",
+    "the sun is",
+)  # bench-01, 04, ..., 28
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +161,8 @@ def fw_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (project / "speechlab_testbackend.py").write_text(TEST_BACKEND, encoding="utf-8")
     (project / "conftest.py").write_text(CONFTEST, encoding="utf-8")
     trio = _manifest(project / "trio" / "manifest.jsonl", _bench_rows()[:3], BENCH)
-    (project / "speechlab.yaml").write_text(textwrap.dedent(f"""\
+    (project / "speechlab.yaml").write_text(
+        textwrap.dedent(f"""\
         models:
           fw-int8-b5:
             backend: corrupting-fw
@@ -169,15 +182,41 @@ def fw_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         gate: statistical
         rounds: 1
         golden_dir: golden
-        """).replace("{MODEL_B}\n", MODEL_B_YAML), encoding="utf-8")
+        """).replace("{MODEL_B}\n", MODEL_B_YAML),
+        encoding="utf-8",
+    )
     out: dict[str, Any] = {"project": project}
     common = ("--speechlab-rtf-gate", "off")  # this machine is shared: speed is not what these tests judge
-    out["run1"] = _pytest(project, "--speechlab-model", "fw-int8-b5", "--speechlab-update-golden",
-                          "--speechlab-json", "run1.json", *common)
-    out["runB"] = _pytest(project, "--speechlab-model", MODEL_B, "--speechlab-dataset", "trio",
-                          "--speechlab-update-golden", "--speechlab-json", "runB.json", *common)
-    out["run2"] = _pytest(project, "--speechlab-model", "fw-int8-b5", "--speechlab-json", "run2.json", "-rA", *common,
-                          SPEECHLAB_TEST_CORRUPT=json.dumps(EVERY_THIRD))
+    out["run1"] = _pytest(
+        project,
+        "--speechlab-model",
+        "fw-int8-b5",
+        "--speechlab-update-golden",
+        "--speechlab-json",
+        "run1.json",
+        *common,
+    )
+    out["runB"] = _pytest(
+        project,
+        "--speechlab-model",
+        MODEL_B,
+        "--speechlab-dataset",
+        "trio",
+        "--speechlab-update-golden",
+        "--speechlab-json",
+        "runB.json",
+        *common,
+    )
+    out["run2"] = _pytest(
+        project,
+        "--speechlab-model",
+        "fw-int8-b5",
+        "--speechlab-json",
+        "run2.json",
+        "-rA",
+        *common,
+        SPEECHLAB_TEST_CORRUPT=json.dumps(EVERY_THIRD),
+    )
     for k in ("run1", "runB"):
         assert out[k].returncode == 0, out[k].stdout + out[k].stderr
     return out
@@ -185,8 +224,10 @@ def fw_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def _interval(text: str, case: str) -> tuple[str, float, float, float]:
     """(judgement, delta, low, high) of the WER interval the summary prints for ``case`` (its ``gate:`` line)."""
-    pat = (r"gate: " + re.escape(case) + r": WER (within noise|real regression): delta ([+-]\d\.\d+), "
-           r"95% CI \[([+-]\d\.\d+), ([+-]\d\.\d+)\]")
+    pat = (
+        r"gate: " + re.escape(case) + r": WER (within noise|real regression): delta ([+-]\d\.\d+), "
+        r"95% CI \[([+-]\d\.\d+), ([+-]\d\.\d+)\]"
+    )
     m = re.search(pat, text)
     assert m, f"no WER interval for {case} in:\n{text}"
     return m[1], float(m[2]), float(m[3]), float(m[4])
@@ -200,9 +241,12 @@ def test_statistical_gate_noise_on_3_real_on_30(fw_runs: dict[str, Any]) -> None
     # bench (30 utterances, 10 damaged): a real regression, with its interval, in the failure block.
     assert "speechlab: fw-int8-b5-cpu-bench is worse than its golden baseline" in text
     assert "utterances whose hypothesis changed (10)" in text
-    block = text[text.index("fw-int8-b5-cpu-bench is worse"):text.index("speechlab summary")]
-    assert re.search(r"WER .* FAIL \(real regression: delta \+\d\.\d+, 95% CI \[\+\d\.\d+, \+\d\.\d+\] over 30 "
-                     r"utterances excludes 0", block), block
+    block = text[text.index("fw-int8-b5-cpu-bench is worse") : text.index("speechlab summary")]
+    assert re.search(
+        r"WER .* FAIL \(real regression: delta \+\d\.\d+, 95% CI \[\+\d\.\d+, \+\d\.\d+\] over 30 "
+        r"utterances excludes 0",
+        block,
+    ), block
     judged, d30, lo30, hi30 = _interval(text, "fw-int8-b5-cpu-bench")
     assert judged == "real regression" and lo30 > 0 and d30 > 0.02
     # trio (3 utterances, 1 damaged): within noise, so it passes, and the summary shows its interval.
@@ -214,7 +258,10 @@ def test_statistical_gate_noise_on_3_real_on_30(fw_runs: dict[str, Any]) -> None
     assert by["fw-int8-b5-cpu-trio"]["verdict"] == "pass"
     assert [c["status"] for c in by["fw-int8-b5-cpu-trio"]["checks"] if c["metric"] == "WER"] == ["noise"]
     assert by["fw-int8-b5-cpu-bench"]["verdict"] == "fail"
-    print(f"3 utterances: delta {d3:+.4f} CI [{lo3:+.4f}, {hi3:+.4f}]; 30 utterances: delta {d30:+.4f} CI [{lo30:+.4f}, {hi30:+.4f}]")
+    print(
+        f"3 utterances: delta {d3:+.4f} CI [{lo3:+.4f}, {hi3:+.4f}]; 30 utterances: delta {d30:+.4f} CI "
+        f"[{lo30:+.4f}, {hi30:+.4f}]"
+    )
 
 
 def test_one_bad_utterance_is_never_significant() -> None:
@@ -230,9 +277,11 @@ def test_one_bad_utterance_is_never_significant() -> None:
 
 # ---- speechlab check --------------------------------------------------------------------------------------
 
+
 @needs_fw
-def test_check_passes_real_record_and_fails_doctored(fw_runs: dict[str, Any], tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_passes_real_record_and_fails_doctored(
+    fw_runs: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     project = fw_runs["project"]
     accepting = project / "run1.json"
     # run1 accepted its goldens (--speechlab-update-golden): it compared nothing, so the gate refuses it.
@@ -266,8 +315,9 @@ def test_check_passes_real_record_and_fails_doctored(fw_runs: dict[str, Any], tm
 
 
 @needs_fw
-def test_check_gates_the_corrupted_run_strict_and_statistical(fw_runs: dict[str, Any],
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_gates_the_corrupted_run_strict_and_statistical(
+    fw_runs: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     run2 = fw_runs["project"] / "run2.json"
     assert main(["check", str(run2)]) == 1  # statistical (as the run): bench real, trio within noise
     out = capsys.readouterr().out
@@ -294,6 +344,7 @@ def test_check_bad_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 # ---- speechlab scorecard / matrix ------------------------------------------------------------------------
 
+
 def _png_ok(path: Path) -> None:
     import matplotlib.image
 
@@ -310,8 +361,16 @@ def test_scorecard_two_real_runs(fw_runs: dict[str, Any], tmp_path: Path, capsys
     printed = capsys.readouterr().out
     assert "recommended for asr:" in printed
     page = (out_dir / "scorecard.html").read_text(encoding="utf-8")
-    for needle in ("fw-int8-b5", MODEL_B, "trio on cpu", "bench on cpu", "A: passed its golden gate",
-                   "B: everything else", "Recommended here", "data:image/png;base64,"):
+    for needle in (
+        "fw-int8-b5",
+        MODEL_B,
+        "trio on cpu",
+        "bench on cpu",
+        "A: passed its golden gate",
+        "B: everything else",
+        "Recommended here",
+        "data:image/png;base64,",
+    ):
         assert needle in page, needle
     assert "<script" not in page and "src='http" not in page  # self-contained
     md = (out_dir / "scorecard.md").read_text(encoding="utf-8")
@@ -323,15 +382,24 @@ def test_scorecard_two_real_runs(fw_runs: dict[str, Any], tmp_path: Path, capsys
     # Each grade follows the rule printed on the page, recomputed here from the Markdown table's own numbers
     # (no case regressed in these runs, so only WER against the group's best and RTF decide).
     for section in md.split("## asr: ")[1:]:
-        rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith(("| fw-", "| ow-"))]
+        rows = [
+            [c.strip() for c in line.strip("|").split("|")]
+            for line in section.splitlines()
+            if line.startswith(("| fw-", "| ow-"))
+        ]
         best = min(float(r[3]) for r in rows)
         for r in rows:
             wer, rtf, gate, got = float(r[3]), float(r[6].split()[0]), r[11], r[12]
             assert gate in ("pass", "improved", "accepted", "differs"), r
             # RTF measured on a saturated CPU is shown "(not graded: ...)" and left out of the grade.
             graded = "not graded" not in r[6]
-            want = ("C" if (graded and rtf >= 1) or wer > best + 0.05
-                    else "A" if wer <= best + 0.01 and (not graded or rtf <= 0.5) else "B")
+            want = (
+                "C"
+                if (graded and rtf >= 1) or wer > best + 0.05
+                else "A"
+                if wer <= best + 0.01 and (not graded or rtf <= 0.5)
+                else "B"
+            )
             assert got == want, (r, want)
     print("grades (clean runs):", grades)
 
@@ -342,7 +410,7 @@ def test_scorecard_grades_a_regression_c(fw_runs: dict[str, Any], tmp_path: Path
     out_dir = tmp_path / "card"
     assert main(["scorecard", str(project / "run2.json"), str(project / "runB.json"), "-o", str(out_dir)]) == 0
     md = (out_dir / "scorecard.md").read_text(encoding="utf-8")
-    bench = md[md.index("## asr: bench on cpu"):]
+    bench = md[md.index("## asr: bench on cpu") :]
     assert re.search(r"\| fw-int8-b5 \|.*\| fail \| C \|", bench), bench
     # The damaged model is C on trio too (WER > best + 0.05), so the clean one is recommended for asr.
     assert f"- **asr**: **{MODEL_B}**" in md
@@ -370,6 +438,7 @@ def test_matrix_from_records(fw_runs: dict[str, Any], capsys: pytest.CaptureFixt
 
 # ---- lifecycle stages, pytest-benchmark, JUnit, GitHub step summary (pytester, in-process) ------------------
 
+
 @pytest.fixture
 def preloaded() -> None:
     """Skip without the faster-whisper extra; warm the normaliser (its import must not happen in an inner run)."""
@@ -381,20 +450,28 @@ def _duo_project(pytester: pytest.Pytester, models: str, extra: str = "") -> Pat
     smoke = [json.loads(line) for line in (SMOKE / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
     # smoke-01 is always right, smoke-02 has tiny.en's one usual error ("fix"): pooled WER 1/20 = 0.05.
     duo = _manifest(pytester.path / "duo" / "manifest.jsonl", smoke[:2], SMOKE)
-    pytester.makefile(".yaml", speechlab=f"models:\n{models}\ndatasets:\n  duo:\n    manifest: {duo}\n"
-                                          f"    allow_outside_paths: true\nrounds: 2\n{extra}")
+    pytester.makefile(
+        ".yaml",
+        speechlab=f"models:\n{models}\ndatasets:\n  duo:\n    manifest: {duo}\n"
+        f"    allow_outside_paths: true\nrounds: 2\n{extra}",
+    )
     return pytester.path
 
 
 def _fw(name: str, stage: str) -> str:
-    return (f"  {name}:\n    backend: faster-whisper\n    weights: bundled:tiny.en\n    compute_type: int8\n"
-            f"    beam_size: 1\n    language: en\n    devices: [cpu]\n    stage: {stage}\n")
+    return (
+        f"  {name}:\n    backend: faster-whisper\n    weights: bundled:tiny.en\n    compute_type: int8\n"
+        f"    beam_size: 1\n    language: en\n    devices: [cpu]\n    stage: {stage}\n"
+    )
 
 
 @needs_fw
-def test_stages_and_benchmark_disabled(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
-                                       preloaded: None) -> None:
-    models = _fw("prod", "production") + _fw("cand", "candidate") + _fw("exp", "experimental") + _fw("dep", "deprecated")
+def test_stages_and_benchmark_disabled(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, preloaded: None
+) -> None:
+    models = (
+        _fw("prod", "production") + _fw("cand", "candidate") + _fw("exp", "experimental") + _fw("dep", "deprecated")
+    )
     root = _duo_project(pytester, models, extra="history_dir: history\n")
     off = ("--speechlab-rtf-gate", "off", "-p", "no:cacheprovider")
     r = pytester.runpytest("--speechlab-model", "prod", "--speechlab-model", "cand", "--speechlab-update-golden", *off)
@@ -408,8 +485,16 @@ def test_stages_and_benchmark_disabled(pytester: pytest.Pytester, monkeypatch: p
     summary = root / "step_summary.md"
     summary.write_text("earlier step\n", encoding="utf-8")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    r = pytester.runpytest("--benchmark-disable", "--junitxml", str(root / "junit.xml"),
-                           "--speechlab-json", str(root / "run.json"), "--speechlab-save", "-rsx", *off)
+    r = pytester.runpytest(
+        "--benchmark-disable",
+        "--junitxml",
+        str(root / "junit.xml"),
+        "--speechlab-json",
+        str(root / "run.json"),
+        "--speechlab-save",
+        "-rsx",
+        *off,
+    )
     r.assert_outcomes(passed=1, failed=1, xfailed=1, skipped=1)
     text = r.stdout.str()
     # production: the tighter default tolerance fails a +0.015 drift that candidate tolerates.
@@ -456,8 +541,9 @@ def test_benchmark_autosave_and_compare(pytester: pytest.Pytester, preloaded: No
     assert {"wer", "cer", "rtf", "decode", "rtf_rounds"} <= set(info) and info["decode"]["beam_size"] == 1
     assert abs(info["wer"] - 0.05) < 1e-9 and info["rtf"] > 0
     assert bench["stats"]["rounds"] == 2 and bench["group"] == "duo-cpu"
-    r = pytester.runpytest("--benchmark-storage", storage, "--benchmark-compare",
-                           "--benchmark-compare-fail=median:1000%", *off)
+    r = pytester.runpytest(
+        "--benchmark-storage", storage, "--benchmark-compare", "--benchmark-compare-fail=median:1000%", *off
+    )
     r.assert_outcomes(passed=1)
     assert r.ret == 0
     assert "Comparing against benchmarks from" in r.stdout.str() + r.stderr.str()
@@ -467,18 +553,33 @@ def test_benchmark_autosave_and_compare(pytester: pytest.Pytester, preloaded: No
 
 # ---- the entity protocol -----------------------------------------------------------------------------------
 
+
 @needs_fw
-def test_entity_accuracy_recorded_and_gated(pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str],
-                                            preloaded: None) -> None:
+def test_entity_accuracy_recorded_and_gated(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], preloaded: None
+) -> None:
     from pytest_speechlab.metrics import get_normalizer
 
     manifest = BENCH / "entities.jsonl"
-    pytester.makefile(".yaml", speechlab=(
-        "models:\n" + _fw("fw", "candidate") + f"datasets:\n  entities:\n    manifest: {manifest}\n"
-        "    normalizer: whisper-en\nrounds: 1\n"))
+    pytester.makefile(
+        ".yaml",
+        speechlab=(
+            "models:\n" + _fw("fw", "candidate") + f"datasets:\n  entities:\n    manifest: {manifest}\n"
+            "    normalizer: whisper-en\nrounds: 1\n"
+        ),
+    )
     root = pytester.path
-    r = pytester.runpytest("--speechlab-update-golden", "--speechlab-rtf-gate", "off", "--speechlab-json",
-                           str(root / "run.json"), "--junitxml", str(root / "junit.xml"), "-p", "no:cacheprovider")
+    r = pytester.runpytest(
+        "--speechlab-update-golden",
+        "--speechlab-rtf-gate",
+        "off",
+        "--speechlab-json",
+        str(root / "run.json"),
+        "--junitxml",
+        str(root / "junit.xml"),
+        "-p",
+        "no:cacheprovider",
+    )
     r.assert_outcomes(passed=1)
     rec = json.loads((root / "run.json").read_text(encoding="utf-8"))
     case = rec["cases"][0]

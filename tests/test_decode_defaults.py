@@ -122,7 +122,9 @@ def test_bad_values_in_speechlab_yaml_name_file_and_key(tmp_path: Path, options:
 
     cfg = tmp_path / "speechlab.yaml"
     entry = {"backend": "faster-whisper", "weights": "bundled:tiny.en", **options}
-    cfg.write_text(yaml.safe_dump({"models": {"m": entry}, "datasets": {"d": {"manifest": "x.jsonl"}}}), encoding="utf-8")
+    cfg.write_text(
+        yaml.safe_dump({"models": {"m": entry}, "datasets": {"d": {"manifest": "x.jsonl"}}}), encoding="utf-8"
+    )
     with pytest.raises(ConfigError) as info:
         load_config(cfg)
     assert str(info.value) == f"{cfg}: models.m.{key}: {message}"
@@ -131,7 +133,8 @@ def test_bad_values_in_speechlab_yaml_name_file_and_key(tmp_path: Path, options:
 @needs_fw
 def test_overrides_and_thresholds_are_recorded() -> None:
     s = get_backend("faster-whisper").settings(  # type: ignore[attr-defined]
-        _spec(beam_size=1, temperature=[0.0, 0.5], no_speech_threshold=None, seed=7), "cpu")
+        _spec(beam_size=1, temperature=[0.0, 0.5], no_speech_threshold=None, seed=7), "cpu"
+    )
     assert (s["beam_size"], s["temperature"], s["no_speech_threshold"], s["seed"]) == (1, [0.0, 0.5], None, 7)
     assert s["log_prob_threshold"] == -1.0  # untouched library default, still recorded
 
@@ -142,7 +145,10 @@ def test_batching_must_state_its_settings() -> None:
     with pytest.raises(BackendError) as info:
         backend.settings(_spec(batch_size=4), "cpu")  # type: ignore[attr-defined]
     msg = str(info.value)
-    assert "model 'm': batch_size 4 batches across utterances, which decodes only at temperature 0.0 without timestamps" in msg
+    assert (
+        "model 'm': batch_size 4 batches across utterances, which decodes only at temperature 0.0 without timestamps"
+        in msg
+    )
     assert "temperature: (library default [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])" in msg
     assert "without_timestamps: (library default False)" in msg
     assert "Add 'temperature: 0.0' and 'without_timestamps: true'" in msg
@@ -206,11 +212,23 @@ def _record(decode: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_old_golden_gets_the_migration_message() -> None:
-    old = {"beam_size": 5, "temperature": 0.0, "without_timestamps": True, "condition_on_previous_text": False,
-           "compute_type": "int8"}
-    new = {"beam_size": 5, "temperature": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], "without_timestamps": False,
-           "condition_on_previous_text": True, "compute_type": "int8", "policy": 2, "seed": 0,
-           "library": "faster-whisper 1.2.1"}
+    old = {
+        "beam_size": 5,
+        "temperature": 0.0,
+        "without_timestamps": True,
+        "condition_on_previous_text": False,
+        "compute_type": "int8",
+    }
+    new = {
+        "beam_size": 5,
+        "temperature": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+        "without_timestamps": False,
+        "condition_on_previous_text": True,
+        "compute_type": "int8",
+        "policy": 2,
+        "seed": 0,
+        "library": "faster-whisper 1.2.1",
+    }
     v = compare(_record(old), _record(new), {"wer_abs": 0.02, "cer_abs": 0.02})
     assert v.status == "fail"
     (problem,) = v.problems
@@ -224,8 +242,12 @@ def test_old_golden_gets_the_migration_message() -> None:
     # Only the library version moved: a note, not a failure.
     v3 = compare(_record({**new, "library": "faster-whisper 1.2.0"}), _record(new), {})
     assert v3.status == "pass" and v3.problems == []
-    assert v3.notes == [("decode library changed: golden faster-whisper 1.2.0, now faster-whisper 1.2.1 "
-                        "(every recorded decode setting is the same)")]
+    assert v3.notes == [
+        (
+            "decode library changed: golden faster-whisper 1.2.0, now faster-whisper 1.2.1 "
+            "(every recorded decode setting is the same)"
+        )
+    ]
 
 
 @needs_fw
@@ -278,10 +300,17 @@ def test_session_refuses_batching_that_cannot_honour_the_settings(project: Any) 
     project.config(models={"fw-tiny-en": {**DEFAULT_MODEL, "batch_size": 4}})
     result = project.run("-m", "smoke", "--speechlab-update-golden")
     assert result.ret == 1
-    result.stdout.fnmatch_lines([("*model 'fw-tiny-en': batch_size 4 batches across utterances, which decodes only at "
-                                 "temperature 0.0 without timestamps*")])
-    project.config(models={"fw-tiny-en": {**DEFAULT_MODEL, "batch_size": 4, "temperature": 0.0,
-                                          "without_timestamps": True}})
+    result.stdout.fnmatch_lines(
+        [
+            (
+                "*model 'fw-tiny-en': batch_size 4 batches across utterances, which decodes only at "
+                "temperature 0.0 without timestamps*"
+            )
+        ]
+    )
+    project.config(
+        models={"fw-tiny-en": {**DEFAULT_MODEL, "batch_size": 4, "temperature": 0.0, "without_timestamps": True}}
+    )
     assert project.run("-m", "smoke", "--speechlab-update-golden").ret == 0
     decode = project.read_golden()["decode"]
     assert (decode["batch_size"], decode["temperature"], decode["without_timestamps"]) == (4, 0.0, True)

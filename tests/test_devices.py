@@ -189,11 +189,13 @@ def test_mps_that_cannot_allocate_skips_saying_why(torch_project: pytest.Pyteste
     fake_mac["torch"] = FakeTorch(fail=MPS_OOM)
     res = torch_project.runpytest("-p", "no:cacheprovider", "-m", "mps", "-rs")
     res.assert_outcomes(skipped=1)
-    res.stdout.fnmatch_lines(["*SKIPPED*mps probe failed: torch 2.11.0 reports mps available, but *MPS backend out of memory*"])
+    res.stdout.fnmatch_lines(["*SKIPPED*mps probe failed: torch 2.11.0 reports mps available, but *MPS backend out "
+                              "of memory*"])
 
 
-def test_first_run_on_a_new_device_compares_with_the_cpu_golden(torch_project: pytest.Pytester,
-                                                               fake_mac: dict[str, Any]) -> None:
+def test_first_run_on_a_new_device_compares_with_the_cpu_golden(
+    torch_project: pytest.Pytester, fake_mac: dict[str, Any]
+) -> None:
     """Only a cpu golden exists: the mps case compares accuracy with it (cross-device tolerance), says so in
     its line, does not compare speed, and names the command that records its own golden."""
     p = torch_project
@@ -204,29 +206,50 @@ def test_first_run_on_a_new_device_compares_with_the_cpu_golden(torch_project: p
     assert case["golden_device"] == "cpu" and case["verdict"] == "pass"
     assert case["metrics"]["wer"] == pytest.approx(1 / 36)
     assert {c["metric"]: c["status"] for c in case["checks"]}["SPEED"] == "not-compared"
-    res.stdout.fnmatch_lines([
-        "tor-mps-clips *vs cpu golden*pass",
-        ("note: tor-mps-clips: no mps golden: accuracy compared with the cpu golden (*cpu.json) with a cross-device "
-         "tolerance of +0.0200 WER/CER; speed not compared. Record this device's own golden: pytest *tor-mps-clips* "
-         "--speechlab-update-golden"),
-    ])
+    res.stdout.fnmatch_lines(
+        [
+            "tor-mps-clips *vs cpu golden*pass",
+            (
+                "note: tor-mps-clips: no mps golden: accuracy compared with the cpu golden (*cpu.json) with a "
+                "cross-device "
+                "tolerance of +0.0200 WER/CER; speed not compared. Record this device's own golden: pytest "
+                "*tor-mps-clips* "
+                "--speechlab-update-golden"
+            ),
+        ]
+    )
 
 
 def test_faster_whisper_cuda_without_cublas_12_skips_naming_library_and_package(
-        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A GPU box whose torch sees the GPU (CUDA 13 libraries) but where CTranslate2's cuBLAS 12 is missing."""
-    monkeypatch.setattr(devices, "_torch_probe", lambda: {"version": "2.11.0+cu130", "cuda": True, "cuda_count": 1,
-                                                          "cuda_name": "Fake GPU", "cuda_build": "13.0", "mps": False,
-                                                          "mps_built": False})
+    monkeypatch.setattr(
+        devices,
+        "_torch_probe",
+        lambda: {
+            "version": "2.11.0+cu130",
+            "cuda": True,
+            "cuda_count": 1,
+            "cuda_name": "Fake GPU",
+            "cuda_build": "13.0",
+            "mps": False,
+            "mps_built": False,
+        },
+    )
     monkeypatch.setattr(devices, "_PROBED", {})
     monkeypatch.setitem(devices.PROBES, ("ctranslate2", "cuda"), lambda: probe_ctranslate2_cuda(FakeCt2(), _no_cublas))
-    pytester.makefile(".yaml", speechlab="models:\n  fw:\n    backend: faster-whisper\n    devices: [cuda]\n"
-                                         "datasets:\n  d:\n    manifest: data\n")
+    pytester.makefile(
+        ".yaml",
+        speechlab="models:\n  fw:\n    backend: faster-whisper\n    devices: [cuda]\n"
+        "datasets:\n  d:\n    manifest: data\n",
+    )
     (pytester.path / "data").mkdir()
     res = pytester.runpytest("-p", "no:cacheprovider", "-rs")
     res.assert_outcomes(skipped=1)
-    res.stdout.fnmatch_lines([("*SKIPPED*cuda probe failed: ctranslate2 4.8.5 needs cuBLAS 12 (libcublas.so.12)*"
-                              "nvidia-cublas-cu12*")])
+    res.stdout.fnmatch_lines(
+        [("*SKIPPED*cuda probe failed: ctranslate2 4.8.5 needs cuBLAS 12 (libcublas.so.12)*nvidia-cublas-cu12*")]
+    )
 
 
 def test_workflow_has_macos_mps_and_self_hosted_cuda_jobs() -> None:

@@ -145,4 +145,6 @@ def test_longform_is_the_smoke_clips_concatenated() -> None:
     assert text.count("The plumber fixed the leak under the sink.") == script.LONGFORM_REPEATS
     stored, rate = sf.read(FIXTURES / "longform" / row["audio_filepath"], dtype="float32")
     assert rate == 16000 and stored.shape == audio.shape
-    assert float(abs(stored - audio).max()) <= 1.5 / 32768, "rerun: uv run python fixtures/make_fixtures.py --set longform"
+    assert float(abs(stored - audio).max()) <= 1.5 / 32768, (
+        "rerun: uv run python fixtures/make_fixtures.py --set longform"
+    )

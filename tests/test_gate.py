@@ -139,9 +139,11 @@ def test_merge_refuses_records_of_different_configs(fake: FakeProject) -> None:
     ha, hb = (fake.record(n)["settings"]["config_sha256"][:12] for n in ("a.json", "b.json"))
     rc, out = fake.speechlab("merge", str(a), str(b), "-o", str(fake.path / "m.json"))
     assert rc == 2
-    assert out.strip() == (f"speechlab merge: {a} and {b} were run with different speechlab configs (sha256 {ha} vs {hb}); "
-                           "their cases are not one matrix. Merge the shards of one config, or pass "
-                           "--allow-mixed-configs to merge anyway")
+    assert out.strip() == (
+        f"speechlab merge: {a} and {b} were run with different speechlab configs (sha256 {ha} vs {hb}); "
+        "their cases are not one matrix. Merge the shards of one config, or pass "
+        "--allow-mixed-configs to merge anyway"
+    )
     rc, out = fake.speechlab("merge", str(a), str(b), "-o", str(fake.path / "m.json"), "--allow-mixed-configs")
     assert rc == 0, out
 
@@ -171,9 +173,15 @@ def test_rtf_gate_off_note_says_why(fake: FakeProject) -> None:
 def test_rtf_baseline_recorded_under_xdist_is_marked_and_not_gated(fake: FakeProject) -> None:
     fake.config(models={"ok": {}, "ok2": {}})
     res = fake.run("--speechlab-update-golden", "-n", "2")
-    res.stdout.fnmatch_lines([("note: RTF of 2 golden(s) recorded on a busy machine (ok-cpu-clips, ok2-cpu-clips): marked "
-                              "rtf_unreliable, so RTF is not gated against them; re-record them without -n on a quiet "
-                              "machine to gate speed")])
+    res.stdout.fnmatch_lines(
+        [
+            (
+                "note: RTF of 2 golden(s) recorded on a busy machine (ok-cpu-clips, ok2-cpu-clips): marked "
+                "rtf_unreliable, so RTF is not gated against them; re-record them without -n on a quiet "
+                "machine to gate speed"
+            )
+        ]
+    )
     golden = json.loads(fake.golden().read_text())
     assert golden["rtf_unreliable"] == "recorded with 2 xdist workers"
     # Compared on the same, quiet machine (set here: this shared test machine's load decides nothing), the
@@ -185,13 +193,18 @@ def test_rtf_baseline_recorded_under_xdist_is_marked_and_not_gated(fake: FakePro
     verdict = compare(golden, now, {"wer_abs": 0.0, "cer_abs": 0.0, "rtf_rel": 0.5}, abs_rtf=True)  # absolute RTF gated
     rtf = next(c for c in verdict.checks if c.metric == "RTF")
     assert (verdict.status, rtf.status) == ("pass", "not-comparable")
-    assert rtf.note == ("the golden's RTF is unreliable (recorded with 2 xdist workers); re-record it on a quiet "
-                        "machine without -n to gate speed")
+    assert rtf.note == (
+        "the golden's RTF is unreliable (recorded with 2 xdist workers); re-record it on a quiet "
+        "machine without -n to gate speed"
+    )
     del golden["rtf_unreliable"]
-    assert compare(golden, now, {"wer_abs": 0.0, "cer_abs": 0.0, "rtf_rel": 0.5}, abs_rtf=True).status == "fail"  # unmarked: gated
+    assert (
+        compare(golden, now, {"wer_abs": 0.0, "cer_abs": 0.0, "rtf_rel": 0.5}, abs_rtf=True).status == "fail"
+    )  # unmarked: gated
 
 
 # ---- found while attacking the gate ------------------------------------------------------------------
+
 
 def test_swapped_dataset_is_not_a_pass(fake: FakeProject) -> None:
     """A golden recorded on other utterances (a dataset swapped or trimmed) cannot pass, even with a lower WER."""
@@ -201,9 +214,15 @@ def test_swapped_dataset_is_not_a_pass(fake: FakeProject) -> None:
     fake.dataset()  # now only utterance a: WER drops from 0.5 to 0
     res = fake.run("--speechlab-json", "run.json")
     res.assert_outcomes(failed=1)
-    res.stdout.fnmatch_lines([("*! the dataset differs from the golden's: utterances 1 only in the golden (b); scores "
-                              "over other utterances are not comparable. If the dataset change is intended, re-record "
-                              "the golden")])
+    res.stdout.fnmatch_lines(
+        [
+            (
+                "*! the dataset differs from the golden's: utterances 1 only in the golden (b); scores "
+                "over other utterances are not comparable. If the dataset change is intended, re-record "
+                "the golden"
+            )
+        ]
+    )
     rc, out = fake.speechlab("check", str(fake.path / "run.json"))
     assert rc == 1 and "1 only in the golden (b)" in out
 
@@ -215,8 +234,10 @@ def test_record_that_compared_nothing_is_refused(fake: FakeProject) -> None:
     run = fake.path / "run.json"
     rc, out = fake.speechlab("check", str(run))
     assert rc == 1  # ...but the gate does not call that a pass
-    assert (f"speechlab check: {run}: compared nothing: no case ran (1 skipped, 1 in all); a gate over it would pass "
-            "without checking anything. Run the cases on a machine that has their device and extras") in out
+    assert (
+        f"speechlab check: {run}: compared nothing: no case ran (1 skipped, 1 in all); a gate over it would pass "
+        "without checking anything. Run the cases on a machine that has their device and extras"
+    ) in out
     rc, out = fake.speechlab("merge", str(run), "-o", str(fake.path / "m.json"), "--gate")
     assert rc == 1 and "compared nothing: no case ran (1 skipped, 1 in all)" in out
 

@@ -72,7 +72,9 @@ def test_bad_value_through_pytest(fake: FakeProject) -> None:
     ({"text": 12}, "'text' must be a string (the reference transcript), got 12; quote it"),
     ({"id": []}, "'id' must be a non-empty string or an integer, got []"),
 ], ids=["duration", "text", "id"])
-def test_bad_manifest_value_is_an_error_in_pytest_and_validate(fake: FakeProject, row: dict[str, Any], message: str) -> None:
+def test_bad_manifest_value_is_an_error_in_pytest_and_validate(
+    fake: FakeProject, row: dict[str, Any], message: str
+) -> None:
     manifest = fake.dataset(rows=[{"audio_filepath": "a.wav", "text": "hello there", "id": "b", **row}])
     fake.config()
     res = fake.run("--speechlab-json", "run.json")
@@ -96,21 +98,31 @@ def test_config_option_naming_a_folder(fake: FakeProject) -> None:
     (fake.path / "conf").mkdir()
     res = fake.run("--speechlab-config", "conf")
     assert res.ret == pytest.ExitCode.USAGE_ERROR
-    res.stderr.fnmatch_lines([(f"*--speechlab-config conf: is a folder; name the config file, e.g. "
-                              f"--speechlab-config {Path('conf') / 'speechlab.yaml'}")])
+    res.stderr.fnmatch_lines(
+        [
+            (
+                f"*--speechlab-config conf: is a folder; name the config file, e.g. "
+                f"--speechlab-config {Path('conf') / 'speechlab.yaml'}"
+            )
+        ]
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--port", "99999"], "--port wants an integer 0-65535, got 99999"),
-    (["--max-upload-mb", "-1"], "--max-upload-mb wants a number of MB > 0, got -1"),
-    (["--max-upload-mb", "nan"], "--max-upload-mb wants a number of MB > 0, got nan"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--port", "99999"], "--port wants an integer 0-65535, got 99999"),
+        (["--max-upload-mb", "-1"], "--max-upload-mb wants a number of MB > 0, got -1"),
+        (["--max-upload-mb", "nan"], "--max-upload-mb wants a number of MB > 0, got nan"),
+    ],
+)
 def test_serve_refuses_bad_numbers(fake: FakeProject, args: list[str], message: str) -> None:
     rc, out = fake.speechlab("serve", "--model", "m", *args)
     assert rc == 2 and f"argument {args[0]}: {message}" in out
 
 
 # ---- item 8: symlinks out of a folder dataset, FIFOs ---------------------------------------------------
+
 
 def _folder_dataset(fake: FakeProject) -> Path:
     import shutil
@@ -134,9 +146,15 @@ def test_folder_dataset_symlink_outside_is_refused(fake: FakeProject, tmp_path_f
     (folder / "b.txt").write_text("hello there", encoding="utf-8")
     res = fake.run("--speechlab-json", "run.json")
     res.assert_outcomes(failed=1)
-    res.stdout.fnmatch_lines([(f"{folder / 'b.wav'}: points outside the dataset folder {folder} (through a symlink to "
-                              f"{outside}); refused. Copy the file into the folder, or set 'allow_outside_paths: true' "
-                              "on the dataset")])
+    res.stdout.fnmatch_lines(
+        [
+            (
+                f"{folder / 'b.wav'}: points outside the dataset folder {folder} (through a symlink to "
+                f"{outside}); refused. Copy the file into the folder, or set 'allow_outside_paths: true' "
+                "on the dataset"
+            )
+        ]
+    )
     assert fake.record()["cases"][0]["status"] == "error"
 
 
@@ -148,13 +166,18 @@ def test_fifo_audio_is_refused_not_a_hang(fake: FakeProject, form: str) -> None:
         folder = _folder_dataset(fake)
         os.mkfifo(folder / "b.wav")
         (folder / "b.txt").write_text("hello there", encoding="utf-8")
-        line = f"{folder / 'b.wav'}: not a regular file (a folder, FIFO or device); refused. Put the audio file itself there"
+        line = (
+            f"{folder / 'b.wav'}: not a regular file (a folder, FIFO or device); refused. "
+            "Put the audio file itself there"
+        )
     else:
         manifest = fake.dataset(rows=[{"audio_filepath": "fifo.wav", "text": "hello there", "id": "b"}])
         os.mkfifo(fake.path / "data/clips/fifo.wav")
         fake.config()
-        line = (f"{fake.path / manifest}:2: audio_filepath 'fifo.wav' is not a regular file (a folder, FIFO or device); "
-                "refused. Point it at the audio file itself")
+        line = (
+            f"{fake.path / manifest}:2: audio_filepath 'fifo.wav' is not a regular file (a folder, FIFO or device); "
+            "refused. Point it at the audio file itself"
+        )
     res = fake.run()
     res.assert_outcomes(failed=1)
     res.stdout.fnmatch_lines([line])

@@ -25,7 +25,7 @@ from pytest_speechlab.hallucination import (
 
 # Imported before any in-process pytester run, so the runs keep them (re-importing a native extension aborts).
 faster_whisper_vad = pytest.importorskip("faster_whisper.vad", reason="faster-whisper extra (Silero VAD) not installed")
-import soxr  # noqa: F401
+import soxr  # noqa: F401, E402
 
 
 def _run(fake: FakeProject, *args: str) -> pytest.RunResult:
@@ -56,9 +56,18 @@ def test_rules() -> None:
 
 
 def test_score_outputs_counts_words_on_nonspeech() -> None:
-    rows = [{"id": "a", "reference": "", "ref_norm": "", "hypothesis": "Thank you.", "hyp_norm": "thank you", "duration": 2.0},
-            {"id": "b", "reference": "", "ref_norm": "", "hypothesis": "", "hyp_norm": "", "duration": 4.0},
-            {"id": "c", "reference": "hi", "ref_norm": "hi", "hypothesis": "hi", "hyp_norm": "hi", "duration": 1.0}]
+    rows = [
+        {
+            "id": "a",
+            "reference": "",
+            "ref_norm": "",
+            "hypothesis": "Thank you.",
+            "hyp_norm": "thank you",
+            "duration": 2.0,
+        },
+        {"id": "b", "reference": "", "ref_norm": "", "hypothesis": "", "hyp_norm": "", "duration": 4.0},
+        {"id": "c", "reference": "hi", "ref_norm": "hi", "hypothesis": "hi", "hyp_norm": "hi", "duration": 1.0},
+    ]
     silence = np.zeros(16000, dtype=np.float32)
     m = score_outputs(rows, [silence, silence, silence], 16000, "test")
     assert m["catastrophic"] == 0
@@ -73,10 +82,18 @@ def test_empty_reference_on_speech_in_a_speech_dataset_is_not_nonspeech() -> Non
     import soundfile as sf
 
     speech, rate = sf.read(REPO / "fixtures" / "smoke" / "smoke-06.wav", dtype="float32")
-    rows = [{"id": "s", "reference": "", "ref_norm": "", "hypothesis": "Can you send me the report by Friday?",
-             "hyp_norm": "can you send me the report by friday", "duration": len(speech) / rate},
-            {"id": "q", "reference": "", "ref_norm": "", "hypothesis": "", "hyp_norm": "", "duration": 2.0},
-            {"id": "t", "reference": "hi", "ref_norm": "hi", "hypothesis": "hi", "hyp_norm": "hi", "duration": 1.0}]
+    rows = [
+        {
+            "id": "s",
+            "reference": "",
+            "ref_norm": "",
+            "hypothesis": "Can you send me the report by Friday?",
+            "hyp_norm": "can you send me the report by friday",
+            "duration": len(speech) / rate,
+        },
+        {"id": "q", "reference": "", "ref_norm": "", "hypothesis": "", "hyp_norm": "", "duration": 2.0},
+        {"id": "t", "reference": "hi", "ref_norm": "hi", "hypothesis": "hi", "hyp_norm": "hi", "duration": 1.0},
+    ]
     m = score_outputs(rows, [speech, np.zeros(32000, dtype=np.float32), speech], rate, "test")
     assert m["empty_references_with_speech"] == 1 and "Silero VAD finds" in rows[0]["not_nonspeech"]
     assert (m["nonspeech_clips"], m["nonspeech_words"], m["hallucination_rate"]) == (1, 0, 0.0)
@@ -86,23 +103,32 @@ def _cases(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["case"]: c for c in record["cases"]}
 
 
-@pytest.mark.parametrize("xdist", [pytest.param([], id="no-xdist"), pytest.param(["-n", "2"], id="n2", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "xdist", [pytest.param([], id="no-xdist"), pytest.param(["-n", "2"], id="n2", marks=pytest.mark.slow)]
+)
 def test_production_model_fails_on_one_catastrophic_output(fake: FakeProject, xdist: list[str]) -> None:
     """0 allowed for production: the failure block names the utterance and prints its alignment."""
     fake.config(models={"ok": {"stage": "production"}})
     _run(fake, "--speechlab-update-golden").assert_outcomes(passed=1)
-    assert _run(fake, ).ret == 0
+    assert (
+        _run(
+            fake,
+        ).ret
+        == 0
+    )
     fake.config(models={"ok": {"stage": "production", "say": LOOP}})
     res = _run(fake, "--speechlab-json", "run.json", *xdist)
     res.assert_outcomes(failed=1)
-    res.stdout.fnmatch_lines([
-        "*CATASTR*1.0000*0.0000*<= 0*FAIL (1 utterance(s) with a catastrophic output*0 allowed)",
-        "*worst catastrophic output [[]a[]]: 16 words for 2 in the reference (> 3x); compression ratio*",
-        "*REF: hello there",
-        "*alignment (normalised*",
-        "*REF: hello there [*][*][*][*][*] *",
-        "*HYP: hello there hello there*",
-    ])
+    res.stdout.fnmatch_lines(
+        [
+            "*CATASTR*1.0000*0.0000*<= 0*FAIL (1 utterance(s) with a catastrophic output*0 allowed)",
+            "*worst catastrophic output [[]a[]]: 16 words for 2 in the reference (> 3x); compression ratio*",
+            "*REF: hello there",
+            "*alignment (normalised*",
+            "*REF: hello there [*][*][*][*][*] *",
+            "*HYP: hello there hello there*",
+        ]
+    )
     row = _cases(fake.record())["ok-cpu-clips"]
     assert row["metrics"]["catastrophic"] == 1 and row["verdict"] == "fail"
     assert "16 words for 2" in row["utterances"][0]["catastrophic"]
@@ -114,23 +140,33 @@ def test_candidate_is_gated_against_the_golden_count(fake: FakeProject) -> None:
     fake.config(models={"cand": {"say": LOOP}})
     _run(fake, "--speechlab-update-golden").assert_outcomes(passed=1)
     assert json.loads(fake.golden("cand").read_text())["metrics"]["catastrophic"] == 1
-    _run(fake, ).assert_outcomes(passed=1)
+    _run(
+        fake,
+    ).assert_outcomes(passed=1)
     golden = json.loads(fake.golden("cand").read_text())
     golden["metrics"].pop("catastrophic")
     fake.golden("cand").write_text(json.dumps(golden))
-    res = _run(fake, )
+    res = _run(
+        fake,
+    )
     res.assert_outcomes(failed=1)
     res.stdout.fnmatch_lines(["*CATASTR*1.0000*-*<= 0*FAIL*", "*note: the golden has no catastrophic count*held to 0*"])
     # a configured allowance wins over the golden
     fake.config(models={"cand": {"say": LOOP, "thresholds": {"catastrophic_max": 1}}})
-    _run(fake, ).assert_outcomes(passed=1)
+    _run(
+        fake,
+    ).assert_outcomes(passed=1)
 
 
 def test_catastrophic_max_must_be_a_count(fake: FakeProject) -> None:
     fake.config(models={"ok": {"thresholds": {"catastrophic_max": 0.5}}})
-    res = _run(fake, )
+    res = _run(
+        fake,
+    )
     assert res.ret != 0
-    res.stdout.fnmatch_lines(["*models.ok.thresholds.catastrophic_max: is a count of utterances: must be a whole number*0.5*"])
+    res.stdout.fnmatch_lines(
+        ["*models.ok.thresholds.catastrophic_max: is a count of utterances: must be a whole number*0.5*"]
+    )
 
 
 def _nonspeech_dataset(fake: FakeProject, with_speech: bool = False) -> dict[str, Any]:
@@ -157,15 +193,20 @@ def test_words_on_nonspeech_are_gated_not_wer(fake: FakeProject) -> None:
     golden = json.loads(fake.golden("ok", "quiet").read_text())
     assert golden["metrics"]["hallucination_rate"] == 0.0 and golden["metrics"]["hallucination_wpm"] == 0.0
     assert all(r["vad_speech_s"] <= 0.25 for r in golden["utterances"])
-    fake.run_subprocess("--speechlab-rtf-gate", "off", ).assert_outcomes(passed=1)
+    fake.run_subprocess(
+        "--speechlab-rtf-gate",
+        "off",
+    ).assert_outcomes(passed=1)
     fake.config(models={"ok": {"say": "Thank you for watching!"}}, datasets=datasets)
     res = fake.run_subprocess("--speechlab-rtf-gate", "off", "--speechlab-json", "run.json")
     res.assert_outcomes(failed=1)
-    res.stdout.fnmatch_lines([
-        "*WER*1.0000*0.0000*OFF (non-speech dataset (every reference empty)*",
-        "*HAL-WPM*120.0000*0.0000*+5.0000 abs*FAIL*more output on non-speech*",  # 4 words x 3 clips / 0.1 min
-        "*HAL-RATE*1.0000*0.0000*+0.0000 abs*FAIL*",
-    ])
+    res.stdout.fnmatch_lines(
+        [
+            "*WER*1.0000*0.0000*OFF (non-speech dataset (every reference empty)*",
+            "*HAL-WPM*120.0000*0.0000*+5.0000 abs*FAIL*more output on non-speech*",  # 4 words x 3 clips / 0.1 min
+            "*HAL-RATE*1.0000*0.0000*+0.0000 abs*FAIL*",
+        ]
+    )
     m = _cases(fake.record())["ok-cpu-quiet"]["metrics"]
     assert (m["nonspeech_clips"], m["nonspeech_words"], m["hallucination_rate"]) == (3, 12, 1.0)
     assert m["nonspeech_vad"].startswith("silero (faster-whisper==")
@@ -179,9 +220,13 @@ def test_golden_without_hallucination_metrics_is_not_a_pass(fake: FakeProject) -
     for k in ("hallucination_rate", "hallucination_wpm"):
         golden["metrics"].pop(k)
     fake.golden("ok", "quiet").write_text(json.dumps(golden))
-    res = _run(fake, )
+    res = _run(
+        fake,
+    )
     res.assert_outcomes(failed=1)
-    res.stdout.fnmatch_lines(["*this run measured hallucination_wpm (the dataset has non-speech clips) but the golden has None; re-record*"])
+    res.stdout.fnmatch_lines(
+        ["*this run measured hallucination_wpm (the dataset has non-speech clips) but the golden has None; re-record*"]
+    )
 
 
 def test_speech_in_an_empty_reference_clip_is_an_error(fake: FakeProject) -> None:
@@ -189,8 +234,14 @@ def test_speech_in_an_empty_reference_clip_is_an_error(fake: FakeProject) -> Non
     fake.config(models={"ok": {"say": ""}}, datasets=_nonspeech_dataset(fake, with_speech=True))
     res = _run(fake, "--speechlab-update-golden")
     res.assert_outcomes(failed=1)
-    res.stdout.fnmatch_lines([("*(utterance speech): the reference is empty (a non-speech clip) but Silero VAD finds * s of "
-                              "speech in *speech.wav*Transcribe the clip in the manifest, or remove it*")])
+    res.stdout.fnmatch_lines(
+        [
+            (
+                "*(utterance speech): the reference is empty (a non-speech clip) but Silero VAD finds * s of "
+                "speech in *speech.wav*Transcribe the clip in the manifest, or remove it*"
+            )
+        ]
+    )
     assert not fake.golden("ok", "quiet").exists()
 
 
@@ -207,10 +258,14 @@ def test_bundled_nonspeech_set_is_what_the_script_makes_and_holds_no_speech() ->
     for row in rows:
         audio, rate = sf.read(NONSPEECH / row["audio_filepath"], dtype="float32")
         assert rate == 16000 and audio.shape == expected[row["id"]].shape
-        assert float(np.abs(audio - expected[row["id"]]).max()) <= 1.5 / 32768, "rerun: make_fixtures.py --set nonspeech"
+        assert float(np.abs(audio - expected[row["id"]]).max()) <= 1.5 / 32768, (
+            "rerun: make_fixtures.py --set nonspeech"
+        )
         assert vad_speech_seconds(audio, rate) == 0.0, f"Silero VAD finds speech in {row['audio_filepath']}"
     sums = dict(reversed(line.split()) for line in (NONSPEECH / "SHA256SUMS").read_text().splitlines())
     import hashlib
 
     for name, digest in sums.items():
-        assert hashlib.sha256((NONSPEECH / name).read_bytes()).hexdigest() == digest, f"{name} changed; rerun make_fixtures.py"
+        assert hashlib.sha256((NONSPEECH / name).read_bytes()).hexdigest() == digest, (
+            f"{name} changed; rerun make_fixtures.py"
+        )

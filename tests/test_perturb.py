@@ -93,28 +93,43 @@ def test_each_level_is_its_own_case_and_golden(fake: FakeProject) -> None:
     assert set(cases) == {"ok-cpu-clips", "ok-cpu-clips+snr20", "ok-cpu-clips+snr0"}
     assert "perturb" not in cases["ok-cpu-clips"]
     golden = json.loads(fake.golden(dataset="clips+snr0").read_text())
-    assert golden["perturb"]["snr_db"] == 0.0 and golden["perturb"]["seed"] == 1 and golden["perturb"]["noise"] == "white"
+    assert (
+        golden["perturb"]["snr_db"] == 0.0 and golden["perturb"]["seed"] == 1 and golden["perturb"]["noise"] == "white"
+    )
     _run(fake, "-k", "snr20").assert_outcomes(passed=1)
     # the same golden with another seed is other audio: refused, not compared
     datasets["clips"]["perturb"]["seed"] = 2
     fake.config(datasets=datasets)
     res = _run(fake, "-k", "snr0")
     res.assert_outcomes(failed=1)
-    res.stdout.fnmatch_lines(["*! the perturbation differs from the golden's:*'seed': 1*'seed': 2*re-record the golden"])
+    res.stdout.fnmatch_lines(
+        ["*! the perturbation differs from the golden's:*'seed': 1*'seed': 2*re-record the golden"]
+    )
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"snr_db": []}, "datasets.clips.perturb.snr_db: must be a non-empty list of SNR levels in dB*"),
-    ({"snr_db": [10, 10]}, "datasets.clips.perturb.snr_db: lists a level twice*"),
-    ({"snr_db": [10], "noise": "brown"}, "datasets.clips.perturb.noise: unknown noise 'brown'; one of: white, pink"),
-    ({"snr_db": [10], "gain": 3}, "datasets.clips.perturb.gain: unknown key; known: snr_db, noise, seed, codec"),
-    ({"snr_db": [10], "seed": -1}, "datasets.clips.perturb.seed: must be an integer >= 0, got -1"),
-    ([10], "datasets.clips.perturb: must be a mapping such as*"),
-    ({"codec": ["opus"]}, "datasets.clips.perturb.codec: must be a list of distinct codecs from: gsm, mp3; got [[]'opus'[]]"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"snr_db": []}, "datasets.clips.perturb.snr_db: must be a non-empty list of SNR levels in dB*"),
+        ({"snr_db": [10, 10]}, "datasets.clips.perturb.snr_db: lists a level twice*"),
+        (
+            {"snr_db": [10], "noise": "brown"},
+            "datasets.clips.perturb.noise: unknown noise 'brown'; one of: white, pink",
+        ),
+        ({"snr_db": [10], "gain": 3}, "datasets.clips.perturb.gain: unknown key; known: snr_db, noise, seed, codec"),
+        ({"snr_db": [10], "seed": -1}, "datasets.clips.perturb.seed: must be an integer >= 0, got -1"),
+        ([10], "datasets.clips.perturb: must be a mapping such as*"),
+        (
+            {"codec": ["opus"]},
+            "datasets.clips.perturb.codec: must be a list of distinct codecs from: gsm, mp3; got [[]'opus'[]]",
+        ),
+    ],
+)
 def test_bad_perturb_names_the_key(fake: FakeProject, bad: Any, message: str) -> None:
     manifest = fake.dataset()
     fake.config(datasets={"clips": {"manifest": manifest, "normalizer": "basic", "perturb": bad}})
-    res = _run(fake, )
+    res = _run(
+        fake,
+    )
     assert res.ret != 0
     res.stdout.fnmatch_lines([f"*{message}"])

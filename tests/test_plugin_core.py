@@ -78,10 +78,13 @@ def test_config_option_and_ini(project: SpeechProject) -> None:
 
     result = project.run("--collect-only", "--speechlab-config", "conf/nope.yaml")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*speechlab config */conf/nope.yaml does not exist; fix --speechlab-config or ini speechlab_config*"])
+    result.stderr.fnmatch_lines(
+        ["*speechlab config */conf/nope.yaml does not exist; fix --speechlab-config or ini speechlab_config*"]
+    )
 
 
 # ---- devices and markers ---------------------------------------------------------------------------
+
 
 def test_device_option(project: SpeechProject) -> None:
     """cpu|cuda|mps|all|auto select cases; cases that cannot run here are collected and skipped with a reason."""
@@ -97,38 +100,46 @@ def test_device_option(project: SpeechProject) -> None:
 
     result = project.run("-rs", "--speechlab-device", "all", "-m", "cuda or mps")
     result.assert_outcomes(skipped=2, deselected=1)
-    result.stdout.fnmatch_lines_random([
-        "SKIPPED [[]1[]] *: faster-whisper has no MPS support (CTranslate2 runs on cpu and cuda only)",
-        f"SKIPPED [[]1[]] *: {cuda_reason}",
-    ])
+    result.stdout.fnmatch_lines_random(
+        [
+            "SKIPPED [[]1[]] *: faster-whisper has no MPS support (CTranslate2 runs on cpu and cuda only)",
+            f"SKIPPED [[]1[]] *: {cuda_reason}",
+        ]
+    )
     # -m cuda selects exactly the cuda cases (the marker is added automatically).
     result = project.run("--collect-only", "-q", "--speechlab-device", "all", "-m", "cuda")
     assert _collected_ids(result) == ["fw-tiny-en-cuda-smoke"]
 
     result = project.run("--speechlab-device", "tpu")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([
-        "*argument --speechlab-device: unknown device 'tpu'; choose from auto, all, cpu, cuda, mps, remote*"
-    ])
+    result.stderr.fnmatch_lines(
+        ["*argument --speechlab-device: unknown device 'tpu'; choose from auto, all, cpu, cuda, mps, remote*"]
+    )
 
 
 def test_markers_registered(project: SpeechProject) -> None:
     project.config()
     result = project.run("--markers")
-    result.stdout.fnmatch_lines_random([
-        "@pytest.mark.smoke: the bundled regression suite*",
-        "@pytest.mark.real_e2e: needs weights or data that are not bundled*",
-        "@pytest.mark.cuda: runs on an NVIDIA GPU*",
-        "@pytest.mark.mps: runs on an Apple GPU*",
-    ])
+    result.stdout.fnmatch_lines_random(
+        [
+            "@pytest.mark.smoke: the bundled regression suite*",
+            "@pytest.mark.real_e2e: needs weights or data that are not bundled*",
+            "@pytest.mark.cuda: runs on an NVIDIA GPU*",
+            "@pytest.mark.mps: runs on an Apple GPU*",
+        ]
+    )
 
 
 def test_dataset_markers_select_cases(project: SpeechProject) -> None:
     """A dataset's markers go on its cases: -m smoke picks them, --strict-markers accepts them."""
     project.dataset("a")
     project.dataset("b")
-    project.config(datasets={"a": {"manifest": "data/a/manifest.jsonl", "markers": ["smoke"]},
-                             "b": {"manifest": "data/b/manifest.jsonl", "markers": ["nightly"]}})
+    project.config(
+        datasets={
+            "a": {"manifest": "data/a/manifest.jsonl", "markers": ["smoke"]},
+            "b": {"manifest": "data/b/manifest.jsonl", "markers": ["nightly"]},
+        }
+    )
     result = project.run("--collect-only", "-q", "--strict-markers", "-m", "smoke")
     assert _collected_ids(result) == ["fw-tiny-en-cpu-a"]
     result = project.run("--collect-only", "-q", "--strict-markers", "-m", "nightly")
@@ -136,6 +147,7 @@ def test_dataset_markers_select_cases(project: SpeechProject) -> None:
 
 
 # ---- datasets -----------------------------------------------------------------------------------
+
 
 def test_dataset_by_name(project: SpeechProject) -> None:
     project.dataset("a")
@@ -192,9 +204,17 @@ def test_adhoc_manifest_record_and_junit(project: SpeechProject, plugin_args: li
     project.config()
     # Clips that need resampling (22.05 kHz stereo FLAC, 44.1 kHz 24-bit) and one that does not.
     manifest = project.dataset("clips", clips=("smoke-03", "smoke-04", "smoke-06"))
-    result = project.run("--speechlab-dataset", str(manifest.relative_to(project.path)),
-                         "--speechlab-update-golden", "--speechlab-json", "run.json", "--junitxml", "junit.xml",
-                         "-rA", *plugin_args)
+    result = project.run(
+        "--speechlab-dataset",
+        str(manifest.relative_to(project.path)),
+        "--speechlab-update-golden",
+        "--speechlab-json",
+        "run.json",
+        "--junitxml",
+        "junit.xml",
+        "-rA",
+        *plugin_args,
+    )
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["PASSED speechlab.yaml::test_speech[[]fw-tiny-en-cpu-clips[]]"])
 
@@ -239,17 +259,18 @@ def test_dataset_folder_of_wav_and_txt(project: SpeechProject) -> None:
         row = smoke_rows()[cid]
         shutil.copy(SMOKE / row["audio_filepath"], folder / row["audio_filepath"])
         (folder / f"{cid}.txt").write_text(row["text"] + "\n", encoding="utf-8")
-    result = project.run("--speechlab-dataset", "wavs", "--speechlab-update-golden",
-                         "--speechlab-json", "run.json")
+    result = project.run("--speechlab-dataset", "wavs", "--speechlab-update-golden", "--speechlab-json", "run.json")
     result.assert_outcomes(passed=1)
     (case,) = project.record(project.path / "run.json")["cases"]
     assert case["case"] == "fw-tiny-en-cpu-wavs"
     assert [(r["id"], r["reference"]) for r in case["utterances"]] == [
-        (cid, smoke_rows()[cid]["text"]) for cid in ("smoke-02", "smoke-03")]
+        (cid, smoke_rows()[cid]["text"]) for cid in ("smoke-02", "smoke-03")
+    ]
     assert case["metrics"]["wer"] <= 0.2
 
 
 # ---- golden gating -------------------------------------------------------------------------------
+
 
 def _corrupt(data: dict[str, Any]) -> None:
     """Make the golden claim a better WER than the model gets, with the utterance transcribed perfectly."""
@@ -266,12 +287,14 @@ def test_golden_lifecycle(project: SpeechProject, plugin_args: list[str]) -> Non
 
     result = project.run(*plugin_args)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        f"*speechlab: {CASE} has no golden baseline",
-        f"*golden: {golden}",
-        "*to accept the new values as the baseline, run:",
-        ACCEPT,
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            f"*speechlab: {CASE} has no golden baseline",
+            f"*golden: {golden}",
+            "*to accept the new values as the baseline, run:",
+            ACCEPT,
+        ]
+    )
     assert not golden.exists()
 
     project.run("--speechlab-update-golden", *plugin_args).assert_outcomes(passed=1)
@@ -287,19 +310,21 @@ def test_golden_lifecycle(project: SpeechProject, plugin_args: list[str]) -> Non
     result = project.run(*plugin_args)
     result.assert_outcomes(failed=1)
     ref = smoke_rows()["smoke-02"]["text"]
-    result.stdout.fnmatch_lines([
-        f"*speechlab: {CASE} is worse than its golden baseline (WER)",
-        "*metric*obtained*golden*tolerance*verdict",
-        # Production stage: its WER ceiling 0.01 applies although the project's global thresholds say 0.02.
-        f"*WER*{wer:.4f}*{wer - 0.1:.4f}*+0.0100 abs*FAIL (+0.1000 over the golden)",
-        f"*golden: {golden}",
-        "*utterances whose hypothesis changed (1):",
-        f"*[[]smoke-02[]] REF:    {ref}",
-        f"*GOLDEN: {ref}",
-        "*NOW:    *",
-        "*to accept the new values as the baseline, run:",
-        ACCEPT,
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            f"*speechlab: {CASE} is worse than its golden baseline (WER)",
+            "*metric*obtained*golden*tolerance*verdict",
+            # Production stage: its WER ceiling 0.01 applies although the project's global thresholds say 0.02.
+            f"*WER*{wer:.4f}*{wer - 0.1:.4f}*+0.0100 abs*FAIL (+0.1000 over the golden)",
+            f"*golden: {golden}",
+            "*utterances whose hypothesis changed (1):",
+            f"*[[]smoke-02[]] REF:    {ref}",
+            f"*GOLDEN: {ref}",
+            "*NOW:    *",
+            "*to accept the new values as the baseline, run:",
+            ACCEPT,
+        ]
+    )
 
     project.run("--speechlab-update-golden", *plugin_args).assert_outcomes(passed=1)
     assert project.read_golden()["metrics"]["wer"] == pytest.approx(wer)
@@ -328,12 +353,16 @@ def test_normaliser_mismatch_fails(project: SpeechProject) -> None:
     project.edit_golden(lambda d: d["normalizer"].update(version="whisper-normalizer==0.0.1"))
     result = project.run()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        f"*speechlab: {CASE}: settings changed since its golden baseline (scores are not comparable)",
-        ("*! normaliser mismatch: golden used {'name': 'whisper-en', 'version': 'whisper-normalizer==0.0.1'}, "
-        "this run {'name': 'whisper-en', 'version': 'whisper-normalizer==*'}; scores are not comparable"),
-        ACCEPT,
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            f"*speechlab: {CASE}: settings changed since its golden baseline (scores are not comparable)",
+            (
+                "*! normaliser mismatch: golden used {'name': 'whisper-en', 'version': 'whisper-normalizer==0.0.1'}, "
+                "this run {'name': 'whisper-en', 'version': 'whisper-normalizer==*'}; scores are not comparable"
+            ),
+            ACCEPT,
+        ]
+    )
 
 
 def test_decode_settings_mismatch_fails(project: SpeechProject) -> None:
@@ -342,17 +371,21 @@ def test_decode_settings_mismatch_fails(project: SpeechProject) -> None:
     project.config(models={"fw-tiny-en": {**DEFAULT_MODEL, "beam_size": 1}})
     result = project.run()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        f"*speechlab: {CASE}: settings changed since its golden baseline (scores are not comparable)",
-        "*! decode settings differ from the golden: beam_size: golden 5 vs now 1",
-        ACCEPT,
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            f"*speechlab: {CASE}: settings changed since its golden baseline (scores are not comparable)",
+            "*! decode settings differ from the golden: beam_size: golden 5 vs now 1",
+            ACCEPT,
+        ]
+    )
 
 
 def test_rtf_on_other_hardware_is_not_comparable(project: SpeechProject) -> None:
     """Absolute RTF is reported, not gated (speed is gated relative to the speed reference); with
     --speechlab-abs-rtf it is gated on identical machines only, and --speechlab-force-rtf gates it anyway."""
-    project.config(thresholds={"wer_abs": 0.02, "cer_abs": 0.02, "rtf_rel": 0.5, "speed_rel": 100.0, "speed_rel_min": 100.0})
+    project.config(
+        thresholds={"wer_abs": 0.02, "cer_abs": 0.02, "rtf_rel": 0.5, "speed_rel": 100.0, "speed_rel_min": 100.0}
+    )
     project.run("--speechlab-update-golden").assert_outcomes(passed=1)
 
     def other_machine(data: dict[str, Any]) -> None:
@@ -369,16 +402,20 @@ def test_rtf_on_other_hardware_is_not_comparable(project: SpeechProject) -> None
 
     result = project.run("--speechlab-force-rtf")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        f"*speechlab: {CASE} is worse than its golden baseline (RTF)",
-        "*RTF * 0.0001  x1.50 *FAIL (*x the golden)",
-        ACCEPT,
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            f"*speechlab: {CASE} is worse than its golden baseline (RTF)",
+            "*RTF * 0.0001  x1.50 *FAIL (*x the golden)",
+            ACCEPT,
+        ]
+    )
 
 
 def test_rtf_not_comparable_names_both_machines(project: SpeechProject) -> None:
     """The not-comparable note names the golden's machine and this one, so the reader sees why."""
-    project.config(thresholds={"wer_abs": 0.0, "cer_abs": 0.02, "rtf_rel": 0.5, "speed_rel": 100.0, "speed_rel_min": 100.0})
+    project.config(
+        thresholds={"wer_abs": 0.0, "cer_abs": 0.02, "rtf_rel": 0.5, "speed_rel": 100.0, "speed_rel_min": 100.0}
+    )
     project.run("--speechlab-update-golden").assert_outcomes(passed=1)
 
     def other_machine(data: dict[str, Any]) -> None:
@@ -388,27 +425,40 @@ def test_rtf_not_comparable_names_both_machines(project: SpeechProject) -> None:
     project.edit_golden(other_machine)
     result = project.run("--speechlab-abs-rtf")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([("*RTF*NOT-COMPARABLE (golden measured on *Golden CPU 9000*this run on*"
-                                 "--speechlab-force-rtf compares anyway*")])
+    result.stdout.fnmatch_lines(
+        [
+            (
+                "*RTF*NOT-COMPARABLE (golden measured on *Golden CPU 9000*this run on*"
+                "--speechlab-force-rtf compares anyway*"
+            )
+        ]
+    )
 
 
 # ---- lifecycle stages ----------------------------------------------------------------------------
 
+
 def test_experimental_xfails_and_deprecated_skips(project: SpeechProject) -> None:
-    project.config(models={"fw-exp": {**DEFAULT_MODEL, "stage": "experimental"},
-                           "fw-old": {**DEFAULT_MODEL, "stage": "deprecated"}})
+    project.config(
+        models={
+            "fw-exp": {**DEFAULT_MODEL, "stage": "experimental"},
+            "fw-old": {**DEFAULT_MODEL, "stage": "deprecated"},
+        }
+    )
     result = project.run("-rsx")
     result.assert_outcomes(xfailed=1, skipped=1)
     assert result.ret == pytest.ExitCode.OK  # an experimental model's failure does not fail the run
-    result.stdout.fnmatch_lines_random([
-        "XFAIL speechlab.yaml::test_speech[[]fw-exp-cpu-smoke[]] - fw-exp is experimental: reported, not gated",
-        "SKIPPED [[]1[]] *: fw-old is deprecated (stage: deprecated in speechlab.yaml)",
-    ])
+    result.stdout.fnmatch_lines_random(
+        [
+            "XFAIL speechlab.yaml::test_speech[[]fw-exp-cpu-smoke[]] - fw-exp is experimental: reported, not gated",
+            "SKIPPED [[]1[]] *: fw-old is deprecated (stage: deprecated in speechlab.yaml)",
+        ]
+    )
 
 
 # ---- terminal output -----------------------------------------------------------------------------
 
-SLOW_CONFTEST = '''
+SLOW_CONFTEST = """
 import time
 from pytest_speechlab.backends import faster_whisper as fw
 
@@ -426,7 +476,7 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
     fw.FasterWhisperASR.transcribe = _orig
-'''
+"""
 
 
 def test_progress_shown_unless_quiet(project: SpeechProject) -> None:
@@ -443,7 +493,7 @@ def test_progress_shown_unless_quiet(project: SpeechProject) -> None:
 
 # ---- users' own tests ------------------------------------------------------------------------------
 
-USER_TESTS = '''
+USER_TESTS = """
 import pytest
 from pytest_speechlab.datasets import load_audio
 
@@ -467,7 +517,7 @@ def test_eval(asr_eval):
 @pytest.mark.speechlab(device="mps")
 def test_on_mps(speech_model):
     raise AssertionError("never reached off macOS")
-'''
+"""
 
 
 def test_users_own_tests_with_fixtures(project: SpeechProject) -> None:
@@ -483,27 +533,32 @@ def test_users_own_tests_with_fixtures(project: SpeechProject) -> None:
     project.edit_golden(_corrupt)
     result = project.run("test_user.py")
     result.assert_outcomes(passed=1, failed=1, skipped=1)
-    result.stdout.fnmatch_lines([
-        f"*speechlab: {CASE} is worse than its golden baseline (WER)",
-        "*pytest test_user.py::test_eval --speechlab-update-golden",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            f"*speechlab: {CASE} is worse than its golden baseline (WER)",
+            "*pytest test_user.py::test_eval --speechlab-update-golden",
+        ]
+    )
 
 
 def test_fixtures_documented(project: SpeechProject) -> None:
     project.config()
     result = project.run("--fixtures")
-    result.stdout.fnmatch_lines_random([
-        "speech_device*",
-        "*The device a test runs on*",
-        "speech_model*",
-        "*Loaded once per model x device per process*",
-        "speech_dataset*",
-        "asr_eval*",
-        "*runs a configured model over a*",
-    ])
+    result.stdout.fnmatch_lines_random(
+        [
+            "speech_device*",
+            "*The device a test runs on*",
+            "speech_model*",
+            "*Loaded once per model x device per process*",
+            "speech_dataset*",
+            "asr_eval*",
+            "*runs a configured model over a*",
+        ]
+    )
 
 
 # ---- sharding ----------------------------------------------------------------------------------
+
 
 def test_shards_partition_the_matrix(project: SpeechProject) -> None:
     for name in ("a", "b", "c"):

@@ -24,7 +24,10 @@ from pytest_speechlab.runs import (
 )
 from pytest_speechlab.schema import schema_path
 
-FIX = "the golden breaks its schema (golden-1.schema.json); restore it from git or re-create it with --speechlab-update-golden"
+FIX = (
+    "the golden breaks its schema (golden-1.schema.json); restore it from git or re-create it with "
+    "--speechlab-update-golden"
+)
 
 
 def _set(path: str, value: Any) -> Any:
@@ -36,6 +39,7 @@ def _set(path: str, value: Any) -> Any:
             d.pop(keys[-1])
         else:
             d[keys[-1]] = value
+
     return change
 
 
@@ -83,22 +87,38 @@ def test_future_golden_schema(fake: FakeProject) -> None:
     golden.write_text(golden.read_text().replace('"schema": 1', '"schema": 7'), encoding="utf-8")
     res = fake.run()
     res.assert_outcomes(failed=1)
-    res.stdout.fnmatch_lines([(f"{golden}: schema: golden schema 7 is newer than this pytest-speechlab reads (1); "
-                              "upgrade pytest-speechlab")])
+    res.stdout.fnmatch_lines(
+        [(f"{golden}: schema: golden schema 7 is newer than this pytest-speechlab reads (1); upgrade pytest-speechlab")]
+    )
 
 
-RECORD_FIX = "the run record breaks its schema (run-record-2.schema.json); re-create it with pytest --speechlab-json PATH"
+RECORD_FIX = (
+    "the run record breaks its schema (run-record-2.schema.json); re-create it with pytest --speechlab-json PATH"
+)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda r: r["cases"][0]["metrics"].update(wer=math.nan), "cases[0].metrics.wer: NaN is not a finite number or null"),
-    (lambda r: r["cases"][0]["metrics"].update(wer="0.1"), "cases[0].metrics.wer: '0.1' is not a finite number or null"),
-    (lambda r: r["cases"][0]["metrics"].update(rtf=-1), "cases[0].metrics.rtf: -1 is less than the minimum of 0"),
-    (lambda r: r["cases"][0].pop("metrics"), "cases[0]: 'metrics' is a required property"),
-    (lambda r: r["cases"][0].update(status="passed"), "cases[0].status: 'passed' is not one of ['ran', 'skipped', 'error']"),
-    (lambda r: r.pop("collected"), "(top level): 'collected' is a required property"),
-    (lambda r: r.update(collected="1"), "collected: '1' is not a finite integer"),
-], ids=["nan", "string", "negative", "no-metrics", "status", "no-collected", "collected-string"])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda r: r["cases"][0]["metrics"].update(wer=math.nan),
+            "cases[0].metrics.wer: NaN is not a finite number or null",
+        ),
+        (
+            lambda r: r["cases"][0]["metrics"].update(wer="0.1"),
+            "cases[0].metrics.wer: '0.1' is not a finite number or null",
+        ),
+        (lambda r: r["cases"][0]["metrics"].update(rtf=-1), "cases[0].metrics.rtf: -1 is less than the minimum of 0"),
+        (lambda r: r["cases"][0].pop("metrics"), "cases[0]: 'metrics' is a required property"),
+        (
+            lambda r: r["cases"][0].update(status="passed"),
+            "cases[0].status: 'passed' is not one of ['ran', 'skipped', 'error']",
+        ),
+        (lambda r: r.pop("collected"), "(top level): 'collected' is a required property"),
+        (lambda r: r.update(collected="1"), "collected: '1' is not a finite integer"),
+    ],
+    ids=["nan", "string", "negative", "no-metrics", "status", "no-collected", "collected-string"],
+)
 def test_bad_record_is_refused_by_check_and_merge(fake: FakeProject, change: Any, message: str) -> None:
     fake.config()
     fake.run("--speechlab-update-golden")
@@ -116,14 +136,20 @@ def test_bad_record_is_refused_by_check_and_merge(fake: FakeProject, change: Any
 def test_future_and_old_record_schema(tmp_path: Path) -> None:
     future = tmp_path / "future.json"
     future.write_text(json.dumps({"schema": 3, "collected": 0, "cases": []}), encoding="utf-8")
-    with pytest.raises(RunRecordError, match=r"future.json: schema: run record schema 3 is newer than this "
-                                             r"pytest-speechlab reads \(2\); upgrade pytest-speechlab$"):
+    with pytest.raises(
+        RunRecordError,
+        match=r"future.json: schema: run record schema 3 is newer than this "
+        r"pytest-speechlab reads \(2\); upgrade pytest-speechlab$",
+    ):
         load_run(future)
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"schema": 1, "cases": []}), encoding="utf-8")
     assert load_run(old)["cases"] == []  # history (scorecards) still reads it
-    with pytest.raises(RunRecordError, match=r"old.json: schema: run record schema 1 \(older pytest-speechlab\) has no "
-                                             r"'collected' count"):
+    with pytest.raises(
+        RunRecordError,
+        match=r"old.json: schema: run record schema 1 \(older pytest-speechlab\) has no "
+        r"'collected' count",
+    ):
         load_run(old, gate=True)
 
 
@@ -143,19 +169,62 @@ def test_bundled_goldens_are_valid() -> None:
 # ---- property test: random JSON in, a clear error or a valid document out ------------------------------
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=4),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(
-        ["schema", "metrics", "wer", "cer", "rtf", "cases", "case", "status", "collected", "id", "utterances",
-         "model", "dataset", "device", "verdict", "entity_acc", "x"]), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=4),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "schema",
+                    "metrics",
+                    "wer",
+                    "cer",
+                    "rtf",
+                    "cases",
+                    "case",
+                    "status",
+                    "collected",
+                    "id",
+                    "utterances",
+                    "model",
+                    "dataset",
+                    "device",
+                    "verdict",
+                    "entity_acc",
+                    "x",
+                ]
+            ),
+            children,
+            max_size=4,
+        )
+    ),
     max_leaves=12,
 )
 
-GOOD_GOLDEN: dict[str, Any] = {"schema": 1, "normalizer": {"name": "basic", "version": "1"}, "decode": {},
-                                "metrics": {"wer": 0.1, "cer": 0.05, "rtf": 0.2},
-                                "utterances": [{"id": "a", "word_errors": 1, "ref_words": 10}]}
-GOOD_CASE: dict[str, Any] = {"case": "m-cpu-d", "model": "m", "dataset": "d", "device": "cpu", "status": "ran",
-                             "verdict": "pass", "origin": "matrix", "normalizer": {"name": "basic", "version": "1"},
-                             "decode": {}, "metrics": {"wer": 0.1, "cer": 0.05, "rtf": 0.2}, "utterances": []}
+GOOD_GOLDEN: dict[str, Any] = {
+    "schema": 1,
+    "normalizer": {"name": "basic", "version": "1"},
+    "decode": {},
+    "metrics": {"wer": 0.1, "cer": 0.05, "rtf": 0.2},
+    "utterances": [{"id": "a", "word_errors": 1, "ref_words": 10}],
+}
+GOOD_CASE: dict[str, Any] = {
+    "case": "m-cpu-d",
+    "model": "m",
+    "dataset": "d",
+    "device": "cpu",
+    "status": "ran",
+    "verdict": "pass",
+    "origin": "matrix",
+    "normalizer": {"name": "basic", "version": "1"},
+    "decode": {},
+    "metrics": {"wer": 0.1, "cer": 0.05, "rtf": 0.2},
+    "utterances": [],
+}
 
 
 def _mutate(base: dict[str, Any], draw: Any) -> Any:
@@ -171,6 +240,7 @@ def _mutate(base: dict[str, Any], draw: Any) -> Any:
             for i, v in enumerate(node):
                 paths.append((node, i))
                 walk(v)
+
     walk(doc)
     for _ in range(draw(st.integers(1, 3))):
         parent, key = draw(st.sampled_from(paths))

@@ -39,7 +39,7 @@ class _Model:
 def client() -> Any:
     from fastapi.testclient import TestClient
 
-    from pytest_speechlab.serve import create_app
+    from pytest_speechlab.commands.serve import create_app
 
     model = _Model()
     app = create_app("m", ModelSpec("m", "faster-whisper"), "cpu", model=model, max_audio_seconds=60.0)
@@ -80,7 +80,7 @@ def test_a_short_clip_still_transcribes(client: Any) -> None:
 
 
 def test_open_host_without_key_warns(capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
-    from pytest_speechlab.cli import main
+    from pytest_speechlab.commands.cli import main
 
     rc = main(["serve", "--model", "m", "--host", "0.0.0.0", "--config", str(tmp_path / "none.yaml")])
     err = capsys.readouterr().err
@@ -90,9 +90,12 @@ def test_open_host_without_key_warns(capsys: pytest.CaptureFixture[str], tmp_pat
 
 
 def test_max_audio_seconds_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
-    from pytest_speechlab.cli import main
+    from pytest_speechlab.commands.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["serve", "--model", "m", "--max-audio-seconds", "0"])
     assert exc.value.code == 2
-    assert "argument --max-audio-seconds: --max-audio-seconds wants a number of seconds > 0, got 0" in capsys.readouterr().err
+    assert (
+        "argument --max-audio-seconds: --max-audio-seconds wants a number of seconds > 0, got 0"
+        in capsys.readouterr().err
+    )

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from _support import FW_MISSING, tiny_en_model
 
-from pytest_speechlab.cli import main as speechlab_main
+from pytest_speechlab.commands.cli import main as speechlab_main
 from pytest_speechlab.records import (
     MergeError,
     failed_cases,
@@ -61,9 +61,20 @@ def make_project(root: Path) -> Path:
 
 
 def run_pytest(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT")}
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT")
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def collected(project: Path, *args: str) -> list[str]:
@@ -101,16 +112,18 @@ def shard_runs(project: Path) -> dict[str, Any]:
     assert res.returncode == 0, res.stdout + res.stderr
     out: dict[str, Any] = {}
     for i in (1, 2):
-        res = run_pytest(project, "--speechlab-shard", f"{i}/2", "--speechlab-rtf-gate", "off",
-                         "--speechlab-json", f"shard{i}.json")
+        res = run_pytest(
+            project, "--speechlab-shard", f"{i}/2", "--speechlab-rtf-gate", "off", "--speechlab-json", f"shard{i}.json"
+        )
         assert res.returncode == 0, res.stdout + res.stderr
         out[f"shard{i}"] = project / f"shard{i}.json"
     return out
 
 
 @needs_fw
-def test_two_real_shards_merge_into_the_whole_matrix(project: Path, shard_runs: dict[str, Any],
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_two_real_shards_merge_into_the_whole_matrix(
+    project: Path, shard_runs: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     r1, r2 = load_record(shard_runs["shard1"]), load_record(shard_runs["shard2"])
     ids1, ids2 = {c["case"] for c in r1["cases"]}, {c["case"] for c in r2["cases"]}
     assert ids1 and ids2 and not ids1 & ids2
@@ -118,7 +131,9 @@ def test_two_real_shards_merge_into_the_whole_matrix(project: Path, shard_runs: 
     assert r1["settings"]["shard"] == [1, 2] and r2["settings"]["shard"] == [2, 2]
 
     merged_path = project / "merged.json"
-    status = speechlab_main(["merge", str(shard_runs["shard1"]), str(shard_runs["shard2"]), "-o", str(merged_path), "--gate"])
+    status = speechlab_main(
+        ["merge", str(shard_runs["shard1"]), str(shard_runs["shard2"]), "-o", str(merged_path), "--gate"]
+    )
     out = capsys.readouterr().out
     assert status == 0, out
     merged = load_record(merged_path)
@@ -142,7 +157,7 @@ def test_two_real_shards_merge_into_the_whole_matrix(project: Path, shard_runs: 
 
 def _check_with_speechlab_check_if_present(merged_path: Path) -> None:
     """`speechlab check RUN.json` (issue 6) gates a saved record; use it once it exists."""
-    from pytest_speechlab.cli import build_parser
+    from pytest_speechlab.commands.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     if "check" not in getattr(sub, "choices", {}):
@@ -151,8 +166,9 @@ def _check_with_speechlab_check_if_present(merged_path: Path) -> None:
 
 
 @needs_fw
-def test_merge_refuses_conflicting_duplicates_and_gates(project: Path, shard_runs: dict[str, Any],
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_merge_refuses_conflicting_duplicates_and_gates(
+    project: Path, shard_runs: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     s1 = shard_runs["shard1"]
     rec = load_record(s1)
     ran = next(c for c in rec["cases"] if c["status"] == "ran")
@@ -184,7 +200,9 @@ def test_merge_refuses_conflicting_duplicates_and_gates(project: Path, shard_run
     next(c for c in doctored_only["cases"] if c["case"] == ran["case"])["verdict"] = "fail"
     failing = project / "failing.json"
     failing.write_text(json.dumps(doctored_only), encoding="utf-8")
-    status = speechlab_main(["merge", str(failing), str(shard_runs["shard2"]), "-o", str(project / "gated.json"), "--gate"])
+    status = speechlab_main(
+        ["merge", str(failing), str(shard_runs["shard2"]), "-o", str(project / "gated.json"), "--gate"]
+    )
     err = capsys.readouterr().err
     assert status == 1 and f"gate: 1 case(s) failed: {ran['case']}" in err
 
@@ -206,9 +224,13 @@ def test_merge_rejects_files_that_are_not_run_records(tmp_path: Path) -> None:
 
 def test_merge_notes_mixed_commits_and_splits() -> None:
     def rec(case: str, shard: list[int], commit: str) -> dict[str, Any]:
-        return {"schema": 1, "created": "x", "provenance": {"git_commit": commit},
-                "settings": {"shard": shard, "model_loads": {"m@cpu": 1}, "notes": ["same note"]},
-                "cases": [{"case": case, "status": "ran", "verdict": "pass", "metrics": {"wer": 0.1}}]}
+        return {
+            "schema": 1,
+            "created": "x",
+            "provenance": {"git_commit": commit},
+            "settings": {"shard": shard, "model_loads": {"m@cpu": 1}, "notes": ["same note"]},
+            "cases": [{"case": case, "status": "ran", "verdict": "pass", "metrics": {"wer": 0.1}}],
+        }
 
     merged = merge_records([rec("a", [1, 2], "c1"), rec("b", [1, 3], "c2")], ["r1", "r2"])
     notes = merged["settings"]["notes"]

@@ -249,7 +249,9 @@ def _case(speed_rel: float | None, band: float = 0.05, **ref: Any) -> dict[str, 
             "machine": {"device_name": "A", "cpu_model": "A", "threads": 2}}
 
 
-@pytest.mark.parametrize(("now", "status"), [(1.1, "pass"), (1.19, "pass"), (1.3, "fail"), (2.0, "fail"), (0.7, "improved")])
+@pytest.mark.parametrize(
+    ("now", "status"), [(1.1, "pass"), (1.19, "pass"), (1.3, "fail"), (2.0, "fail"), (0.7, "improved")]
+)
 def test_speed_gate_is_one_sided_and_never_looser_than_20_percent(now: float, status: str) -> None:
     v = compare(_case(1.0, band=0.9), _case(now, band=0.9), {})  # huge noise: the tolerance still caps at 20%
     assert next(c for c in v.checks if c.metric == "SPEED").status == status
@@ -267,8 +269,10 @@ def test_speed_not_compared_cases_say_why() -> None:
         c = next(c for c in compare(golden, now, {}).checks if c.metric == "SPEED")
         return c.status, c.note
 
-    assert note(_case(None), _case(1.0)) == ("not-compared",
-                                             "golden predates relative speed (no speed_rel): re-record the golden to gate speed")
+    assert note(_case(None), _case(1.0)) == (
+        "not-compared",
+        "golden predates relative speed (no speed_rel): re-record the golden to gate speed",
+    )
     st, why = note(_case(1.0, usable=False, unusable_reason="the CPU was saturated"), _case(3.0))
     assert st == "not-compared" and "unusable: the CPU was saturated" in why
     st, why = note(_case(1.0, workload="torch"), _case(3.0))
@@ -276,8 +280,11 @@ def test_speed_not_compared_cases_say_why() -> None:
     st, why = note(_case(1.0), _case(None))
     assert st == "not-compared" and "measured no speed reference" in why
     # absolute RTF: reported only, unless asked for on identical machines
-    rtf = next(c for c in compare(_case(1.0), {**_case(1.0), "metrics": {**_case(1.0)["metrics"], "rtf": 9.0}}, {}).checks
-               if c.metric == "RTF")
+    rtf = next(
+        c
+        for c in compare(_case(1.0), {**_case(1.0), "metrics": {**_case(1.0)["metrics"], "rtf": 9.0}}, {}).checks
+        if c.metric == "RTF"
+    )
     assert rtf.status == "reported"
     slow = {**_case(1.0), "metrics": {**_case(1.0)["metrics"], "rtf": 9.0}}
     assert next(c for c in compare(_case(1.0), slow, {}, abs_rtf=True).checks if c.metric == "RTF").status == "fail"
@@ -285,7 +292,9 @@ def test_speed_not_compared_cases_say_why() -> None:
 
 def test_recording_problem_names_saturation_and_unstable_reference() -> None:
     assert recording_problem({"device": "cpu", "load_avg_1m": 7.0, "usable_cpus": 2}, {}) is not None
-    assert recording_problem({"device": "cpu", "load_avg_1m": 1.0, "usable_cpus": 2}, {"speed_rel_band": 0.8}) is not None
+    assert (
+        recording_problem({"device": "cpu", "load_avg_1m": 1.0, "usable_cpus": 2}, {"speed_rel_band": 0.8}) is not None
+    )
     assert recording_problem({"device": "cpu", "load_avg_1m": 1.0, "usable_cpus": 2}, {"speed_rel_band": 0.1}) is None
 
 
@@ -293,8 +302,12 @@ def test_bad_speed_reference_config_names_key_and_choices(tmp_path: Path) -> Non
     from pytest_speechlab.config import ConfigError, load_config
 
     cfg = tmp_path / "speechlab.yaml"
-    cfg.write_text("models:\n  m:\n    backend: faster-whisper\n    speed_reference: gpu-magic\ndatasets: {}\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"models\.m\.speed_reference: unknown speed reference 'gpu-magic'; one of: .*numpy"):
+    cfg.write_text(
+        "models:\n  m:\n    backend: faster-whisper\n    speed_reference: gpu-magic\ndatasets: {}\n", encoding="utf-8"
+    )
+    with pytest.raises(
+        ConfigError, match=r"models\.m\.speed_reference: unknown speed reference 'gpu-magic'; one of: .*numpy"
+    ):
         load_config(cfg)
     cfg.write_text("speed_reference: {runs: 2}\nmodels: {}\ndatasets: {}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"speed_reference\.runs: must be an integer >= 5"):
@@ -320,6 +333,7 @@ def test_paired_speed_is_the_weighted_median_of_per_call_ratios() -> None:
 
 def test_memory_is_gated_one_sided_per_case() -> None:
     """Per-case peak RSS: +25% by default fails, less passes, a golden without it says not compared."""
+
     def case(rss: float | None) -> dict[str, Any]:
         c = _case(1.0)
         if rss is not None:
@@ -367,6 +381,7 @@ print(before, after, again)
 
 # ---- machine fingerprint -------------------------------------------------------------------------
 
+
 def test_fingerprint_names_kernel_features_and_usable_cpus() -> None:
     from pytest_speechlab.devices import KERNEL_FLAGS, machine_fingerprint
 
@@ -377,8 +392,10 @@ def test_fingerprint_names_kernel_features_and_usable_cpus() -> None:
 
 @needs_affinity
 def test_usable_cpus_sees_taskset() -> None:
-    code = ("import os, json; os.sched_setaffinity(0, {0}); from pytest_speechlab.devices import machine_fingerprint; "
-            "print(json.dumps(machine_fingerprint('cpu')))")
+    code = (
+        "import os, json; os.sched_setaffinity(0, {0}); from pytest_speechlab.devices import machine_fingerprint; "
+        "print(json.dumps(machine_fingerprint('cpu')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
     m = json.loads(out)
     assert m["usable_cpus"] == 1 and m["threads"] == 1 and m["cpu_count"] == os.cpu_count()
@@ -392,29 +409,51 @@ def test_machine_difference_names_the_features() -> None:
     assert machine_difference(golden, now) == ["CPU features differ: golden machine has avx512_vnni, avx512f"]
     assert machine_difference(golden, golden) == []
     assert machine_difference({"cpu_model": "AMD EPYC"}, now) == []  # an old golden without flags: nothing claimed
-    assert machine_difference({**golden, "cpu_model": "Intel Xeon"}, now)[0].startswith("cpu model: golden 'Intel Xeon'")
+    assert machine_difference({**golden, "cpu_model": "Intel Xeon"}, now)[0].startswith(
+        "cpu model: golden 'Intel Xeon'"
+    )
 
 
 def test_changed_transcript_on_other_hardware_says_so(tmp_path: Path) -> None:
     """The failure block of a changed transcript names the hardware difference when there is one."""
     from pytest_speechlab.evaluation import CaseResult, GateSettings
 
-    row = {"id": "u1", "reference": "leaves from gate twelve", "ref_norm": "leaves from gate 12", "word_errors": 1,
-           "ref_words": 4, "char_errors": 2, "ref_chars": 19}
-    golden = {**_case(1.0), "schema": 1, "utterances": [{**row, "hypothesis": "lease from gate 12", "hyp_norm": "lease from gate 12"}],
-              "machine": {"cpu_model": "AMD EPYC", "cpu_flags": ["avx2"]}}
+    row = {
+        "id": "u1",
+        "reference": "leaves from gate twelve",
+        "ref_norm": "leaves from gate 12",
+        "word_errors": 1,
+        "ref_words": 4,
+        "char_errors": 2,
+        "ref_chars": 19,
+    }
+    golden = {
+        **_case(1.0),
+        "schema": 1,
+        "utterances": [{**row, "hypothesis": "lease from gate 12", "hyp_norm": "lease from gate 12"}],
+        "machine": {"cpu_model": "AMD EPYC", "cpu_flags": ["avx2"]},
+    }
     golden["metrics"].update(wer=0.0, cer=0.0)
     path = tmp_path / "m" / "d" / "cpu.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(golden), encoding="utf-8")
-    record = {**_case(1.0), "case": "m-cpu-d", "model": "m", "dataset": "d",
-              "utterances": [{**row, "hypothesis": "leaves from gate 12", "hyp_norm": "leaves from gate 12"}],
-              "machine": {"cpu_model": "AMD EPYC", "cpu_flags": ["avx2", "avx512_vnni"]}}
+    record = {
+        **_case(1.0),
+        "case": "m-cpu-d",
+        "model": "m",
+        "dataset": "d",
+        "utterances": [{**row, "hypothesis": "leaves from gate 12", "hyp_norm": "leaves from gate 12"}],
+        "machine": {"cpu_model": "AMD EPYC", "cpu_flags": ["avx2", "avx512_vnni"]},
+    }
     record["metrics"].update(wer=0.25, cer=0.1)
-    res = CaseResult(record, tmp_path, {"wer_abs": 0.0, "cer_abs": 0.0}, GateSettings(), "pytest x --speechlab-update-golden")
+    res = CaseResult(
+        record, tmp_path, {"wer_abs": 0.0, "cer_abs": 0.0}, GateSettings(), "pytest x --speechlab-update-golden"
+    )
     with pytest.raises(pytest.fail.Exception) as exc:
         res.check_golden()
-    assert "note: the golden was recorded on other hardware (CPU features differ: this one has avx512_vnni)" in str(exc.value)
+    assert "note: the golden was recorded on other hardware (CPU features differ: this one has avx512_vnni)" in str(
+        exc.value
+    )
     assert record["machine_difference"] == ["CPU features differ: this one has avx512_vnni"]
 
 
@@ -423,9 +462,14 @@ def test_speed_rel_min_above_speed_rel_is_a_config_error(tmp_path: Path) -> None
     from pytest_speechlab.config import ConfigError, load_config
 
     cfg = tmp_path / "speechlab.yaml"
-    cfg.write_text("models: {m: {backend: http, devices: [remote]}}\ndatasets: {d: {manifest: x.jsonl}}\n"
-                   "thresholds: {speed_rel_min: 0.9}\n", encoding="utf-8")
+    cfg.write_text(
+        "models: {m: {backend: http, devices: [remote]}}\ndatasets: {d: {manifest: x.jsonl}}\n"
+        "thresholds: {speed_rel_min: 0.9}\n",
+        encoding="utf-8",
+    )
     with pytest.raises(ConfigError) as info:
         load_config(cfg)
-    assert str(info.value) == (f"{cfg}: thresholds.speed_rel_min: 0.9 is above speed_rel 0.2 for m on d: the relative-"
-                               "speed tolerance lies between them; lower speed_rel_min or raise speed_rel")
+    assert str(info.value) == (
+        f"{cfg}: thresholds.speed_rel_min: 0.9 is above speed_rel 0.2 for m on d: the relative-"
+        "speed tolerance lies between them; lower speed_rel_min or raise speed_rel"
+    )

@@ -164,7 +164,9 @@ def test_round_trip_of_the_smoke_sentences(smoke_result: Any) -> None:
     # Pooled WER equals jiwer's corpus WER over the recorded normalised texts.
     import jiwer
 
-    assert r.metrics["wer"] == pytest.approx(jiwer.wer([x["ref_norm"] for x in r.rows], [x["hyp_norm"] for x in r.rows]))
+    assert r.metrics["wer"] == pytest.approx(
+        jiwer.wer([x["ref_norm"] for x in r.rows], [x["hyp_norm"] for x in r.rows])
+    )
     rec = r.record()
     assert rec["decode"]["judge"]["weights"] == "bundled:tiny.en" and rec["normalizer"]["name"] == "whisper-en"
 
@@ -337,7 +339,9 @@ def fake_backend() -> Iterator[str]:
 
 
 def test_judge_not_installed_is_a_clear_error(fake_backend: str) -> None:
-    with pytest.raises(JudgeUnavailable, match=r"judge.*not available.*speechlab_package_that_does_not_exist.*pytest-speechlab\[nope\]"):
+    with pytest.raises(
+        JudgeUnavailable, match=r"judge.*not available.*speechlab_package_that_does_not_exist.*pytest-speechlab\[nope\]"
+    ):
         load_judge(ModelSpec("judge", fake_backend, "x"))
     with pytest.raises(JudgeUnavailable, match=r"unknown backend 'no-such-asr'.*known backends"):
         load_judge(ModelSpec("judge", "no-such-asr", "x"))
@@ -358,7 +362,10 @@ def _write(tmp_path: Path, text: str) -> Path:
         ('{"text": "ok"}\n{"text": "broken"\n', r"texts\.jsonl:2: not valid JSON"),
         ('{"id": "a"}\n', r"texts\.jsonl:1: row has no 'text'"),
         ('{"text": "ok"}\n\n{"text": "  "}\n', r"texts\.jsonl:3: 'text' is empty"),
-        ('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n', r"texts\.jsonl:2: duplicate id 'a' \(first on line 1\)"),
+        (
+            '{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n',
+            r"texts\.jsonl:2: duplicate id 'a' \(first on line 1\)",
+        ),
         ('["a list"]\n', r"texts\.jsonl:1: each line must be a JSON object"),
         ("\n\n", r"texts\.jsonl: TTS manifest has no rows"),
     ],

@@ -152,29 +152,46 @@ def test_tts_case_is_gated_against_its_golden(pytester: pytest.Pytester) -> None
     ])
 
 
-def test_degraded_voice_fails_sanity_and_is_never_blessed(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_degraded_voice_fails_sanity_and_is_never_blessed(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     golden = _project(pytester, backend="degraded-piper", rows=2)
     monkeypatch.setenv("DEGRADE", "truncate")
     r = pytester.runpytest("-m", "smoke", "--speechlab-update-golden", "-p", "no:cacheprovider")
     r.assert_outcomes(failed=1, skipped=1)
-    r.stdout.fnmatch_lines(["*audio sanity failed, golden NOT updated*", "*s/char < min 0.03 (sec_per_char_min)*listen:*.wav*"])
+    r.stdout.fnmatch_lines(
+        ["*audio sanity failed, golden NOT updated*", "*s/char < min 0.03 (sec_per_char_min)*listen:*.wav*"]
+    )
     assert not golden.exists()
     # A clean golden, then noise: the round-trip WER ceiling and the golden both catch it.
     monkeypatch.setenv("DEGRADE", "")
-    pytester.runpytest("-m", "smoke", "--speechlab-update-golden", "-p", "no:cacheprovider").assert_outcomes(passed=1, skipped=1)
+    pytester.runpytest("-m", "smoke", "--speechlab-update-golden", "-p", "no:cacheprovider").assert_outcomes(
+        passed=1, skipped=1
+    )
     monkeypatch.setenv("DEGRADE", "noise")
     r = pytester.runpytest("-m", "smoke", "-p", "no:cacheprovider")
     r.assert_outcomes(failed=1, skipped=1)
-    r.stdout.fnmatch_lines(["*worse than its golden baseline*", "*sentences that got worse*",
-                            "*audio sanity failed*", "*round-trip WER*> max 0.5 (roundtrip_wer_max)*"])
+    r.stdout.fnmatch_lines(
+        [
+            "*worse than its golden baseline*",
+            "*sentences that got worse*",
+            "*audio sanity failed*",
+            "*round-trip WER*> max 0.5 (roundtrip_wer_max)*",
+        ]
+    )
 
 
 def test_judge_that_is_not_installed_skips_with_the_reason(pytester: pytest.Pytester) -> None:
-    _project(pytester, extra="judge: ghost-asr", extra_models="""  ghost-asr:
+    _project(
+        pytester,
+        extra="judge: ghost-asr",
+        extra_models="""  ghost-asr:
     backend: ghost
     devices: [cpu]
-""")
-    (pytester.path / "conftest.py").write_text('''
+""",
+    )
+    (pytester.path / "conftest.py").write_text(
+        """
 from pytest_speechlab.backends import register
 from pytest_speechlab.backends.base import BaseBackend
 
@@ -190,16 +207,24 @@ class Ghost(BaseBackend):
 
 
 register("ghost", "conftest:Ghost")
-''', encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     r = pytester.runpytest("-m", "smoke", "-rs", "-k", "piper", "-p", "no:cacheprovider")
     r.assert_outcomes(skipped=2)
-    r.stdout.fnmatch_lines(["*TTS judge 'ghost-asr' (ghost)*not available*speechlab_ghost_package*pytest-speechlab[[]ghost]*"])
+    r.stdout.fnmatch_lines(
+        ["*TTS judge 'ghost-asr' (ghost)*not available*speechlab_ghost_package*pytest-speechlab[[]ghost]*"]
+    )
 
 
 def test_repo_golden_for_the_bundled_voice_is_committed() -> None:
     path = ROOT / "golden" / "piper-joe" / "tts_smoke" / "cpu.json"
     data = json.loads(path.read_text(encoding="utf-8"))
-    ids = [json.loads(x)["id"] for x in (ROOT / "fixtures" / "tts_smoke" / "manifest.jsonl").read_text().splitlines() if x.strip()]
+    ids = [
+        json.loads(x)["id"]
+        for x in (ROOT / "fixtures" / "tts_smoke" / "manifest.jsonl").read_text().splitlines()
+        if x.strip()
+    ]
     assert [u["id"] for u in data["utterances"]] == ids
     assert data["task"] == "tts" and data["metrics"]["wer"] < 0.3
 
@@ -224,12 +249,14 @@ def test_adhoc_text_manifest_pairs_with_tts_models(pytester: pytest.Pytester) ->
 def test_tts_eval_fixture_in_a_users_test(pytester: pytest.Pytester) -> None:
     """Users' own tests gate a voice with the ``tts_eval`` fixture: missing golden fails, update, then pass."""
     _project(pytester)
-    pytester.makepyfile(test_voice='''
+    pytester.makepyfile(
+        test_voice="""
         def test_voice(tts_eval):
             result = tts_eval()
             assert result.metrics["wer"] < 0.5
             assert result.record["model"] == "piper-joe"
-    ''')
+    """
+    )
     first = pytester.runpytest("test_voice.py", "-q")
     first.assert_outcomes(failed=1)
     first.stdout.fnmatch_lines(["*piper-joe-cpu-tts_smoke has no golden baseline*"])

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from pytest_speechlab.cli import main
+from pytest_speechlab.commands.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -43,23 +43,40 @@ try:
 except ImportError:  # pragma: no cover - xdist is in the dev group
     HAVE_XDIST = False
 
-needs_xdist = pytest.mark.skipif(not HAVE_XDIST, reason="pytest-xdist is not installed (uv sync installs the dev group)")
+needs_xdist = pytest.mark.skipif(
+    not HAVE_XDIST, reason="pytest-xdist is not installed (uv sync installs the dev group)"
+)
 
 # Fields that legitimately differ between two runs of the same cases: timings, memory, where it ran.
-TIMING_METRICS = ("rtf", "rtf_rounds", "latency_p50_s", "latency_p95_s", "peak_rss_mb", "cuda_peak_mb", "load_seconds",
-                  "speed_rel", "speed_rel_band", "case_peak_rss_mb")
+TIMING_METRICS = (
+    "rtf",
+    "rtf_rounds",
+    "latency_p50_s",
+    "latency_p95_s",
+    "peak_rss_mb",
+    "cuda_peak_mb",
+    "load_seconds",
+    "speed_rel",
+    "speed_rel_band",
+    "case_peak_rss_mb",
+)
 VOLATILE_CASE_KEYS = ("provenance", "xdist_worker", "gpu", "speed_reference")
 
 
 pytestmark = pytest.mark.skipif(FW_MISSING is not None, reason=str(FW_MISSING))
 
-CONFIG = "models:\n" + tiny_en_model("fw-a") + tiny_en_model("fw-b", beam_size=1) + """\
+CONFIG = (
+    "models:\n"
+    + tiny_en_model("fw-a")
+    + tiny_en_model("fw-b", beam_size=1)
+    + """\
 datasets:
   one: {manifest: data/one/manifest.jsonl, normalizer: whisper-en}
   two: {manifest: data/two/manifest.jsonl, normalizer: whisper-en}
 golden_dir: golden
 rounds: 1
 """
+)
 
 # Logs every golden write with the process that did it (controller or xdist worker).
 SPY_CONFTEST = """\
@@ -92,14 +109,23 @@ def make_project(root: Path, config: str = CONFIG, datasets: tuple[str, ...] = (
     return root
 
 
-def run_pytest(project: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+def run_pytest(
+    project: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
     """pytest in a subprocess in ``project`` (the plugin loads through its entry point)."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("PYTEST_ADDOPTS", None)
     full_env.pop("PYTEST_XDIST_WORKER", None)  # when this suite itself runs under xdist
     full_env.pop("PYTEST_XDIST_WORKER_COUNT", None)
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", *args],
-                          cwd=project, env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", *args],
+        cwd=project,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def comparable(case: dict[str, Any]) -> dict[str, Any]:
@@ -109,8 +135,10 @@ def comparable(case: dict[str, Any]) -> dict[str, Any]:
     # the machine is the same; its load at the moment the case ran is not
     c["machine"] = {k: v for k, v in (c.get("machine") or {}).items() if k != "load_avg_1m"}
     c["utterances"] = [{k: v for k, v in u.items() if k != "seconds"} for u in c.get("utterances") or []]
-    c["checks"] = [ch if ch["metric"] not in ("RTF", "SPEED", "RSS_MB", "GPU_MB")
-                   else {**ch, "obtained": None, "note": None} for ch in c.get("checks") or []]
+    c["checks"] = [
+        ch if ch["metric"] not in ("RTF", "SPEED", "RSS_MB", "GPU_MB") else {**ch, "obtained": None, "note": None}
+        for ch in c.get("checks") or []
+    ]
     c["golden_metrics"] = {k: v for k, v in (c.get("golden_metrics") or {}).items() if k not in TIMING_METRICS}
     return c
 
@@ -136,11 +164,22 @@ def blessed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     project = make_project(tmp_path_factory.mktemp("xdist-project"))
     (project / "conftest.py").write_text(SPY_CONFTEST, encoding="utf-8")
     log = project / "writes.log"
-    res = run_pytest(project, "-n", "2", "--speechlab-update-golden", "--speechlab-json", "update.json",
-                     env={"SPEECHLAB_WRITE_LOG": str(log)})
+    res = run_pytest(
+        project,
+        "-n",
+        "2",
+        "--speechlab-update-golden",
+        "--speechlab-json",
+        "update.json",
+        env={"SPEECHLAB_WRITE_LOG": str(log)},
+    )
     assert res.returncode == 0, res.stdout + res.stderr
-    return {"project": project, "stdout": res.stdout, "log": log,
-            "record": json.loads((project / "update.json").read_text(encoding="utf-8"))}
+    return {
+        "project": project,
+        "stdout": res.stdout,
+        "log": log,
+        "record": json.loads((project / "update.json").read_text(encoding="utf-8")),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +231,12 @@ def test_each_worker_loads_a_model_once_per_device(mode_records: dict[str, dict[
 def test_loadgroup_is_the_default_under_n(mode_records: dict[str, dict[str, Any]]) -> None:
     xd = mode_records["n2"]["settings"]["xdist"]
     assert xd["dist"] == "loadgroup" and xd.get("dist_defaulted") is True
-    assert xd["groups"] == {"fw-a-cpu-one": "fw-a:cpu", "fw-a-cpu-two": "fw-a:cpu",
-                            "fw-b-cpu-one": "fw-b:cpu", "fw-b-cpu-two": "fw-b:cpu"}
+    assert xd["groups"] == {
+        "fw-a-cpu-one": "fw-a:cpu",
+        "fw-a-cpu-two": "fw-a:cpu",
+        "fw-b-cpu-one": "fw-b:cpu",
+        "fw-b-cpu-two": "fw-b:cpu",
+    }
     assert mode_records["n2"]["settings"]["xdist_workers"] == 2
     assert mode_records["no-xdist"]["settings"]["xdist"] == {}
 
@@ -203,15 +246,20 @@ def test_goldens_written_once_by_the_controller_and_valid(blessed: dict[str, Any
     project: Path = blessed["project"]
     writes = [line.split("\t") for line in blessed["log"].read_text(encoding="utf-8").splitlines()]
     paths = [w[2] for w in writes]
-    assert sorted(paths) == sorted(str(project / "golden" / m / d / "cpu.json")
-                                   for m in ("fw-a", "fw-b") for d in ("one", "two"))
+    assert sorted(paths) == sorted(
+        str(project / "golden" / m / d / "cpu.json") for m in ("fw-a", "fw-b") for d in ("one", "two")
+    )
     assert len(set(paths)) == len(paths), "a golden was written twice"
     assert {w[0] for w in writes} == {"controller"}, "an xdist worker wrote a golden"
     assert len({w[1] for w in writes}) == 1
     for p in paths:
         g = read_golden(Path(p))
         assert g is not None and g["metrics"]["wer"] >= 0 and len(g["utterances"]) == 2
-    leftovers = [p for p in (project / "golden").rglob("*") if p.is_file() and p.suffix != ".json" and p.name != ".speechlab.lock"]
+    leftovers = [
+        p
+        for p in (project / "golden").rglob("*")
+        if p.is_file() and p.suffix != ".json" and p.name != ".speechlab.lock"
+    ]
     assert leftovers == []
     assert blessed["stdout"].count("golden written:") == 4
     # the workers' results reached the controller: every case is in the record, written once
@@ -230,8 +278,17 @@ def test_rtf_gate_auto_off_with_two_workers_recorded_and_said(blessed: dict[str,
 @needs_xdist
 def test_rtf_gate_forced_on_under_xdist_is_said_noisy(blessed: dict[str, Any]) -> None:
     # -k deselects every case: the session still starts both workers and writes its settings
-    res = run_pytest(blessed["project"], "-n", "2", "-k", "no_such_case", "--speechlab-rtf-gate", "on",
-                     "--speechlab-json", "forced.json")
+    res = run_pytest(
+        blessed["project"],
+        "-n",
+        "2",
+        "-k",
+        "no_such_case",
+        "--speechlab-rtf-gate",
+        "on",
+        "--speechlab-json",
+        "forced.json",
+    )
     assert res.returncode == 5, res.stdout + res.stderr
     settings = json.loads((blessed["project"] / "forced.json").read_text(encoding="utf-8"))["settings"]
     assert settings["rtf_gate"] is True
@@ -240,7 +297,9 @@ def test_rtf_gate_forced_on_under_xdist_is_said_noisy(blessed: dict[str, Any]) -
 
 @needs_xdist
 def test_explicit_dist_is_respected(blessed: dict[str, Any]) -> None:
-    res = run_pytest(blessed["project"], "-n", "2", "--dist", "load", "-k", "no_such_case", "--speechlab-json", "load.json")
+    res = run_pytest(
+        blessed["project"], "-n", "2", "--dist", "load", "-k", "no_such_case", "--speechlab-json", "load.json"
+    )
     assert res.returncode == 5, res.stdout + res.stderr
     xd = json.loads((blessed["project"] / "load.json").read_text(encoding="utf-8"))["settings"]["xdist"]
     assert xd["dist"] == "load" and "dist_defaulted" not in xd
@@ -255,6 +314,7 @@ def test_every_behaviour_mode_runs_the_matrix(plugin_args: list[str], blessed: d
 
 
 # ---- unit tests of the grouping and pinning logic ---------------------------------------------------
+
 
 def _cases(spec: dict[str, list[str]], datasets: int) -> list[Case]:
     return [Case(m, f"d{i}", dev) for m, devs in spec.items() for dev in devs for i in range(datasets)]
@@ -325,7 +385,12 @@ def test_scheduler_scope_of_matrix_items() -> None:
     groups = {"fw-cpu-one": "fw:cpu:1of2"}
     assert case_scope("speechlab.yaml::test_speech[fw-cpu-one]", "speechlab.yaml", groups) == "speechlab:fw:cpu:1of2"
     # older pytest: xdist's worker appended the group to the node id
-    assert case_scope("speechlab.yaml::test_speech[fw-cpu-one]@fw:cpu:1of2", "speechlab.yaml", groups) == "speechlab:fw:cpu:1of2"
-    assert case_scope("sub/speechlab.yaml::test_speech[fw-cpu-one]", "speechlab.yaml", groups) == "speechlab:fw:cpu:1of2"
+    assert (
+        case_scope("speechlab.yaml::test_speech[fw-cpu-one]@fw:cpu:1of2", "speechlab.yaml", groups)
+        == "speechlab:fw:cpu:1of2"
+    )
+    assert (
+        case_scope("sub/speechlab.yaml::test_speech[fw-cpu-one]", "speechlab.yaml", groups) == "speechlab:fw:cpu:1of2"
+    )
     assert case_scope("tests/test_x.py::test_speech[fw-cpu-one]", "speechlab.yaml", groups) is None
     assert case_scope("speechlab.yaml::test_speech[other]", "speechlab.yaml", groups) is None

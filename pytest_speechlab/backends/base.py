@@ -79,7 +79,8 @@ class Opt:
     """What one model option of a backend accepts: a declarative entry of ``option_types``.
 
     ``kind``: ``int``, ``number``, ``bool``, ``str``, ``numbers`` (a number or a list of numbers, e.g. a
-    temperature fallback), ``ints`` (a list of integers), ``mapping`` (a YAML mapping, checked by the library).  ``lo``/``hi``: inclusive bounds (``lo_open``: lo excluded).  ``choices``: the
+    temperature fallback), ``ints`` (a list of integers), ``mapping`` (a YAML mapping, checked by the library).
+    ``lo``/``hi``: inclusive bounds (``lo_open``: lo excluded).  ``choices``: the
     allowed strings; ``also``: extra literal values accepted as-is (e.g. ``"voice"``); ``null``: None allowed.
     """
 
@@ -96,9 +97,15 @@ class Opt:
         if self.choices:
             what = "one of " + ", ".join(self.choices)
         else:
-            what = {"int": "an integer", "number": "a number", "bool": "true or false", "str": "a string",
-                    "numbers": "a number or a list of numbers", "ints": "a list of integers",
-                    "mapping": "a mapping (key: value)"}[self.kind]
+            what = {
+                "int": "an integer",
+                "number": "a number",
+                "bool": "true or false",
+                "str": "a string",
+                "numbers": "a number or a list of numbers",
+                "ints": "a list of integers",
+                "mapping": "a mapping (key: value)",
+            }[self.kind]
             if self.lo is not None and self.hi is not None:
                 what += f" {'>' if self.lo_open else '>='} {_num(self.lo)} and <= {_num(self.hi)}"
             elif self.lo is not None:
@@ -208,7 +215,8 @@ class BaseBackend:
     def unsupported_reason(self, device: str) -> str | None:
         """Why this backend cannot run on ``device`` at all (whatever the machine), or None."""
         if device not in self.devices:
-            return f"{self.name} has no {device.upper() if device != 'cpu' else 'CPU'} support (it runs on {', '.join(self.devices)})"
+            where = device.upper() if device != "cpu" else "CPU"
+            return f"{self.name} has no {where} support (it runs on {', '.join(self.devices)})"
         return None
 
     def check_installed(self) -> None:

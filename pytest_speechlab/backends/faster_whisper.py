@@ -76,16 +76,25 @@ class FasterWhisperASR:
             if i not in idx:
                 out[i] = self.transcribe(a)
         if idx:
-            tokenizer = Tokenizer(m.hf_tokenizer, m.model.is_multilingual, task=d.get("task", "transcribe"), language=language)
+            tokenizer = Tokenizer(
+                m.hf_tokenizer, m.model.is_multilingual, task=d.get("task", "transcribe"), language=language
+            )
             feats = np.stack([pad_or_trim(m.feature_extractor(audios[i])[..., :-1]) for i in idx])
             encoder_output = m.encode(feats)
             prompt = m.get_prompt(tokenizer, [], without_timestamps=d["without_timestamps"])
             results = m.model.generate(
-                encoder_output, [list(prompt) for _ in idx],
-                beam_size=d["beam_size"], patience=d["patience"], length_penalty=d["length_penalty"],
-                repetition_penalty=d["repetition_penalty"], no_repeat_ngram_size=d["no_repeat_ngram_size"],
-                max_length=m.max_length, return_scores=True, return_no_speech_prob=True,
-                suppress_blank=d["suppress_blank"], suppress_tokens=get_suppressed_tokens(tokenizer, d["suppress_tokens"]),
+                encoder_output,
+                [list(prompt) for _ in idx],
+                beam_size=d["beam_size"],
+                patience=d["patience"],
+                length_penalty=d["length_penalty"],
+                repetition_penalty=d["repetition_penalty"],
+                no_repeat_ngram_size=d["no_repeat_ngram_size"],
+                max_length=m.max_length,
+                return_scores=True,
+                return_no_speech_prob=True,
+                suppress_blank=d["suppress_blank"],
+                suppress_tokens=get_suppressed_tokens(tokenizer, d["suppress_tokens"]),
                 max_initial_timestamp_index=round(d["max_initial_timestamp"] / m.time_precision),
             )
             no_speech, logprob = d["no_speech_threshold"], d["log_prob_threshold"]
@@ -93,8 +102,11 @@ class FasterWhisperASR:
                 tokens = r.sequences_ids[0]
                 avg_logprob = r.scores[0] * len(tokens) / (len(tokens) + 1)
                 # the sequential path's no-speech rule, with the same thresholds
-                silent = (no_speech is not None and r.no_speech_prob > no_speech
-                          and (logprob is None or avg_logprob <= logprob))
+                silent = (
+                    no_speech is not None
+                    and r.no_speech_prob > no_speech
+                    and (logprob is None or avg_logprob <= logprob)
+                )
                 out[i] = "" if silent else tokenizer.decode(tokens).strip()
         self.last_details = {}
         return [o or "" for o in out]
@@ -125,10 +137,19 @@ class FasterWhisperASR:
             finally:
                 del fresh
         self.last_details = {"temperatures": [float(s.temperature) for s in segs]}
-        return [{"id": i, "start": float(s.start), "end": float(s.end), "text": s.text,
-                 "temperature": float(s.temperature), "avg_logprob": float(s.avg_logprob),
-                 "compression_ratio": float(s.compression_ratio), "no_speech_prob": float(s.no_speech_prob)}
-                for i, s in enumerate(segs)]
+        return [
+            {
+                "id": i,
+                "start": float(s.start),
+                "end": float(s.end),
+                "text": s.text,
+                "temperature": float(s.temperature),
+                "avg_logprob": float(s.avg_logprob),
+                "compression_ratio": float(s.compression_ratio),
+                "no_speech_prob": float(s.no_speech_prob),
+            }
+            for i, s in enumerate(segs)
+        ]
 
     def _decode(self, ct2_model: Any, audio: Audio) -> list[Any]:
         """All segments of one ``WhisperModel.transcribe`` call, run on ``ct2_model``."""
@@ -154,8 +175,21 @@ class FasterWhisperBackend(BaseBackend):
     # Value checks of every option (one validator: speechlab.yaml is checked with it at load time, and
     # ``settings`` checks a ModelSpec built in code with it too), naming the key and what is allowed.
     option_types: ClassVar[dict[str, Opt]] = {
-        "compute_type": Opt("str", choices=("default", "auto", "int8", "int8_float16", "int8_float32", "int8_bfloat16",
-                                            "int16", "float16", "float32", "bfloat16")),
+        "compute_type": Opt(
+            "str",
+            choices=(
+                "default",
+                "auto",
+                "int8",
+                "int8_float16",
+                "int8_float32",
+                "int8_bfloat16",
+                "int16",
+                "float16",
+                "float32",
+                "bfloat16",
+            ),
+        ),
         "cpu_threads": Opt("int", lo=0, hi=1024),
         "batch_size": Opt("int", lo=1, hi=1024, null=True),
         "seed": Opt("int", lo=0, hi=2**32 - 1),
@@ -213,8 +247,13 @@ class FasterWhisperBackend(BaseBackend):
                 f"faster-whisper could not load the CTranslate2 model in {path}: {exc}. "
                 "Check that the folder holds model.bin, config.json and tokenizer.json from a Whisper conversion."
             ) from exc
-        ct2_args = {"model_path": str(path), "device": device, "compute_type": compute_type,
-                    "intra_threads": threads, "inter_threads": 1}
+        ct2_args = {
+            "model_path": str(path),
+            "device": device,
+            "compute_type": compute_type,
+            "intra_threads": threads,
+            "inter_threads": 1,
+        }
         return FasterWhisperASR(model, settings, settings["batch_size"], ct2_args)
 
     def settings(self, spec: ModelSpec, device: str) -> dict[str, Any]:
@@ -226,19 +265,29 @@ class FasterWhisperBackend(BaseBackend):
         )
 
         o, name = spec.options, spec.name
-        settings = resolve(name, o, signature_defaults(WhisperModel.transcribe, ("audio", "log_progress")), DECODE_OPTIONS,
-                           self.option_types)
-        settings.update({
-            "compute_type": o.get("compute_type", "int8" if device == "cpu" else "float16"),
-            "cpu_threads": o.get("cpu_threads", 0),
-            "batch_size": o.get("batch_size"),
-            "seed": o.get("seed", 0),
-            "policy": POLICY,
-            "library": f"faster-whisper {faster_whisper.__version__}",
-        })
+        settings = resolve(
+            name,
+            o,
+            signature_defaults(WhisperModel.transcribe, ("audio", "log_progress")),
+            DECODE_OPTIONS,
+            self.option_types,
+        )
+        settings.update(
+            {
+                "compute_type": o.get("compute_type", "int8" if device == "cpu" else "float16"),
+                "cpu_threads": o.get("cpu_threads", 0),
+                "batch_size": o.get("batch_size"),
+                "seed": o.get("seed", 0),
+                "policy": POLICY,
+                "library": f"faster-whisper {faster_whisper.__version__}",
+            }
+        )
         if settings["batch_size"]:
-            wrong = {k: o.get(k, "(library default " + repr(settings[k]) + ")") for k, v in BATCH_REQUIRES.items()
-                     if k not in o or settings[k] != v}
+            wrong = {
+                k: o.get(k, "(library default " + repr(settings[k]) + ")")
+                for k, v in BATCH_REQUIRES.items()
+                if k not in o or settings[k] != v
+            }
             if wrong:
                 raise BackendError(
                     f"model {name!r}: batch_size {settings['batch_size']} batches across utterances, which decodes "

@@ -367,7 +367,8 @@ class HTTPBackend(BaseBackend):
             )
         subtype = str(o.get("wav_subtype", "PCM_16")).upper()
         if subtype not in WAV_SUBTYPES:
-            raise BackendError(f"model {spec.name!r}: wav_subtype must be one of {', '.join(WAV_SUBTYPES)} (in {where})")
+            raise BackendError(f"model {spec.name!r}: wav_subtype must be one of {', '.join(WAV_SUBTYPES)} (in "
+                               f"{where})")
         try:
             timeout = float(o.get("timeout", 60.0))
             retries = int(o.get("retries", 3))

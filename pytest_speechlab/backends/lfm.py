@@ -32,18 +32,15 @@ import numpy as np
 
 from .base import Audio, BackendError, BaseBackend, MissingExtraError, ModelSpec, Opt
 
+# System prompts and voices: in lfm_prompts, shared with the tiny model's builder (lfm_tiny).
+from .lfm_prompts import ASR_SYSTEM_PROMPT, CHAT_SYSTEM_PROMPT, DEFAULT_VOICE, TTS_SYSTEM_PROMPT, VOICES
+
 HUB_ID = "LiquidAI/LFM2.5-Audio-1.5B"
 WEIGHTS_ENV = "SPEECHLAB_LFM_WEIGHTS"
 TINY = "tiny-random"
 INPUT_SAMPLE_RATE = 16000  # the processor's mel front end runs at 16 kHz
 OUTPUT_SAMPLE_RATE = 24000  # detokenizer (and Mimi) waveforms are 24 kHz
 
-# System prompts from the liquid-audio README (ASR, TTS voices, interleaved chat).
-ASR_SYSTEM_PROMPT = "Perform ASR."
-TTS_SYSTEM_PROMPT = "Perform TTS. Use the {voice} voice."
-VOICES = ("US male", "US female", "UK male", "UK female")
-DEFAULT_VOICE = "US male"
-CHAT_SYSTEM_PROMPT = "Respond with interleaved text and audio."
 
 # Special ids hard-coded in liquid_audio/model/lfm2_audio.py's generation loops.
 END_OF_AUDIO = 2048  # a frame whose first code is 2048 ends an audio segment
@@ -459,7 +456,8 @@ class LiquidAudioBackend(BaseBackend):
         """Load the processor and model on ``device`` (explicitly), detokenizer included."""
         self.check_installed()
         if spec.task not in self.tasks:
-            raise BackendError(f"model {spec.name!r}: liquid-audio has no task {spec.task!r} (it has {', '.join(self.tasks)})")
+            raise BackendError(f"model {spec.name!r}: liquid-audio has no task {spec.task!r} (it has "
+                               f"{', '.join(self.tasks)})")
         import torch
         from liquid_audio import LFM2AudioModel
 

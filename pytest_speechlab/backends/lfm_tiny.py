@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .lfm import (
+from .lfm_prompts import (
     ASR_SYSTEM_PROMPT,
     CHAT_SYSTEM_PROMPT,
     DEFAULT_VOICE,
@@ -174,7 +174,7 @@ def build_tokenizer(out_dir: Path) -> int:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in list(vocab)[:N_RESERVED]])
-    fast = PreTrainedTokenizerFast(
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok, bos_token="<|startoftext|>", eos_token="<|im_end|>", pad_token="<|pad|>"
     )
     fast.save_pretrained(str(out_dir))
@@ -189,7 +189,25 @@ def _fit_control_protocol(model: Any, processor: Any, steps: int, seed: int) -> 
     from torch import nn
 
     gen = torch.Generator().manual_seed(seed)
-    words = ["the", "a", "cat", "dog", "sat", "on", "mat", "red", "blue", "sun", "rain", "speech", "test", "model", "one", "two", "three"]
+    words = [
+        "the",
+        "a",
+        "cat",
+        "dog",
+        "sat",
+        "on",
+        "mat",
+        "red",
+        "blue",
+        "sun",
+        "rain",
+        "speech",
+        "test",
+        "model",
+        "one",
+        "two",
+        "three",
+    ]
 
     def rand_text() -> str:
         n = int(torch.randint(1, 6, (1,), generator=gen))
@@ -265,7 +283,7 @@ def _fit_control_protocol(model: Any, processor: Any, steps: int, seed: int) -> 
             logits = nn.functional.linear(hidden[i, end - len(target) : end], model.lfm.embed_tokens.weight)
             losses.append(nn.functional.cross_entropy(logits, torch.tensor(target)))
         loss = torch.stack(losses).mean()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
         if step == 0:
             first = loss.item()

@@ -4,7 +4,7 @@ Weights never come from the network.  ``weights:`` is one of
 
 * a path to an openai-whisper ``.pt`` checkpoint (relative to speechlab.yaml),
 * ``ct2:<folder>`` / ``ct2:bundled:tiny.en`` / ``ct2:bundled:base`` (or just ``bundled:NAME``): a CTranslate2
-  Whisper model converted once by :mod:`pytest_speechlab.convert` into the speechlab cache and reused,
+  Whisper model converted once by :mod:`pytest_speechlab.backends.convert_ct2` into the speechlab cache and reused,
 * a hub name such as ``tiny.en``, found in openai-whisper's download cache (``~/.cache/whisper``, or the
   ``download_root`` option) when the user already has it there.
 
@@ -103,7 +103,7 @@ class OpenAIWhisperASR:
         return [int(t) for seg in self._result(audio)["segments"] for t in seg["tokens"] if int(t) < eot]
 
     def _eot(self) -> int:
-        from whisper.tokenizer import get_tokenizer  # type: ignore[import-untyped]
+        from whisper.tokenizer import get_tokenizer
 
         tok = get_tokenizer(self.model.is_multilingual, num_languages=self.model.num_languages)
         return int(tok.eot)
@@ -163,7 +163,7 @@ class OpenAIWhisperBackend(BaseBackend):
         """The full decode settings: ``whisper.transcribe``'s and ``DecodingOptions``' own defaults from the
         installed openai-whisper (greedy, temperature fallback 0.0..1.0, timestamps, conditioning on the
         previous text), the entry's options over them; recorded whole."""
-        import whisper  # type: ignore[import-untyped]
+        import whisper
 
         from .decode_defaults import POLICY, resolve
 
@@ -185,7 +185,7 @@ class OpenAIWhisperBackend(BaseBackend):
 
     def resolve_weights(self, spec: ModelSpec) -> Path:
         """The ``.pt`` checkpoint for ``spec.weights`` (converting CTranslate2 weights once if needed)."""
-        from ..convert import cached_whisper_checkpoint
+        from .convert_ct2 import cached_whisper_checkpoint
 
         weights = spec.weights or "ct2:bundled:tiny.en"
         where = spec.config_path or "speechlab.yaml"
@@ -215,7 +215,7 @@ class OpenAIWhisperBackend(BaseBackend):
         return self._hub_checkpoint(spec, weights, str(where))
 
     def _hub_checkpoint(self, spec: ModelSpec, name: str, where: str) -> Path:
-        import whisper  # type: ignore[import-untyped]
+        import whisper
 
         models: dict[str, str] = getattr(whisper, "_MODELS", {})
         if name not in models:
@@ -242,12 +242,16 @@ class OpenAIWhisperBackend(BaseBackend):
             raise BackendError(reason)
         import torch
 
-        from ..convert import load_whisper_checkpoint
+        from .convert_ct2 import load_whisper_checkpoint
 
         if device == "cuda" and not torch.cuda.is_available():
-            raise BackendError("openai-whisper: device cuda requested but torch sees no CUDA GPU (torch.cuda.is_available() is False)")
+            raise BackendError("openai-whisper: device cuda requested but torch sees no CUDA GPU "
+                               "(torch.cuda.is_available() is False)")
         if device == "mps" and not torch.backends.mps.is_available():
-            raise BackendError("openai-whisper: device mps requested but torch reports MPS unavailable (needs Apple silicon and a macOS torch build)")
+            raise BackendError(
+                "openai-whisper: device mps requested but torch reports MPS unavailable (needs Apple silicon and a "
+                "macOS torch build)"
+            )
 
         path = self.resolve_weights(spec)
         model = load_whisper_checkpoint(path)

@@ -94,7 +94,9 @@ class PiperTTS:
 
     def _check_text(self, text: str) -> None:
         if not isinstance(text, str) or not text.strip():
-            raise BackendError(f"Piper voice {self.voice_path.name}: cannot synthesise empty text {text!r}; give it words")
+            raise BackendError(
+                f"Piper voice {self.voice_path.name}: cannot synthesise empty text {text!r}; give it words"
+            )
 
     def synthesize_stream(self, text: str) -> Iterator[Audio]:
         """Yield float32 mono chunks (one per sentence) at :attr:`sample_rate`; raises on unspeakable text."""
@@ -183,7 +185,11 @@ class PiperBackend(BaseBackend):
             ) from exc
         o = {**DEFAULT_OPTIONS, **spec.options}
         cfg = voice.config
-        voice_defaults = {"length_scale": cfg.length_scale, "noise_scale": cfg.noise_scale, "noise_w_scale": cfg.noise_w_scale}
+        voice_defaults = {
+            "length_scale": cfg.length_scale,
+            "noise_scale": cfg.noise_scale,
+            "noise_w_scale": cfg.noise_w_scale,
+        }
         settings: dict[str, Any] = {}
         for key in ("length_scale", "noise_scale", "noise_w_scale"):
             val = o[key]
@@ -214,7 +220,8 @@ class PiperBackend(BaseBackend):
                 ) from None
             if cfg.num_speakers <= 1 and speaker != 0:
                 raise BackendError(
-                    f"model {spec.name!r}: speaker_id {speaker} given, but voice {model_path.name} has a single speaker; "
+                    f"model {spec.name!r}: speaker_id {speaker} given, but voice {model_path.name} has a single "
+                    f"speaker; "
                     "remove speaker_id"
                 )
             if not 0 <= speaker < max(cfg.num_speakers, 1):

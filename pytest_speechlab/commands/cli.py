@@ -11,15 +11,15 @@ from collections.abc import Sequence
 # Modules that each define ``register(subparsers: argparse._SubParsersAction) -> None``; the parser they add
 # sets ``func`` (``Callable[[argparse.Namespace], int]``) as its default.
 COMMAND_MODULES: tuple[str, ...] = (
-    "pytest_speechlab.convert",
-    "pytest_speechlab.validate",
-    "pytest_speechlab.serve",
-    "pytest_speechlab.loadcheck",
-    "pytest_speechlab.records",
-    "pytest_speechlab.check",
-    "pytest_speechlab.scorecard",
-    "pytest_speechlab.capability",
-    "pytest_speechlab.init",
+    "pytest_speechlab.commands.convert",
+    "pytest_speechlab.commands.validate",
+    "pytest_speechlab.commands.serve",
+    "pytest_speechlab.commands.loadcheck",
+    "pytest_speechlab.commands.records",
+    "pytest_speechlab.commands.check",
+    "pytest_speechlab.commands.scorecard",
+    "pytest_speechlab.commands.capability",
+    "pytest_speechlab.commands.init",
 )
 
 

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .golden import atomic_write_bytes, atomic_write_text
+from ..golden import atomic_write_bytes, atomic_write_text
 
 EXAMPLE = Path(__file__).resolve().parent / "example"
 
@@ -123,8 +123,8 @@ def _dataset_manifest(path: Path) -> Path:
 
 def _check_manifest(path: Path) -> None:
     """Refuse a ``--dataset`` that is not a readable manifest (a WAV, a CSV, a broken line), naming the problem."""
-    from .datasets import DatasetError, load_manifest
-    from .tabular import is_table, load_table
+    from ..datasets import DatasetError, load_manifest
+    from ..tabular import is_table, load_table
 
     try:
         if is_table(path):  # Parquet/Arrow with id/audio/text columns (other names: columns: in speechlab.yaml)
@@ -158,11 +158,12 @@ def render_config(models: list[Candidate], manifest: str, missing: list[Candidat
                   "  #   devices: [cpu]"]
     for c in missing:
         lines.append(f"  # {c.name}: needs the '{c.extra}' extra (uv add 'pytest-speechlab[{c.extra}]')")
+    table = Path(manifest).suffix.lower() in (".parquet", ".arrow", ".feather", ".ipc")
+    what = ("Parquet/Arrow: id, audio, text columns (rename with columns:)" if table
+            else "NeMo JSON lines: audio_filepath, text, duration, id")
     lines += ["datasets:",
               "  example:",
-              f"    manifest: {manifest}   # "
-              + ("Parquet/Arrow: id, audio, text columns (rename with columns:)" if Path(manifest).suffix.lower()
-                 in (".parquet", ".arrow", ".feather", ".ipc") else "NeMo JSON lines: audio_filepath, text, duration, id"),
+              f"    manifest: {manifest}   # {what}",
               "    normalizer: whisper-en       # scores after Whisper's English normaliser",
               "    markers: [smoke]             # `pytest -m smoke` selects it"]
     if outside:
@@ -197,7 +198,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.dataset:
         try:
-            manifest = _dataset_manifest(Path(args.dataset) if Path(args.dataset).is_absolute() else root / args.dataset)
+            manifest = _dataset_manifest(
+                Path(args.dataset) if Path(args.dataset).is_absolute() else root / args.dataset
+            )
             _check_manifest(manifest)
         except InitError as exc:
             print(exc, file=sys.stderr)
@@ -209,9 +212,12 @@ def run(args: argparse.Namespace) -> int:
         targets += [example_dir / p.name for p in sorted(EXAMPLE.iterdir()) if p.is_file()]
     existing = [t for t in targets if t.exists()]
     if existing and not args.force:
-        print("speechlab init: refusing to overwrite what is already there:\n"
-              + "".join(f"  {_relative(t, root)}\n" for t in existing)
-              + "Nothing was written. Move them away, or run `speechlab init --force` to replace them.", file=sys.stderr)
+        print(
+            "speechlab init: refusing to overwrite what is already there:\n"
+            + "".join(f"  {_relative(t, root)}\n" for t in existing)
+            + "Nothing was written. Move them away, or run `speechlab init --force` to replace them.",
+            file=sys.stderr,
+        )
         return 2
     models = [c for c in CANDIDATES if _installed(c.modules)]
     missing = [c for c in CANDIDATES if c not in models]
@@ -230,16 +236,23 @@ def run(args: argparse.Namespace) -> int:
         print("models: " + ", ".join(c.name for c in models))
     for c in missing:
         print(f"not installed: {c.name} (extra '{c.extra}': uv add 'pytest-speechlab[{c.extra}]')")
-    print("next:\n"
-          "  1. record the baselines:  uv run pytest speechlab.yaml --speechlab-update-golden   (then commit golden/)\n"
-          "  2. gate every change:     uv run pytest speechlab.yaml")
+    print(
+        "next:\n"
+        "  1. record the baselines:  uv run pytest speechlab.yaml --speechlab-update-golden   (then commit golden/)\n"
+        "  2. gate every change:     uv run pytest speechlab.yaml"
+    )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser("init", help="write speechlab.yaml, an example dataset and a CI workflow for this repository")
-    parser.add_argument("--dataset", metavar="PATH",
-                        help="your own manifest.jsonl (or its folder), or a Parquet/Arrow file, instead of the example clips")
+    parser = sub.add_parser(
+        "init", help="write speechlab.yaml, an example dataset and a CI workflow for this repository"
+    )
+    parser.add_argument(
+        "--dataset",
+        metavar="PATH",
+        help="your own manifest.jsonl (or its folder), or a Parquet/Arrow file, instead of the example clips",
+    )
     parser.add_argument("--dir", default=".", help="the repository root (default: the current folder)")
     parser.add_argument("--force", action="store_true", help="replace files that are already there")
     parser.set_defaults(func=run)

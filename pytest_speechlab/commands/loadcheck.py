@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import Audio, BackendError
+from ..backends.base import Audio, BackendError
 
 
 @dataclass
@@ -71,7 +71,7 @@ def run_load(
     language: str | None = None,
 ) -> LoadReport:
     """Drive ``clients`` threads, each sending ``audio`` in a loop until ``duration_s`` has passed."""
-    from .backends.http import HTTPSpeechModel
+    from ..backends.http import HTTPSpeechModel
 
     if clients < 1 or duration_s <= 0:
         raise ValueError("clients must be >= 1 and duration_s > 0")

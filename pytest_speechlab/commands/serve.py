@@ -26,8 +26,8 @@ from typing import Annotated, Any
 
 import numpy as np
 
-from .backends import get_backend
-from .backends.base import BackendError, MissingExtraError, ModelSpec
+from ..backends import get_backend
+from ..backends.base import BackendError, MissingExtraError, ModelSpec
 
 DEFAULT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # OpenAI's own limit for audio uploads
 # Compressed bytes say little about the work: 89 KB of FLAC can hold an hour of silence.  The decoded
@@ -85,7 +85,8 @@ class GuardMiddleware:
     def _limit_text(self, size: int) -> str:
         return (
             f"the upload is {size / 1e6:.2f} MB, above this server's limit of "
-            f"{self.max_upload_bytes / 1e6:.2f} MB; send a shorter clip or restart the server with a larger --max-upload-mb"
+            f"{self.max_upload_bytes / 1e6:.2f} MB; send a shorter clip or restart the server with a larger "
+            f"--max-upload-mb"
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -100,7 +101,10 @@ class GuardMiddleware:
                 # Never echo what the client sent: it may be a real key meant for another server.
                 why = "missing" if not auth else "incorrect"
                 await self._reply(
-                    send, 401, f"API key {why}: send 'Authorization: Bearer <key>' with this server's key", "invalid_api_key"
+                    send,
+                    401,
+                    f"API key {why}: send 'Authorization: Bearer <key>' with this server's key",
+                    "invalid_api_key",
                 )
                 return
         length = headers.get("content-length")
@@ -132,8 +136,9 @@ class GuardMiddleware:
                 await self._reply(send, 413, str(exc), "upload_too_large")
 
 
-def read_upload(data: bytes, filename: str, target_rate: int,
-                max_seconds: float = DEFAULT_MAX_AUDIO_SECONDS) -> np.ndarray:
+def read_upload(
+    data: bytes, filename: str, target_rate: int, max_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
+) -> np.ndarray:
     """Decode an uploaded audio file, downmix to mono and resample to ``target_rate`` (soxr, HQ).
 
     Raises ValueError with a message naming the upload and the problem: unreadable, empty, longer than
@@ -147,9 +152,11 @@ def read_upload(data: bytes, filename: str, target_rate: int,
         info = sf.info(io.BytesIO(data))
         seconds = info.frames / float(info.samplerate) if info.samplerate else 0.0
         if seconds > max_seconds:
-            raise ValueError(f"the uploaded file {filename!r} holds {seconds:.1f} s of audio, more than this server's "
-                             f"limit of {max_seconds:g} s; send a shorter clip or restart the server with a larger "
-                             "--max-audio-seconds")
+            raise ValueError(
+                f"the uploaded file {filename!r} holds {seconds:.1f} s of audio, more than this server's "
+                f"limit of {max_seconds:g} s; send a shorter clip or restart the server with a larger "
+                "--max-audio-seconds"
+            )
         audio, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise ValueError(
@@ -158,10 +165,14 @@ def read_upload(data: bytes, filename: str, target_rate: int,
     if audio.shape[0] == 0:
         raise ValueError(f"the uploaded file {filename!r} holds no audio samples (0 frames)")
     if audio.shape[0] / float(sr) > max_seconds:  # a header that under-reported its length
-        raise ValueError(f"the uploaded file {filename!r} holds more than this server's limit of {max_seconds:g} s "
-                         "of audio; send a shorter clip or restart the server with a larger --max-audio-seconds")
+        raise ValueError(
+            f"the uploaded file {filename!r} holds more than this server's limit of {max_seconds:g} s "
+            "of audio; send a shorter clip or restart the server with a larger --max-audio-seconds"
+        )
     if not np.isfinite(audio).all():
-        raise ValueError(f"the uploaded file {filename!r} holds NaN or infinite samples; send PCM or finite float audio")
+        raise ValueError(
+            f"the uploaded file {filename!r} holds NaN or infinite samples; send PCM or finite float audio"
+        )
     mono = audio.mean(axis=1, dtype=np.float32) if audio.shape[1] > 1 else audio[:, 0]
     if int(sr) != target_rate:
         import soxr
@@ -279,7 +290,9 @@ def create_app(
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # FastAPI turns any error while parsing the body into a 400; the size guard's is a 413.
         if isinstance(exc.__cause__, UploadTooLarge):
-            return JSONResponse(error_body(str(exc.__cause__), "invalid_request_error", "upload_too_large"), status_code=413)
+            return JSONResponse(
+                error_body(str(exc.__cause__), "invalid_request_error", "upload_too_large"), status_code=413
+            )
         return JSONResponse(error_body(str(exc.detail), _status_type(exc.status_code)), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
@@ -288,7 +301,9 @@ def create_app(
         for err in exc.errors():
             loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
             parts.append(f"{loc}: {err.get('msg')}")
-        return JSONResponse(error_body("invalid request: " + "; ".join(parts), "invalid_request_error"), status_code=400)
+        return JSONResponse(
+            error_body("invalid request: " + "; ".join(parts), "invalid_request_error"), status_code=400
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
@@ -341,12 +356,16 @@ def create_app(
                 400, f"model {model_name!r} is configured for language {fixed!r}; the request asked for {language!r}"
             )
         if response_format not in TRANSCRIPTION_FORMATS:
-            raise HTTPException(400, f"response_format {response_format!r} is not supported; use "
-                                     + ", ".join(TRANSCRIPTION_FORMATS))
+            raise HTTPException(
+                400, f"response_format {response_format!r} is not supported; use " + ", ".join(TRANSCRIPTION_FORMATS)
+            )
         timed = response_format in ("verbose_json", "srt", "vtt")
         if timed and not callable(getattr(m, "transcribe_segments", None)):
-            raise HTTPException(400, f"model {model_name!r} gives no segment timestamps, so response_format "
-                                     f"{response_format!r} is not available; use json or text")
+            raise HTTPException(
+                400,
+                f"model {model_name!r} gives no segment timestamps, so response_format "
+                f"{response_format!r} is not available; use json or text",
+            )
         data = file.file.read()
         try:
             audio = read_upload(data, file.filename or "file", int(m.sample_rate), max_audio_seconds)
@@ -355,7 +374,9 @@ def create_app(
         with lock:
             try:
                 segments = m.transcribe_segments(audio) if timed else None
-                text = "".join(str(x["text"]) for x in segments).strip() if segments is not None else m.transcribe(audio)
+                text = (
+                    "".join(str(x["text"]) for x in segments).strip() if segments is not None else m.transcribe(audio)
+                )
             except BackendError as exc:
                 raise HTTPException(500, f"model {model_name!r} failed: {exc}") from exc
         if response_format == "text":
@@ -365,10 +386,22 @@ def create_app(
         if response_format == "verbose_json":
             fixed_language = (getattr(m, "decode_settings", None) or {}).get("language")
             return {
-                "task": "transcribe", "language": language or fixed_language or "unknown",
-                "duration": round(len(audio) / float(m.sample_rate), 3), "text": text,
-                "segments": [{"seek": 0, "tokens": [], "temperature": 0.0, "avg_logprob": 0.0,
-                              "compression_ratio": 0.0, "no_speech_prob": 0.0, **seg} for seg in segments or []],
+                "task": "transcribe",
+                "language": language or fixed_language or "unknown",
+                "duration": round(len(audio) / float(m.sample_rate), 3),
+                "text": text,
+                "segments": [
+                    {
+                        "seek": 0,
+                        "tokens": [],
+                        "temperature": 0.0,
+                        "avg_logprob": 0.0,
+                        "compression_ratio": 0.0,
+                        "no_speech_prob": 0.0,
+                        **seg,
+                    }
+                    for seg in segments or []
+                ],
             }
         return {"text": text}
 
@@ -401,7 +434,7 @@ def create_app(
 
 def load_model_spec(config_path: Path, name: str) -> ModelSpec:
     """The validated ModelSpec named ``name`` in ``config_path`` (the core's loader; ConfigError on a bad file)."""
-    from .config import ConfigError, load_config
+    from ..config import ConfigError, load_config
 
     cfg = load_config(config_path)
     if name not in cfg.models:
@@ -421,7 +454,9 @@ def register(subparsers: Any) -> None:
         description="Serve one model from speechlab.yaml over /v1/audio/transcriptions and /v1/audio/speech.",
     )
     p.add_argument("--model", required=True, help="model name under models: in the config")
-    p.add_argument("--config", default="speechlab.yaml", type=Path, help="path to speechlab.yaml (default: ./speechlab.yaml)")
+    p.add_argument(
+        "--config", default="speechlab.yaml", type=Path, help="path to speechlab.yaml (default: ./speechlab.yaml)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1, loopback only)")
     p.add_argument("--port", default=8000, type=_port, help="TCP port, 0-65535 (default 8000)")
     p.add_argument("--device", default="cpu", help="device to load the model on (cpu, cuda, mps)")
@@ -432,12 +467,16 @@ def register(subparsers: Any) -> None:
         help="require 'Authorization: Bearer KEY' where KEY is read from environment variable VAR",
     )
     p.add_argument(
-        "--max-upload-mb", default=DEFAULT_MAX_UPLOAD_BYTES / 1e6, type=_positive_mb,
-        help="largest accepted upload in MB, > 0 (default 25)"
+        "--max-upload-mb",
+        default=DEFAULT_MAX_UPLOAD_BYTES / 1e6,
+        type=_positive_mb,
+        help="largest accepted upload in MB, > 0 (default 25)",
     )
     p.add_argument(
-        "--max-audio-seconds", default=DEFAULT_MAX_AUDIO_SECONDS, type=_positive_seconds,
-        help=f"longest accepted upload once decoded, in seconds, > 0 (default {DEFAULT_MAX_AUDIO_SECONDS:g})"
+        "--max-audio-seconds",
+        default=DEFAULT_MAX_AUDIO_SECONDS,
+        type=_positive_seconds,
+        help=f"longest accepted upload once decoded, in seconds, > 0 (default {DEFAULT_MAX_AUDIO_SECONDS:g})",
     )
     p.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     p.set_defaults(func=run_serve)
@@ -476,15 +515,21 @@ _positive_seconds = _positive("--max-audio-seconds", "seconds")
 def run_serve(args: argparse.Namespace) -> int:
     """Load the model and run uvicorn until interrupted."""
     if not args.api_key_env and args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"speechlab serve: warning: listening on {args.host} without an API key: anyone who can reach this "
-              "port can use the model; pass --api-key-env VAR", file=sys.stderr)
+        print(
+            f"speechlab serve: warning: listening on {args.host} without an API key: anyone who can reach this "
+            "port can use the model; pass --api-key-env VAR",
+            file=sys.stderr,
+        )
     api_key: str | None = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
-            print(f"speechlab serve: environment variable {args.api_key_env} is empty or unset; export the key in it", file=sys.stderr)
+            print(
+                f"speechlab serve: environment variable {args.api_key_env} is empty or unset; export the key in it",
+                file=sys.stderr,
+            )
             return 2
-    from .config import ConfigError
+    from ..config import ConfigError
 
     try:
         spec = load_model_spec(args.config, args.model)
@@ -497,8 +542,14 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"speechlab serve: {reason}", file=sys.stderr)
         return 2
     try:
-        app = create_app(args.model, spec, args.device, api_key=api_key, max_upload_bytes=int(args.max_upload_mb * 1e6),
-                         max_audio_seconds=args.max_audio_seconds)
+        app = create_app(
+            args.model,
+            spec,
+            args.device,
+            api_key=api_key,
+            max_upload_bytes=int(args.max_upload_mb * 1e6),
+            max_audio_seconds=args.max_audio_seconds,
+        )
         import uvicorn
     except BackendError as exc:
         print(f"speechlab serve: {exc}", file=sys.stderr)

