@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..golden import atomic_write_bytes, atomic_write_text
 
-EXAMPLE = Path(__file__).resolve().parent / "example"
+EXAMPLE = Path(__file__).resolve().parent.parent / "example"  # pytest_speechlab/example
 
 
 @dataclass(frozen=True)
