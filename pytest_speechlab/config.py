@@ -43,6 +43,8 @@ THRESHOLD_KEYS = {
     "hallucination_wpm_abs": "words per minute of non-speech may exceed the golden by this much (default 5)",
     "hallucination_rate_abs": "share of non-speech clips with any output may exceed the golden by this much (default "
                               "0)",
+    "ts_start_ms_abs": "long-form start error (median and p95, ms) may exceed the golden by this much (default 100)",
+    "ts_pr_abs": "long-form start precision/recall may fall below the golden by this much (default 0.05)",
 }
 MODEL_KEYS = {
     "backend",
@@ -68,6 +70,7 @@ DATASET_KEYS = {
     "language",
     "entities",
     "perturb",
+    "longform",
     # tables and Hugging Face datasets (tabular.py)
     "columns",
     "hf-dataset",
@@ -201,7 +204,7 @@ def _thresholds(path: Path, key: str, raw: Any) -> dict[str, float]:
             raise _err(path, f"{key}.{k}", f"must be between 0 and 1 exclusive (e.g. 0.95), got {v!r}")
         if k == "catastrophic_max" and not float(v).is_integer():
             raise _err(path, f"{key}.{k}", f"is a count of utterances: must be a whole number >= 0, got {v!r}")
-        if k in ("clipping_max", "hallucination_rate_abs") and v > 1:
+        if k in ("clipping_max", "hallucination_rate_abs", "ts_pr_abs") and v > 1:
             raise _err(path, f"{key}.{k}", f"is a share of samples: must be <= 1, got {v!r}")
         out[str(k)] = float(v)
     return out
@@ -331,6 +334,15 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
     task = raw.get("task", "asr")
     if task not in TASKS:
         raise _err(path, f"{key}.task", f"unknown task {task!r}; one of: {', '.join(TASKS)}")
+    if "longform" in raw:
+        from .longform import problem as longform_problem
+
+        bad = longform_problem(raw["longform"])
+        if bad:
+            raise _err(path, f"{key}.longform.{bad[0]}" if bad[0] else f"{key}.longform", bad[1])
+        if task != "asr":
+            raise _err(path, f"{key}.longform",
+                       f"builds long recordings: only an asr dataset can have it ({name} is {task})")
     markers = _str_list(path, f"{key}.markers", raw.get("markers", []))
     for m in markers:
         if not m.isidentifier():
@@ -344,10 +356,15 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
         thresholds=_thresholds(path, f"{key}.thresholds", raw.get("thresholds")),
         real_e2e=bool(raw.get("real_e2e", False)),
         allow_outside_paths=bool(raw.get("allow_outside_paths", False)),
-        options={**{k: raw[k] for k in ("language", "entities", "description", "columns", *HF_KEYS) if k in raw},
-                 # a save_to_disk folder is relative to this file, as a manifest is
-                 **({"hf-dataset": str(path.parent / raw["hf-dataset"])}
-                    if "hf-dataset" in raw and (path.parent / raw["hf-dataset"]).is_dir() else {})},
+        options={
+            **{k: raw[k] for k in ("language", "entities", "description", "longform", "columns", *HF_KEYS) if k in raw},
+            # a save_to_disk folder is relative to this file, as a manifest is
+            **(
+                {"hf-dataset": str(path.parent / raw["hf-dataset"])}
+                if "hf-dataset" in raw and (path.parent / raw["hf-dataset"]).is_dir()
+                else {}
+            ),
+        },
     )
 
 

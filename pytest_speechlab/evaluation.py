@@ -94,12 +94,13 @@ def evaluate_asr(
     for u in dataset.utterances:
         assert u.audio_path is not None
         audio, dur = load_audio(u.audio_path, model.sample_rate, reference=u.text)
-        if dataset.perturb:  # a derived dataset (perturb: in speechlab.yaml): noise added at the model's rate
-            from .perturb import apply
-
-            audio = apply(audio, dataset.perturb, u.id, model.sample_rate)
         audios.append(audio)
         durations.append(dur)
+    if dataset.perturb:  # a derived dataset (perturb: in speechlab.yaml): perturbed at the model's rate
+        from .perturb import apply
+
+        clean = {u.id: a for u, a in zip(dataset.utterances, audios, strict=True)}  # babble's talkers
+        audios = [apply(a, dataset.perturb, uid, model.sample_rate, clean) for uid, a in clean.items()]
     case_peak = reset_case_peak()  # this case's own memory peak, model already resident
     start_rss = rss_mb()
     model.transcribe(audios[0])  # warm-up: first-call costs (graph build, allocations) are not speed
@@ -111,6 +112,9 @@ def evaluate_asr(
     per_round = math.ceil(n / batch) if batch else n
     pacer = Pacer(reference, per_round * rounds, reference_runs)
     details: dict[int, dict[str, Any]] = {}  # per utterance of the scored round: what the model decoded with
+    from .longform import tap_for
+
+    tap, transcribe = tap_for(model, dataset)  # long-form: the timed calls also give segment timestamps
 
     def one_round() -> None:
         hyps: list[str] = []
@@ -134,7 +138,7 @@ def evaluate_asr(
         for i, audio in enumerate(audios):
             pacer.at(len(rounds_out) * per_round + i)
             t0 = time.perf_counter()
-            hyps.append(model.transcribe(audio))
+            hyps.append(transcribe(audio))
             times.append(time.perf_counter() - t0)
             if not rounds_out and getattr(model, "last_details", None):
                 details[i] = dict(model.last_details)  # type: ignore[attr-defined]
@@ -184,6 +188,14 @@ def evaluate_asr(
     from .hallucination import score_outputs
 
     metrics.update(score_outputs(rows, audios, model.sample_rate, str(dataset.source)))
+    from .longform import is_longform
+
+    if is_longform(dataset):
+        from .longform import score as score_longform
+
+        if tap is not None:
+            tap.fill(audios)  # a batched model: the segments from one untimed call per recording
+        metrics.update(score_longform(dataset, rows, model, tap))
     if any("entities" in u.extra for u in dataset.utterances):
         metrics.update(_score_entities(dataset, rows, normalizer))
     rtfs = [sum(t) / audio_total for _, t in rounds_out]
@@ -234,7 +246,7 @@ REFERENCE_DEVICE = "cpu"  # a device without its own golden is compared with thi
 CROSS_DEVICE_ABS = 0.02  # extra WER/CER allowance against another device's golden (fp16 vs fp32, other kernels)
 
 GOLDEN_FIELDS = ("case", "model", "dataset", "device", "task", "backend", "normalizer", "decode", "metrics",
-                 "machine", "provenance", "utterances", "stage", "weights", "perturb", "speed_reference")
+                 "machine", "provenance", "utterances", "stage", "weights", "perturb", "speed_reference", "longform")
 
 
 def golden_payload(record: dict[str, Any]) -> dict[str, Any]:

@@ -260,9 +260,12 @@ def compare(
         if mem is not None:
             v.checks.append(mem)
     checks, problems, notes = output_gate(golden, obtained, thresholds)  # catastrophic outputs, hallucination
-    v.checks += checks
-    v.problems += problems
-    v.notes += notes
+    from .longform import gate as timing_gate
+
+    more = timing_gate(golden, obtained, thresholds)  # long-form start error, precision/recall
+    v.checks += checks + more[0]
+    v.problems += problems + more[1]
+    v.notes += notes + more[2]
     if v.problems or any(c.status == "fail" for c in v.checks):
         v.status = "fail"
     elif any(c.status == "improved" for c in v.checks):

@@ -12,23 +12,28 @@ adds ``smoke+snr20`` ... ``smoke+snr0`` (case ids such as ``fw-tiny-en-cpu-smoke
 the noise's mean power is the level (the power is the clip's own, pauses included), drawn with numpy from
 ``(seed, crc32(utterance id))`` so an utterance gets the same noise whatever the order or the shard.
 ``codec: [gsm, mp3]`` adds ``smoke+gsm`` (telephone band + GSM full rate) and ``smoke+mp3`` through pedalboard
-(extra ``perturb``).  The resolved spec (and numpy's or pedalboard's version) is recorded with the case; a golden
-made with another spec fails the comparison instead of gating other audio.
+(extra ``perturb``); ``noise: babble`` mixes other utterances of the dataset, and ``gain_db``, ``speed``,
+``reverb``, ``clip_db`` add effect levels (effects.py).  The resolved spec (and numpy's or pedalboard's version) is
+recorded with the case; a golden made with another spec fails the comparison instead of gating other audio.
 """
 
 from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-NOISES = ("white", "pink")
+from . import effects
+
+NOISES = ("white", "pink")  # generated with numpy
+NOISE_KINDS = (*NOISES, "babble")  # babble: other utterances of the dataset (effects.py)
 # Channel codecs, through pedalboard (extra ``perturb``): the telephone band (300-3400 Hz) then GSM full rate
 # (8 kHz, 13 kbit/s), or MP3 at VBR quality 9 (the lowest LAME offers).
 CODECS = ("gsm", "mp3")
-KEYS = ("snr_db", "noise", "seed", "codec")
+KEYS = ("snr_db", "noise", "seed", "codec", *effects.KEYS)
 
 
 def problem(raw: Any) -> tuple[str, str] | None:
@@ -45,19 +50,26 @@ def problem(raw: Any) -> tuple[str, str] | None:
         or len(set(codecs)) != len(codecs)
     ):
         return "codec", f"must be a list of distinct codecs from: {', '.join(CODECS)}; got {codecs!r}"
-    levels = raw.get("snr_db", [] if codecs else None)
-    if codecs and levels == []:
-        return None if raw.get("noise", "white") in NOISES else ("noise", f"unknown noise {raw.get('noise')!r}")
+    bad = effects.problem(raw)  # gain_db, speed, reverb, clip_db, talkers
+    if bad:
+        return bad
+    others = codecs or any(k in raw for k in effects.EFFECTS)
+    levels = raw.get("snr_db", [] if others else None)
+    if others and levels == []:
+        return None if raw.get("noise", "white") in NOISE_KINDS else ("noise", f"unknown noise {raw.get('noise')!r}")
     if (
         not isinstance(levels, list)
         or not levels
         or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in levels)
     ):
-        return "snr_db", f"must be a non-empty list of SNR levels in dB (finite numbers), got {levels!r}"
+        return "snr_db", (
+            f"must be a non-empty list of SNR levels in dB (finite numbers), got {levels!r}; or give "
+            f"another perturbation: codec, {', '.join(effects.EFFECTS)}"
+        )
     if len(set(levels)) != len(levels):
         return "snr_db", f"lists a level twice: {levels!r}"
-    if raw.get("noise", "white") not in NOISES:
-        return "noise", f"unknown noise {raw.get('noise')!r}; one of: {', '.join(NOISES)}"
+    if raw.get("noise", "white") not in NOISE_KINDS:
+        return "noise", f"unknown noise {raw.get('noise')!r}; one of: {', '.join(NOISE_KINDS)}"
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         return "seed", f"must be an integer >= 0, got {seed!r}"
@@ -74,6 +86,8 @@ def levels(raw: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     out = []
     for codec in raw.get("codec", []):
         out.append((codec, {"kind": "codec", "codec": codec, "pedalboard": _pedalboard_version()}))
+    if any(k in raw for k in effects.EFFECTS):
+        out += effects.levels(raw, _pedalboard_version())
     for snr in raw.get("snr_db", []):
         spec = {
             "kind": "additive-noise",
@@ -82,6 +96,8 @@ def levels(raw: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
             "seed": int(raw.get("seed", 0)),
             "rng": f"numpy=={np.__version__} default_rng",
         }
+        if spec["noise"] == "babble":
+            spec["talkers"] = int(raw.get("talkers", effects.DEFAULT_TALKERS))
         out.append((level_name(snr), spec))
     return out
 
@@ -124,13 +140,21 @@ def _noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.fft.irfft(spectrum / np.sqrt(freqs), n)
 
 
-def apply(audio: np.ndarray, spec: dict[str, Any], utterance_id: str, sample_rate: int = 16000) -> np.ndarray:
-    """``audio`` with the perturbation of ``spec`` (noise: deterministic per seed and utterance id)."""
+def apply(audio: np.ndarray, spec: dict[str, Any], utterance_id: str, sample_rate: int = 16000,
+          others: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """``audio`` with the perturbation of ``spec`` (noise: deterministic per seed and utterance id; babble is made
+    from ``others``, the dataset's clean utterances by id, at the same rate)."""
     if spec.get("kind") == "codec":
         return _codec(audio, str(spec["codec"]), sample_rate)
+    if spec.get("kind") in effects.KINDS:
+        return effects.apply(audio, spec, sample_rate)
     x = np.asarray(audio, dtype=np.float64)
     rng = np.random.default_rng([int(spec["seed"]), zlib.crc32(utterance_id.encode("utf-8"))])
-    noise = _noise(str(spec["noise"]), len(x), rng)
+    if spec["noise"] == "babble":
+        talkers = int(spec.get("talkers", effects.DEFAULT_TALKERS))
+        noise = effects.babble(len(x), rng, others or {}, utterance_id, talkers)
+    else:
+        noise = _noise(str(spec["noise"]), len(x), rng)
     p_signal, p_noise = float(np.mean(x**2)), float(np.mean(noise**2))
     if p_signal == 0.0 or p_noise == 0.0:
         return np.asarray(audio, dtype=np.float32)  # silence has no SNR: left as it is

@@ -400,6 +400,10 @@ class SpeechlabSession:
                 task=spec.task,
                 options=spec.options,
             )
+            if spec.options.get("longform"):  # long recordings built from the manifest (longform.py)
+                from .longform import build
+
+                self._datasets[name] = build(name, self._datasets[name], spec.options["longform"])
             if spec.options.get("perturb"):
                 import dataclasses
 
@@ -429,6 +433,8 @@ class SpeechlabSession:
             self.results.append({**base, "status": "error", "reason": str(exc)})
             pytest.fail(str(exc), pytrace=False)
         normalizer = get_normalizer(dspec.normalizer)
+        from .longform import spec_of as longform_spec
+
         workload, ref_error = self.speed_workload(case)
         try:
             out = evaluate_asr(
@@ -461,6 +467,7 @@ class SpeechlabSession:
             "tolerance_sources": self.tolerance_sources(case.model, case.dataset),
             "utterances": out["utterances"],
             **({"perturb": data.perturb} if data.perturb else {}),
+            **({"longform": longform_spec(dspec.options["longform"])} if dspec.options.get("longform") else {}),
         }
         if spec.golden_from:
             owner, owner_device = spec.golden_from.split("/")

@@ -776,6 +776,11 @@ def test_http_segments_when_the_server_has_no_health_or_refuses_verbose_json(cli
         off = get_backend("http").load(http_spec(url, timestamps="off"), "remote")
         with pytest.raises(BackendError, match=r"timestamps are off for this model \(timestamps: off\)"):
             off.transcribe_segments(clip_tone)
+        from pytest_speechlab.longform import no_timestamps_reason
+
+        assert no_timestamps_reason(model) is None
+        assert no_timestamps_reason(off) == ("no timestamps: the server does not offer response_format verbose_json "
+                                             "(or timestamps: off)")
 
 
 @pytest.fixture

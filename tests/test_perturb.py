@@ -114,9 +114,13 @@ def test_each_level_is_its_own_case_and_golden(fake: FakeProject) -> None:
         ({"snr_db": [10, 10]}, "datasets.clips.perturb.snr_db: lists a level twice*"),
         (
             {"snr_db": [10], "noise": "brown"},
-            "datasets.clips.perturb.noise: unknown noise 'brown'; one of: white, pink",
+            "datasets.clips.perturb.noise: unknown noise 'brown'; one of: white, pink, babble",
         ),
-        ({"snr_db": [10], "gain": 3}, "datasets.clips.perturb.gain: unknown key; known: snr_db, noise, seed, codec"),
+        (
+            {"snr_db": [10], "gain": 3},
+            "datasets.clips.perturb.gain: unknown key; known: snr_db, noise, seed, codec, gain_db, speed, reverb, "
+            "clip_db, talkers",
+        ),
         ({"snr_db": [10], "seed": -1}, "datasets.clips.perturb.seed: must be an integer >= 0, got -1"),
         ([10], "datasets.clips.perturb: must be a mapping such as*"),
         (

@@ -402,4 +402,6 @@ class HTTPBackend(BaseBackend):
         health_path = o.get("health_path", "/health")
         if health_path:
             model.probe_server(str(health_path))
+        if model.timestamps == "off":
+            model.offers_segments = False  # long-form cases then say "no timestamps" instead of asking
         return model

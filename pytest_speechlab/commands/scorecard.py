@@ -2,7 +2,8 @@
 
 Models side by side per task, dataset and device (WER, CER, entity accuracy, RTF, peak memory, deltas vs the
 golden, gate verdict), a grade per model with its rule printed on the page, a recommendation per task, and two
-PNG plots made with matplotlib's Agg backend (WER vs RTF, WER per model).  Writes ``scorecard.md``,
+PNG plots made with matplotlib's Agg backend (WER vs RTF, WER per model, and WER vs SNR when the records have
+``perturb:`` noise levels: commands/robustness.py).  Writes ``scorecard.md``,
 ``scorecard.html`` (self-contained: the plots are embedded as base64) and the PNGs side by side.
 
 Also home of the GitHub Actions step summary the plugin appends at the end of a session.
@@ -492,7 +493,9 @@ def build_scorecard(run_paths: list[Path], out_dir: Path) -> dict[str, Path]:
     if not entries:
         raise RunRecordError(f"{', '.join(map(str, run_paths))}: no case ran in these records, nothing to score")
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = make_plots(entries, out_dir)
+    from .robustness import snr_plot
+
+    plots = make_plots(entries, out_dir) + snr_plot(records, out_dir)  # WER vs SNR: only with +snrN cases
     md, page = out_dir / "scorecard.md", out_dir / "scorecard.html"
     atomic_write_text(md, render_markdown(entries, records, notes, plots))
     atomic_write_text(page, render_html(entries, records, notes, plots))
