@@ -11,10 +11,11 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import sys
 import warnings
 from collections.abc import Sequence
-from types import ModuleType
+from types import CodeType, ModuleType
 
 # old dotted path -> new dotted path (issue 14: commands in commands/, the converter beside its backend).
 MOVED: dict[str, str] = {
@@ -27,6 +28,7 @@ MOVED: dict[str, str] = {
     "pytest_speechlab.capability": "pytest_speechlab.commands.capability",
     "pytest_speechlab.validate": "pytest_speechlab.commands.validate",
     "pytest_speechlab.init": "pytest_speechlab.commands.init",
+    "pytest_speechlab.runs": "pytest_speechlab.records",
 }
 
 
@@ -50,6 +52,15 @@ class _MovedLoader(importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         # The import system stamped the old name's spec on the module: give it back its own.
         module.__spec__ = self.spec
+
+    def get_code(self, fullname: str) -> CodeType | None:
+        """For ``python -m <old path>`` (runpy runs the new module's code as ``__main__``)."""
+        warnings.warn(f"{fullname} moved to {self.new}; run python -m {self.new}", DeprecationWarning, stacklevel=2)
+        spec = importlib.util.find_spec(self.new)
+        loader = spec.loader if spec is not None else None
+        if not isinstance(loader, importlib.abc.InspectLoader):
+            return None
+        return loader.get_code(self.new)
 
 
 class _MovedFinder(importlib.abc.MetaPathFinder):

@@ -327,3 +327,9 @@ def resolve(requested: str, supported: tuple[str, ...], runtime: str | None = No
 def resolve_auto(supported: tuple[str, ...], runtime: str | None = None) -> str:
     """The best device for a backend that supports ``supported``: cuda, then mps, then cpu."""
     return resolve("auto", supported, runtime).device
+
+
+def pick(requested: str, supported: tuple[str, ...], runtime: str | None = None) -> str:
+    """The one device a single test runs on (the fixtures ``speech_device``, ``asr_eval``, ``tts_eval``):
+    ``auto`` (and ``all``, which names no single device) -> :func:`resolve_auto`; any other name -> itself."""
+    return resolve_auto(supported, runtime) if requested in ("auto", "all") else requested

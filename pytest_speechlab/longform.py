@@ -138,8 +138,8 @@ def build(name: str, dataset: Any, raw: dict[str, Any], cache: Path | None = Non
 
     import soundfile as sf
 
+    from .atomic import atomic_write_bytes
     from .datasets import Dataset, DatasetError, Utterance, load_audio
-    from .golden import atomic_write_bytes
 
     spec = spec_of(raw)
     audios = []

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,14 +14,9 @@ from typing import Any
 import pytest
 
 from .config import ALL_DEVICES, GATES, ConfigError, load_config
-from .running import (
-    CONFIG_ERROR_KEY,
-    SESSION_KEY,
-    _accept_command,
-    _progress,
-    get_session,
-)
-from .session import Case, Options, SpeechlabSession
+from .running import _accept_command, _progress, get_session
+from .session import CONFIG_ERROR_KEY, SESSION_KEY, Case, Options, SpeechlabSession
+from .xdist_support import XdistHooks, failure_line, hand_over, plain
 
 # Per item: where its rows start in ``sess.results``, and why it failed (one line per failed phase).
 _ROWS_START_KEY = pytest.StashKey[int]()
@@ -224,7 +218,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = sess
     if config.pluginmanager.hasplugin("xdist"):
         _configure_xdist(config, sess)
-        config.pluginmanager.register(_XdistHooks(config), "speechlab-xdist")
+        config.pluginmanager.register(XdistHooks(config), "speechlab-xdist")
 
 
 def _configure_xdist(config: pytest.Config, sess: SpeechlabSession) -> None:
@@ -365,16 +359,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         item.stash[_ROWS_START_KEY] = len(sess.results)
 
 
-def _failure_line(report: pytest.TestReport) -> str:
-    """One readable line (or block) saying why a phase failed: the exception, not the whole traceback."""
-    crash = getattr(report.longrepr, "reprcrash", None)
-    text = str(crash.message) if crash is not None else report.longreprtext
-    # xdist heads a worker's report with "[gw0] linux -- Python ..."; the reason is what follows.
-    lines = [ln for ln in text.strip().splitlines() if not re.match(r"\[gw\d+\] \S+ -- Python ", ln)]
-    text = "\n".join(lines).strip() or f"{report.when} failed"
-    return text if len(text) <= 2000 else text[:2000] + " ..."
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report: pytest.TestReport = yield
@@ -385,7 +369,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     # XPASS (``wasxfail`` on a passed report) is not.
     if report.failed or (report.when == "call" and report.skipped and hasattr(report, "wasxfail")):
         item.stash.setdefault(_FAILURES_KEY, []).append(
-            ("" if report.when == "call" else f"{report.when}: ") + _failure_line(report)
+            ("" if report.when == "call" else f"{report.when}: ") + failure_line(report)
         )
     elif report.skipped and isinstance(report.longrepr, tuple):
         item.stash[_SKIP_KEY] = str(report.longrepr[2]).removeprefix("Skipped: ")
@@ -399,7 +383,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if rows and hasattr(item.config, "workerinput"):
             # Travels with the report to the xdist controller, so a worker that dies later does not take
             # the results of the cases it finished with it.
-            report.speechlab_rows = _plain(rows)  # type: ignore[attr-defined]
+            report.speechlab_rows = plain(rows)  # type: ignore[attr-defined]
     return report
 
 
@@ -416,12 +400,11 @@ def speech_device(request: pytest.FixtureRequest) -> str:
     """The device a test runs on: ``@pytest.mark.speechlab(device=...)``, else the first of
     ``--speechlab-device`` (``auto`` resolves cuda -> mps -> cpu), else cpu.  Skips with the reason when
     the device is not on this machine."""
-    from .devices import resolve_auto, unavailable_reason
+    from .devices import pick, unavailable_reason
 
     sess = get_session(request.config)
     dev = _marker_kwargs(request).get("device") or (sess.opts.devices[0] if sess.opts.devices else "cpu")
-    if dev in ("auto", "all"):
-        dev = resolve_auto(("cuda", "mps", "cpu"))
+    dev = pick(dev, ("cuda", "mps", "cpu"))
     reason = unavailable_reason(dev)
     if reason:
         pytest.skip(reason)
@@ -471,13 +454,13 @@ def asr_eval(request: pytest.FixtureRequest) -> Callable[..., Any]:
         kw = _marker_kwargs(request)
         model = model or kw.get("model") or next(iter(sess.cfg.models))
         dataset = dataset or kw.get("dataset") or next(iter(sess.cfg.datasets))
-        device = device or kw.get("device") or "cpu"
-        if device in ("auto", "all"):
-            from .devices import resolve_auto
+        from .devices import pick
 
-            device = resolve_auto(sess.cfg.models[model].devices)
+        device = pick(device or kw.get("device") or "cpu", sess.cfg.models[model].devices)
         case = Case(model, dataset, device)
-        return sess.run_asr(case, progress=_progress(request, case.id), accept=_accept_command(request.node))
+        from .runners.asr import evaluate_case
+
+        return evaluate_case(sess, case, progress=_progress(request, case.id), accept=_accept_command(request.node))
 
     return run
 
@@ -493,7 +476,8 @@ def tts_eval(request: pytest.FixtureRequest) -> Callable[..., Any]:
 
     def run(model: str | None = None, dataset: str | None = None, device: str | None = None) -> Any:
         __tracebackhide__ = True
-        from .tts import run_tts_case
+        from .runners.tts import run as run_tts
+        from .running import case_context
 
         kw = _marker_kwargs(request)
         model = model or kw.get("model") or next((m for m, s in sess.cfg.models.items() if s.task == "tts"), None)
@@ -502,9 +486,12 @@ def tts_eval(request: pytest.FixtureRequest) -> Callable[..., Any]:
         )
         if model is None or dataset is None:
             raise pytest.UsageError(f"tts_eval: {sess.cfg.path} has no model and dataset with task: tts")
-        case = Case(model, dataset, device or kw.get("device") or "cpu")
+        from .devices import pick
+
+        # "auto" resolves like asr_eval's (it was taken for a device name)
+        case = Case(model, dataset, pick(device or kw.get("device") or "cpu", sess.cfg.models[model].devices))
         sess.skip_if_unrunnable(case)
-        return run_tts_case(sess, case, request)
+        return run_tts(case_context(request, sess, case))
 
     return run
 
@@ -519,19 +506,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return  # --collect-only ran nothing: no record, no summary
     if hasattr(config, "workerinput"):
         # Workers hand their results to the controller, which alone writes files and prints the summary.
-        worker = sess.xdist.get("worker")
-        pinned = sess.xdist.get("pinned_gpu")
-        for r in sess.results:
-            r["xdist_worker"] = worker
-            if pinned is not None and r.get("device") == "cuda":
-                r["gpu"] = {"cuda_visible_devices": pinned, "worker": worker}
-        config.workeroutput["speechlab_results"] = _plain(sess.results)  # type: ignore[attr-defined]
-        config.workeroutput["speechlab_loads"] = dict(sess.load_counts)  # type: ignore[attr-defined]
-        config.workeroutput["speechlab_worker"] = {"id": worker, "pinned_gpu": pinned}  # type: ignore[attr-defined]
+        hand_over(config, sess)
         return
     sess.complete_results()
     # The run record first: a golden folder that cannot be written must not lose the record too.
-    _write_records(sess)
+    sess.write_records()
     if sess.opts.update:
         sess.written = sess.write_goldens()  # failures go to sess.write_errors, one per file
     if sess.write_errors and session.exitstatus == pytest.ExitCode.OK:
@@ -540,51 +519,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         from .report import append_step_summary
 
         append_step_summary(Path(os.environ["GITHUB_STEP_SUMMARY"]), sess.results, sess.notes)
-
-
-def _file_sha256(path: Path) -> str | None:
-    from .provenance import file_sha256
-
-    try:
-        return file_sha256(path)
-    except OSError:
-        return None
-
-
-def _write_records(sess: SpeechlabSession) -> None:
-    from .report import run_record, write_json
-
-    if not (sess.opts.json_path or sess.opts.save):
-        return
-    settings = {
-        "devices": sess.opts.devices,
-        "datasets": sess.opts.datasets,
-        "rounds": sess.rounds,
-        "gate": sess.opts.gate or sess.cfg.gate,
-        "rtf_gate": not sess.rtf_gate_off,
-        "abs_rtf": sess.opts.abs_rtf,
-        "xdist_workers": sess.n_workers,
-        "update_golden": sess.opts.update,
-        "shard": sess.opts.shard,
-        "config": str(sess.cfg.path),
-        "config_sha256": _file_sha256(sess.cfg.path),
-        "model_loads": sess.load_counts,
-        "notes": sess.notes,
-        "xdist": sess.xdist,
-    }
-    record = run_record(sess.results, sess.rootdir, settings, collected=len(sess.collected))
-    targets: list[tuple[Path, str]] = []
-    if sess.opts.json_path:
-        targets.append((sess.opts.json_path, "fix --speechlab-json (the path of a writable file)"))
-    if sess.opts.save:
-        hist = sess.cfg.history_dir or (sess.cfg.path.parent / ".speechlab" / "history")
-        stamp = record["created"].replace(":", "").replace("-", "")
-        targets.append((hist / f"run-{stamp}-{os.getpid()}.json", "make the history folder (history_dir) writable"))
-    for path, fix in targets:
-        try:
-            write_json(path, record)
-        except OSError as exc:
-            sess.write_errors.append(f"run record not written: {path}: {exc.strerror or exc}; {fix}")
 
 
 def _benchmark_options_given(config: pytest.Config) -> bool:
@@ -653,95 +587,3 @@ class _BenchmarkCompareFail:
             if session is not None and session.exitstatus == 0:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
             return None
-
-
-class _XdistHooks:
-    """Registered only when pytest-xdist is active: merge workers' results on the controller."""
-
-    def __init__(self, config: pytest.Config | None = None) -> None:
-        self._config = config
-
-    @pytest.hookimpl
-    def pytest_configure_node(self, node: Any) -> None:
-        """Tell each worker (before it starts) how many GPUs there are to pin to, and which are visible."""
-        from . import xdist_support as xs
-
-        sess = node.config.stash.get(SESSION_KEY, None)
-        if sess is None:
-            return
-        node.workerinput[xs.WI_GPU_COUNT] = int(sess.xdist.get("gpu_count") or 0)
-        node.workerinput[xs.WI_VISIBLE] = os.environ.get("CUDA_VISIBLE_DEVICES")
-
-    @pytest.hookimpl
-    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
-        """Under loadgroup (the default for the matrix), schedule the matrix by model and device."""
-        sess = config.stash.get(SESSION_KEY, None)
-        if sess is None or config.getvalue("dist") != "loadgroup" or not sess.xdist.get("groups"):
-            return None
-        from .xdist_support import make_scheduler
-
-        return make_scheduler(config, log, sess.cfg.path.name, sess.xdist["groups"])
-
-    @pytest.hookimpl
-    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
-        """The controller never collects: it learns the selected matrix cases from a worker's collection."""
-        from .xdist_support import case_id_of
-
-        sess = node.config.stash.get(SESSION_KEY, None)
-        if sess is None or sess.collected:
-            return
-        by_id = {c.id: c for c in sess.cases()}
-        for nodeid in ids:
-            cid = case_id_of(nodeid, sess.cfg.path.name)
-            if cid is not None:
-                sess.collected[cid] = by_id.get(cid) or cid
-
-    @pytest.hookimpl
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """On the controller: keep each case's rows as they arrive, and why a case's worker crashed."""
-        config = self._config
-        if config is None or hasattr(config, "workerinput"):
-            return
-        sess = config.stash.get(SESSION_KEY, None)
-        if sess is None:
-            return
-        from .xdist_support import case_id_of
-
-        cid = case_id_of(report.nodeid, sess.cfg.path.name)
-        if cid is None:
-            return
-        rows = getattr(report, "speechlab_rows", None)
-        if rows:
-            sess.reported[cid] = list(rows)
-        elif report.failed:
-            sess.crashes.setdefault(cid, _failure_line(report))
-
-    @pytest.hookimpl
-    def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        sess = node.config.stash.get(SESSION_KEY, None)
-        out = getattr(node, "workeroutput", None) or {}
-        if sess is None:
-            return
-        sess.results.extend(out.get("speechlab_results", []))
-        loads = out.get("speechlab_loads") or {}
-        for k, v in loads.items():
-            sess.load_counts[k] = sess.load_counts.get(k, 0) + v
-        worker = (out.get("speechlab_worker") or {}).get("id") or getattr(getattr(node, "gateway", None), "id", "?")
-        sess.xdist.setdefault("loads_by_worker", {})[worker] = dict(loads)
-        pinned = (out.get("speechlab_worker") or {}).get("pinned_gpu")
-        if pinned is not None:
-            sess.xdist.setdefault("gpu_pinning", {})[worker] = pinned
-
-
-def _plain(obj: Any) -> Any:
-    """``obj`` with numpy scalars/arrays and tuples turned into plain Python (execnet sends only those)."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if obj is None or isinstance(obj, (str, bool, int, float)):
-        return obj
-    tolist = getattr(obj, "tolist", None)  # numpy scalar or array
-    if callable(tolist):
-        return _plain(tolist())
-    return str(obj)

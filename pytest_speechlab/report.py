@@ -232,7 +232,7 @@ def _md_num(x: Any, digits: int = 4) -> str:
 
 def step_summary_markdown(results: list[dict[str, Any]], notes: list[str]) -> str:
     """The session's summary table as Markdown (what goes into ``$GITHUB_STEP_SUMMARY``)."""
-    from .runs import case_state, failure_reason
+    from .records import case_state, failure_reason
 
     lines = ["## pytest-speechlab", "", "| case | WER | CER | RTF | vs golden | verdict |", "|---|---|---|---|---|---|"]
     for r in sorted(results, key=lambda r: r.get("case", "")):

@@ -2,22 +2,22 @@
 TTS and chat runners share (accept command, progress line, pytest-benchmark runner, JUnit properties).
 
 It sits below :mod:`pytest_speechlab.plugin` (which registers hooks and fixtures and imports this module), so
-the case runners (``_matrix``, ``tts``, ``tasks``) never import the plugin back.
+the case runners (:mod:`pytest_speechlab.runners`) get a :class:`~.runners.base.CaseContext` built here and
+never import pytest's request or the plugin.
 """
 
 from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .session import Case, SpeechlabSession
-
-SESSION_KEY = pytest.StashKey["SpeechlabSession | None"]()
-CONFIG_ERROR_KEY = pytest.StashKey["str | None"]()
+from .runners.base import BenchmarkInfo, CaseContext, RoundRunner
+from .session import CONFIG_ERROR_KEY, SESSION_KEY, Case, SpeechlabSession
 
 
 def get_session(config: pytest.Config) -> SpeechlabSession:
@@ -88,50 +88,48 @@ def _benchmark_runner(
     return bench, runner
 
 
+def case_context(request: pytest.FixtureRequest, sess: SpeechlabSession, case: Case) -> CaseContext:
+    """Everything a case runner needs from pytest, for one case of this test."""
+
+    def benchmark() -> tuple[BenchmarkInfo | None, RoundRunner]:
+        return _benchmark_runner(request, case)
+
+    def junit(record: Mapping[str, object]) -> None:
+        _junit_properties(request, record)
+
+    def tmp_dir(prefix: str) -> Path:
+        path: Path = request.getfixturevalue("tmp_path_factory").mktemp(prefix, numbered=True)
+        return path
+
+    return CaseContext(
+        session=sess,
+        case=case,
+        accept=_accept_command(request.node),
+        progress=_progress(request, case.id),
+        benchmark=benchmark,
+        junit=junit,
+        tmp_dir=tmp_dir,
+    )
+
+
 def run_matrix_case(case: Any, request: pytest.FixtureRequest) -> None:
-    """Run a collected matrix case end to end (used by the built-in matrix test)."""
+    """Run a collected matrix case end to end (used by the built-in matrix test): the runner of its task."""
     __tracebackhide__ = True
+    from .runners import get_runner
+
     sess = get_session(request.config)
     assert isinstance(case, Case)
     spec = sess.cfg.models[case.model]
     sess.skip_if_unrunnable(case)
-    if spec.task != "asr":
-        from . import tasks
-
-        tasks.run_task_case(sess, case, request)
-        return
-    # Load (or skip/fail) before asking for the benchmark fixture: a case that skips here must not leave
-    # pytest-benchmark warning that its fixture went unused.  run_asr reuses the cached model.
-    sess.load_case_model(case)
-    bench, runner = _benchmark_runner(request, case)
-    result = sess.run_asr(
-        case, runner=runner, progress=_progress(request, case.id), accept=_accept_command(request.node)
-    )
-    if bench is not None:
-        m = result.metrics
-        bench.extra_info.update(
-            {
-                "wer": m["wer"],
-                "cer": m["cer"],
-                "rtf": m["rtf"],
-                "rtf_rounds": m["rtf_rounds"],
-                "speed_rel": m.get("speed_rel"),
-                "speed_reference_s": (result.record.get("speed_reference") or {}).get("total_s"),
-                "audio_seconds": m["audio_seconds"],
-                "decode": result.record["decode"],
-                "weights": result.record["weights"],
-                "model": case.model,
-                "device": case.device,
-                "dataset": case.dataset,
-            }
-        )
-        if m.get("entity_acc") is not None:
-            bench.extra_info["entity_acc"] = m["entity_acc"]
-    _junit_properties(request, result.record)
-    result.check_golden()
+    run = get_runner(spec.task)
+    if run is None:
+        reason = f"{case.model}: task {spec.task!r} has no matrix runner"
+        sess.results.append({**sess.base_record(case), "status": "skipped", "reason": reason})
+        pytest.skip(reason)
+    run(case_context(request, sess, case))
 
 
-def _junit_properties(request: pytest.FixtureRequest, record: dict[str, Any]) -> None:
+def _junit_properties(request: pytest.FixtureRequest, record: Mapping[str, Any]) -> None:
     m = record.get("metrics") or {}
     for k in ("wer", "cer", "rtf", "entity_acc"):
         if m.get(k) is not None:

@@ -13,16 +13,13 @@ import pytest
 from .backends import BackendError, MissingExtraError, get_backend
 from .backends.base import ModelSpec
 from .config import DatasetSpec, SpeechlabConfig
-from .datasets import Dataset, DatasetError, load_dataset
+from .datasets import Dataset, load_dataset
 from .evaluation import (
-    CaseResult,
     GateSettings,
-    Runner,
-    evaluate_asr,
     golden_payload,
-    loop_runner,
 )
 from .golden import write_golden
+from .records import FAILED_VERDICTS
 
 
 @dataclass(frozen=True)
@@ -268,7 +265,7 @@ class SpeechlabSession:
 
     def _all_cases(self) -> list[Case]:
         """The whole matrix the options select, before sharding."""
-        from .devices import resolve_auto
+        from .devices import pick
 
         if self.opts.datasets:
             names = [d for d in self.opts.datasets if d in self.cfg.datasets] + list(self.adhoc)
@@ -285,7 +282,7 @@ class SpeechlabSession:
                 elif d == "all":
                     devices += ["cpu", "cuda", "mps"] + (["remote"] if "remote" in spec.devices else [])
                 elif d == "auto":
-                    devices.append(resolve_auto(spec.devices))
+                    devices.append(pick(d, spec.devices))
                 else:
                     devices.append(d)
             for dev in dict.fromkeys(devices):
@@ -410,77 +407,6 @@ class SpeechlabSession:
                 self._datasets[name] = dataclasses.replace(self._datasets[name], perturb=spec.options["perturb"])
         return self._datasets[name]
 
-    # ---- running --------------------------------------------------------------------------------
-    def run_asr(
-        self, case: Case, *, runner: Runner = loop_runner, progress: Any = None, accept: str = ""
-    ) -> CaseResult:
-        """Run one ASR case and return its (not yet gated) result; skips and errors are recorded."""
-        from .devices import machine_fingerprint
-        from .metrics import get_normalizer
-        from .report import versions
-
-        spec = self.cfg.models[case.model]
-        dspec = self.dataset_spec(case.dataset)
-        base = self.base_record(case)
-        self.skip_if_unrunnable(case)
-        model = self.load_case_model(case)
-        try:
-            data = self.dataset(case.dataset)
-        except DatasetError as exc:
-            if dspec.real_e2e and not dspec.manifest.exists():
-                self.results.append({**base, "status": "skipped", "reason": str(exc)})
-                pytest.skip(f"real_e2e: {exc}")
-            self.results.append({**base, "status": "error", "reason": str(exc)})
-            pytest.fail(str(exc), pytrace=False)
-        normalizer = get_normalizer(dspec.normalizer)
-        from .longform import spec_of as longform_spec
-
-        workload, ref_error = self.speed_workload(case)
-        try:
-            out = evaluate_asr(
-                model,
-                data,
-                normalizer,
-                rounds=self.rounds,
-                runner=runner,
-                progress=progress,
-                reference=workload,
-                reference_runs=self.cfg.speed_reference_runs,
-                min_timed_audio_s=self.cfg.min_timed_audio_s,
-            )
-        except DatasetError as exc:
-            self.results.append({**base, "status": "error", "reason": str(exc)})
-            pytest.fail(str(exc), pytrace=False)
-        threads = int(spec.options.get("cpu_threads") or 0) or None
-        record = {
-            **base,
-            "status": "ran",
-            "normalizer": normalizer.ident(),
-            "decode": model.decode_settings,
-            "metrics": {**out["metrics"], "load_seconds": getattr(model, "load_seconds", None)},
-            "deterministic": out["deterministic"],
-            "rounds": out["rounds"],
-            "speed_reference": out["speed_reference"] or ({"error": ref_error} if ref_error else {}),
-            "machine": machine_fingerprint(case.device, threads),
-            "provenance": {"versions": versions()},
-            "weights": self.weights_identity(spec, model),
-            "tolerance_sources": self.tolerance_sources(case.model, case.dataset),
-            "utterances": out["utterances"],
-            **({"perturb": data.perturb} if data.perturb else {}),
-            **({"longform": longform_spec(dspec.options["longform"])} if dspec.options.get("longform") else {}),
-        }
-        if spec.golden_from:
-            owner, owner_device = spec.golden_from.split("/")
-            record["golden_of"] = {"model": owner, "device": owner_device}
-            accept = (
-                f"pytest speechlab.yaml -k {owner}-{owner_device}-{case.dataset} --speechlab-update-golden "
-                f"(the golden belongs to {owner} on {owner_device}: golden_from in {self.cfg.path.name})"
-            )
-        self.results.append(record)
-        return CaseResult(
-            record, self.cfg.golden_dir, self.thresholds_for(case.model, case.dataset), self.gate_settings(), accept
-        )
-
     # ---- every collected case in the record -----------------------------------------------------------
     def _error_row(self, case: Case | str, reason: str) -> dict[str, Any]:
         if isinstance(case, Case):
@@ -516,7 +442,7 @@ class SpeechlabSession:
             rows = self.results[start:]
         elif failures:
             for r in mine:
-                if r.get("status") == "ran" and r.get("verdict") not in ("fail", "missing", "error"):
+                if r.get("status") == "ran" and r.get("verdict") not in FAILED_VERDICTS:
                     r["verdict"] = "error"
                     r["reason"] = failures[0]
         return rows
@@ -540,6 +466,42 @@ class SpeechlabSession:
             self.results.append(self._error_row(case, reason))
 
     # ---- end of session -------------------------------------------------------------------------
+    def write_records(self) -> None:
+        """Write the run record (--speechlab-json) and keep it in the history folder (--speechlab-save)."""
+        from .report import run_record, write_json
+
+        if not (self.opts.json_path or self.opts.save):
+            return
+        settings = {
+            "devices": self.opts.devices,
+            "datasets": self.opts.datasets,
+            "rounds": self.rounds,
+            "gate": self.opts.gate or self.cfg.gate,
+            "rtf_gate": not self.rtf_gate_off,
+            "abs_rtf": self.opts.abs_rtf,
+            "xdist_workers": self.n_workers,
+            "update_golden": self.opts.update,
+            "shard": self.opts.shard,
+            "config": str(self.cfg.path),
+            "config_sha256": _file_sha256(self.cfg.path),
+            "model_loads": self.load_counts,
+            "notes": self.notes,
+            "xdist": self.xdist,
+        }
+        record = run_record(self.results, self.rootdir, settings, collected=len(self.collected))
+        targets: list[tuple[Path, str]] = []
+        if self.opts.json_path:
+            targets.append((self.opts.json_path, "fix --speechlab-json (the path of a writable file)"))
+        if self.opts.save:
+            hist = self.cfg.history_dir or (self.cfg.path.parent / ".speechlab" / "history")
+            stamp = record["created"].replace(":", "").replace("-", "")
+            targets.append((hist / f"run-{stamp}-{os.getpid()}.json", "make the history folder (history_dir) writable"))
+        for path, fix in targets:
+            try:
+                write_json(path, record)
+            except OSError as exc:
+                self.write_errors.append(f"run record not written: {path}: {exc.strerror or exc}; {fix}")
+
     def write_goldens(self) -> list[Path]:
         """Write the goldens of every case that ran under --speechlab-update-golden (controller only)."""
         from .golden import GoldenError, saturated
@@ -594,3 +556,17 @@ class SpeechlabSession:
                 "machine to gate speed"
             )
         return written
+
+
+def _file_sha256(path: Path) -> str | None:
+    from .provenance import file_sha256
+
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None
+
+
+# Where the plugin keeps the run's session (None until configured) and, when speechlab.yaml is invalid, why.
+SESSION_KEY = pytest.StashKey["SpeechlabSession | None"]()
+CONFIG_ERROR_KEY = pytest.StashKey["str | None"]()

@@ -28,6 +28,10 @@ import shlex
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import pytest
+
+from .session import SESSION_KEY, SpeechlabSession
+
 GROUP_POLICIES = ("auto", "model")
 
 # Keys the controller puts into each worker's ``workerinput`` (pytest_configure_node).
@@ -200,3 +204,114 @@ def make_scheduler(config: Any, log: Any, config_name: str, case_groups: dict[st
             return scope if scope is not None else str(super()._split_scope(nodeid))
 
     return SpeechlabGroupScheduling(config, log)
+
+
+# ---- the controller's hooks (registered by the plugin only when pytest-xdist is active) ----------------
+
+
+def failure_line(report: pytest.TestReport) -> str:
+    """One readable line (or block) saying why a phase failed: the exception, not the whole traceback."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = str(crash.message) if crash is not None else report.longreprtext
+    # xdist heads a worker's report with "[gw0] linux -- Python ..."; the reason is what follows.
+    lines = [ln for ln in text.strip().splitlines() if not re.match(r"\[gw\d+\] \S+ -- Python ", ln)]
+    text = "\n".join(lines).strip() or f"{report.when} failed"
+    return text if len(text) <= 2000 else text[:2000] + " ..."
+
+
+def hand_over(config: pytest.Config, sess: SpeechlabSession) -> None:
+    """On a worker at the end: put its results (plain Python: execnet sends only that), model loads and
+    GPU pinning into ``workeroutput`` for the controller, which merges them in ``pytest_testnodedown``."""
+    worker = sess.xdist.get("worker")
+    pinned = sess.xdist.get("pinned_gpu")
+    for r in sess.results:
+        r["xdist_worker"] = worker
+        if pinned is not None and r.get("device") == "cuda":
+            r["gpu"] = {"cuda_visible_devices": pinned, "worker": worker}
+    config.workeroutput["speechlab_results"] = plain(sess.results)  # type: ignore[attr-defined]
+    config.workeroutput["speechlab_loads"] = dict(sess.load_counts)  # type: ignore[attr-defined]
+    config.workeroutput["speechlab_worker"] = {"id": worker, "pinned_gpu": pinned}  # type: ignore[attr-defined]
+
+
+class XdistHooks:
+    """Registered only when pytest-xdist is active: merge workers' results on the controller."""
+
+    def __init__(self, config: pytest.Config | None = None) -> None:
+        self._config = config
+
+    @pytest.hookimpl
+    def pytest_configure_node(self, node: Any) -> None:
+        """Tell each worker (before it starts) how many GPUs there are to pin to, and which are visible."""
+        sess = node.config.stash.get(SESSION_KEY, None)
+        if sess is None:
+            return
+        node.workerinput[WI_GPU_COUNT] = int(sess.xdist.get("gpu_count") or 0)
+        node.workerinput[WI_VISIBLE] = os.environ.get("CUDA_VISIBLE_DEVICES")
+
+    @pytest.hookimpl
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        """Under loadgroup (the default for the matrix), schedule the matrix by model and device."""
+        sess = config.stash.get(SESSION_KEY, None)
+        if sess is None or config.getvalue("dist") != "loadgroup" or not sess.xdist.get("groups"):
+            return None
+        return make_scheduler(config, log, sess.cfg.path.name, sess.xdist["groups"])
+
+    @pytest.hookimpl
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """The controller never collects: it learns the selected matrix cases from a worker's collection."""
+        sess = node.config.stash.get(SESSION_KEY, None)
+        if sess is None or sess.collected:
+            return
+        by_id = {c.id: c for c in sess.cases()}
+        for nodeid in ids:
+            cid = case_id_of(nodeid, sess.cfg.path.name)
+            if cid is not None:
+                sess.collected[cid] = by_id.get(cid) or cid
+
+    @pytest.hookimpl
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """On the controller: keep each case's rows as they arrive, and why a case's worker crashed."""
+        config = self._config
+        if config is None or hasattr(config, "workerinput"):
+            return
+        sess = config.stash.get(SESSION_KEY, None)
+        if sess is None:
+            return
+        cid = case_id_of(report.nodeid, sess.cfg.path.name)
+        if cid is None:
+            return
+        rows = getattr(report, "speechlab_rows", None)
+        if rows:
+            sess.reported[cid] = list(rows)
+        elif report.failed:
+            sess.crashes.setdefault(cid, failure_line(report))
+
+    @pytest.hookimpl
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        sess = node.config.stash.get(SESSION_KEY, None)
+        out = getattr(node, "workeroutput", None) or {}
+        if sess is None:
+            return
+        sess.results.extend(out.get("speechlab_results", []))
+        loads = out.get("speechlab_loads") or {}
+        for k, v in loads.items():
+            sess.load_counts[k] = sess.load_counts.get(k, 0) + v
+        worker = (out.get("speechlab_worker") or {}).get("id") or getattr(getattr(node, "gateway", None), "id", "?")
+        sess.xdist.setdefault("loads_by_worker", {})[worker] = dict(loads)
+        pinned = (out.get("speechlab_worker") or {}).get("pinned_gpu")
+        if pinned is not None:
+            sess.xdist.setdefault("gpu_pinning", {})[worker] = pinned
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` with numpy scalars/arrays and tuples turned into plain Python (execnet sends only those)."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if obj is None or isinstance(obj, (str, bool, int, float)):
+        return obj
+    tolist = getattr(obj, "tolist", None)  # numpy scalar or array
+    if callable(tolist):
+        return plain(tolist())
+    return str(obj)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytest_speechlab.golden import GoldenError, compare, read_golden
-from pytest_speechlab.runs import (
+from pytest_speechlab.records import (
     RunRecordError,
     case_problem,
     load_run,

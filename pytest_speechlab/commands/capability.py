@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..runs import RunRecordError, case_state, failure_reason, load_run
+from ..records import RunRecordError, case_state, failure_reason, load_run
 
 DEVICE_ORDER = ("cpu", "cuda", "mps", "remote")
 

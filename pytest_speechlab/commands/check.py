@@ -14,7 +14,7 @@ from typing import Any
 from ..checks import Verdict
 from ..config import GATES
 from ..golden import GoldenError, golden_path, read_golden
-from ..runs import (
+from ..records import (
     RunRecordError,
     case_problem,
     compared_nothing,

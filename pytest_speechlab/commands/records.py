@@ -23,7 +23,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     print(f"merged {len(args.records)} run records, {len(merged['cases'])} cases -> {args.output}")
     if not args.gate:
         return 0
-    from ..runs import compared_nothing, record_problems
+    from ..records import compared_nothing, record_problems
 
     refused = [p for rec, src in zip(records, args.records, strict=True) for p in record_problems(rec, str(src))]
     refused += record_problems(merged, str(args.output))

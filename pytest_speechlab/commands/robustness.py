@@ -47,7 +47,7 @@ def snr_plot(records: list[dict[str, Any]], out_dir: Path) -> list[tuple[str, Pa
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .scorecard import _save
+    from .plots import save_png as _save
 
     models = sorted(series)
     levels = sorted({s for lines in series.values() for line in lines.values() for s in line if s != math.inf})

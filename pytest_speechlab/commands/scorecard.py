@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..golden import atomic_write_text, read_golden
-from ..runs import FAILED_VERDICTS, RunRecordError, load_run
+from ..records import FAILED_VERDICTS, RunRecordError, load_run
+from .plots import save_png as _save
 
 # ---- the grading rule (the page prints these numbers; change them here and the page follows) ----------
 A_WER_MARGIN = 0.01  # A: WER within 1 point of the best model in the same task/dataset/device
@@ -293,21 +294,6 @@ def make_plots(entries: list[Entry], out_dir: Path) -> list[tuple[str, Path]]:
     _save(fig, path)
     written.append(("WER per model", path))
     return written
-
-
-def _save(fig: Any, path: Path) -> None:
-    # Written to a temporary name and renamed, so a reader never sees half a PNG.
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---- rendering ---------------------------------------------------------------------------------------

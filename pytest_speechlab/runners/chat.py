@@ -1,4 +1,4 @@
-"""Matrix cases of tasks other than ASR: dispatch to the module that runs them."""
+"""The chat case runner (speech-to-speech): a smoke check, not a golden gate."""
 
 from __future__ import annotations
 
@@ -7,27 +7,10 @@ from typing import Any
 
 import numpy as np
 
-
-def run_task_case(sess: Any, case: Any, request: Any) -> None:
-    """Run a non-ASR matrix case: ``task: tts`` (gated like ASR) or ``task: chat`` (a smoke check)."""
-    __tracebackhide__ = True
-    task = sess.cfg.models[case.model].task
-    if task == "tts":
-        from .tts import run_tts_case
-
-        run_tts_case(sess, case, request)
-        return
-    if task == "chat":
-        run_chat_case(sess, case)
-        return
-    import pytest
-
-    reason = f"{case.model}: task {task!r} has no matrix runner"
-    sess.results.append({**sess.base_record(case), "status": "skipped", "reason": reason})
-    pytest.skip(reason)
+from .base import CaseContext
 
 
-def run_chat_case(sess: Any, case: Any) -> None:
+def run(ctx: CaseContext) -> None:
     """Speech-to-speech chat: each utterance's audio in, interleaved text + audio out.
 
     A chat reply has no reference to score against, so this is a smoke check, not a golden gate: every
@@ -36,9 +19,10 @@ def run_chat_case(sess: Any, case: Any) -> None:
     __tracebackhide__ = True
     import pytest
 
-    from .datasets import load_audio
-    from .devices import machine_fingerprint
+    from ..datasets import load_audio
+    from ..devices import machine_fingerprint
 
+    sess, case = ctx.session, ctx.case
     base = sess.base_record(case)
     model = sess.load_case_model(case)
     data = sess.dataset(case.dataset)
@@ -46,6 +30,7 @@ def run_chat_case(sess: Any, case: Any) -> None:
     problems: list[str] = []
     seconds = audio_in = 0.0
     for u in data.utterances:
+        assert u.audio_path is not None, f"{case.dataset}: utterance {u.id} has no audio"  # chat datasets are audio
         audio, dur = load_audio(u.audio_path, model.sample_rate, reference=u.text)
         t0 = time.perf_counter()
         reply = model.chat(audio=audio, sample_rate=model.sample_rate)
