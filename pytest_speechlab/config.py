@@ -74,6 +74,12 @@ DATASET_KEYS = {
     "perturb",
     "longform",
     "dnsmos",
+    # tables and Hugging Face datasets (tabular.py)
+    "columns",
+    "hf-dataset",
+    "config",
+    "split",
+    "slice",
 }
 TOP_KEYS = {
     "models",
@@ -307,15 +313,23 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
     unknown = set(raw) - DATASET_KEYS
     if unknown:
         raise _err(path, f"{key}.{min(unknown)}", f"unknown key; known: {', '.join(sorted(DATASET_KEYS))}")
+    from .tabular import HF_KEYS, source_problem
+
+    problem = source_problem(raw)
+    if problem:
+        raise _err(path, f"{key}.{problem[0]}", problem[1])
     manifest = raw.get("manifest")
+    if "hf-dataset" in raw:  # read from the Hugging Face cache: no manifest path (a label stands in for one)
+        manifest = f"hf-dataset:{raw['hf-dataset']}"
     if not isinstance(manifest, str):
         raise _err(
             path,
             f"{key}.manifest",
-            "is required: a JSONL manifest or a folder of audio + .txt files, relative to this file",
+            "is required: a JSONL manifest, a Parquet/Arrow file or a folder of audio + .txt files, relative to "
+            "this file (or hf-dataset: NAME)",
         )
     mpath = Path(manifest).expanduser()
-    if not mpath.is_absolute():
+    if not mpath.is_absolute() and "hf-dataset" not in raw:
         mpath = path.parent / mpath
     normalizer = raw.get("normalizer", "whisper-en")
     if normalizer not in NORMALIZERS:
@@ -348,7 +362,19 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
         thresholds=_thresholds(path, f"{key}.thresholds", raw.get("thresholds")),
         real_e2e=bool(raw.get("real_e2e", False)),
         allow_outside_paths=bool(raw.get("allow_outside_paths", False)),
-        options={k: raw[k] for k in ("language", "entities", "description", "longform", "dnsmos") if k in raw},
+        options={
+            **{
+                k: raw[k]
+                for k in ("language", "entities", "description", "longform", "dnsmos", "columns", *HF_KEYS)
+                if k in raw
+            },
+            # a save_to_disk folder is relative to this file, as a manifest is
+            **(
+                {"hf-dataset": str(path.parent / raw["hf-dataset"])}
+                if "hf-dataset" in raw and (path.parent / raw["hf-dataset"]).is_dir()
+                else {}
+            ),
+        },
     )
 
 
