@@ -45,6 +45,8 @@ THRESHOLD_KEYS = {
                               "0)",
     "ts_start_ms_abs": "long-form start error (median and p95, ms) may exceed the golden by this much (default 100)",
     "ts_pr_abs": "long-form start precision/recall may fall below the golden by this much (default 0.05)",
+    "dnsmos_abs": "TTS pooled DNSMOS SIG/BAK/OVRL may fall below the golden by this much (MOS points, default 0.1)",
+    "dnsmos_sentence_abs": "TTS DNSMOS OVRL of any one sentence may fall below the golden by this much (default 0.3)",
 }
 MODEL_KEYS = {
     "backend",
@@ -71,6 +73,13 @@ DATASET_KEYS = {
     "entities",
     "perturb",
     "longform",
+    "dnsmos",
+    # tables and Hugging Face datasets (tabular.py)
+    "columns",
+    "hf-dataset",
+    "config",
+    "split",
+    "slice",
 }
 TOP_KEYS = {
     "models",
@@ -304,15 +313,23 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
     unknown = set(raw) - DATASET_KEYS
     if unknown:
         raise _err(path, f"{key}.{min(unknown)}", f"unknown key; known: {', '.join(sorted(DATASET_KEYS))}")
+    from .tabular import HF_KEYS, source_problem
+
+    problem = source_problem(raw)
+    if problem:
+        raise _err(path, f"{key}.{problem[0]}", problem[1])
     manifest = raw.get("manifest")
+    if "hf-dataset" in raw:  # read from the Hugging Face cache: no manifest path (a label stands in for one)
+        manifest = f"hf-dataset:{raw['hf-dataset']}"
     if not isinstance(manifest, str):
         raise _err(
             path,
             f"{key}.manifest",
-            "is required: a JSONL manifest or a folder of audio + .txt files, relative to this file",
+            "is required: a JSONL manifest, a Parquet/Arrow file or a folder of audio + .txt files, relative to "
+            "this file (or hf-dataset: NAME)",
         )
     mpath = Path(manifest).expanduser()
-    if not mpath.is_absolute():
+    if not mpath.is_absolute() and "hf-dataset" not in raw:
         mpath = path.parent / mpath
     normalizer = raw.get("normalizer", "whisper-en")
     if normalizer not in NORMALIZERS:
@@ -329,6 +346,9 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
         if task != "asr":
             raise _err(path, f"{key}.longform",
                        f"builds long recordings: only an asr dataset can have it ({name} is {task})")
+    if "dnsmos" in raw and (not isinstance(raw["dnsmos"], bool) or (raw["dnsmos"] and task != "tts")):
+        raise _err(path, f"{key}.dnsmos", f"got {raw['dnsmos']!r}; true or false, and true only on a task: tts dataset "
+                   "(DNSMOS scores synthesised speech)")
     markers = _str_list(path, f"{key}.markers", raw.get("markers", []))
     for m in markers:
         if not m.isidentifier():
@@ -342,7 +362,19 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
         thresholds=_thresholds(path, f"{key}.thresholds", raw.get("thresholds")),
         real_e2e=bool(raw.get("real_e2e", False)),
         allow_outside_paths=bool(raw.get("allow_outside_paths", False)),
-        options={k: raw[k] for k in ("language", "entities", "description", "longform") if k in raw},
+        options={
+            **{
+                k: raw[k]
+                for k in ("language", "entities", "description", "longform", "dnsmos", "columns", *HF_KEYS)
+                if k in raw
+            },
+            # a save_to_disk folder is relative to this file, as a manifest is
+            **(
+                {"hf-dataset": str(path.parent / raw["hf-dataset"])}
+                if "hf-dataset" in raw and (path.parent / raw["hf-dataset"]).is_dir()
+                else {}
+            ),
+        },
     )
 
 

@@ -38,6 +38,7 @@ class Dataset:
     source: Path
     utterances: tuple[Utterance, ...]
     perturb: dict[str, Any] | None = None  # a derived dataset's perturbation (perturb.py), applied on load
+    audio_root: Path | None = None  # where a table's extracted audio lives (tabular.py); None: beside the source
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -45,6 +46,8 @@ class Dataset:
     @property
     def root(self) -> Path:
         """The folder audio paths are relative to: the manifest's folder, or the dataset folder itself."""
+        if self.audio_root is not None:
+            return self.audio_root
         return self.source if self.source.is_dir() else self.source.parent
 
 
@@ -178,9 +181,20 @@ def load_folder(path: Path, *, allow_outside_paths: bool = False) -> list[Uttera
     return rows
 
 
-def load_dataset(name: str, source: Path, *, allow_outside_paths: bool = False, task: str = "asr") -> Dataset:
-    """Load a dataset from a manifest file or a folder."""
+def load_dataset(name: str, source: Path, *, allow_outside_paths: bool = False, task: str = "asr",
+                 options: dict[str, Any] | None = None) -> Dataset:
+    """Load a dataset from a manifest file, a folder, a Parquet/Arrow table or a Hugging Face dataset
+    (``options``: the dataset's ``hf-dataset``/``columns`` keys; see tabular.py)."""
+    from . import tabular
+
+    options = options or {}
+    if options.get("hf-dataset"):
+        rows, src, root = tabular.load_hf(options, task=task)
+        return Dataset(name, src, tuple(rows), audio_root=root)
     source = Path(source)
+    if tabular.is_table(source):
+        rows, root = tabular.load_table(source, options, allow_outside_paths=allow_outside_paths, task=task)
+        return Dataset(name, source, tuple(rows), audio_root=root)
     if source.is_dir():
         rows = load_folder(source, allow_outside_paths=allow_outside_paths)
     else:

@@ -237,6 +237,12 @@ def compare(
     v.checks += checks + more[0]
     v.problems += problems + more[1]
     v.notes += notes + more[2]
+    from .tts_quality import gate as quality_gate
+
+    checks, problems, notes = quality_gate(golden, obtained, thresholds)  # TTS: DNSMOS
+    v.checks += checks
+    v.problems += problems
+    v.notes += notes
     if v.problems or any(c.status == "fail" for c in v.checks):
         v.status = "fail"
     elif any(c.status == "improved" for c in v.checks):

@@ -220,6 +220,8 @@ def no_timestamps_reason(model: Any) -> str | None:
     """Why ``model`` gives no usable segment timestamps, or None when it does."""
     if not callable(getattr(model, "transcribe_segments", None)):
         return f"no timestamps: the {type(model).__name__} backend gives no segment timestamps"
+    if getattr(model, "offers_segments", None) is False:  # an http model whose server has no verbose_json
+        return "no timestamps: the server does not offer response_format verbose_json (or timestamps: off)"
     if (getattr(model, "decode_settings", None) or {}).get("without_timestamps") is True:
         return "no timestamps: the model decodes with without_timestamps: true (segment starts would be window starts)"
     return None

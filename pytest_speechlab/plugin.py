@@ -108,6 +108,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="let a --speechlab-shard slice that gets no case pass (default: an error)",
     )
+    group.addoption(
+        "--speechlab-allow-download",
+        action="store_true",
+        default=False,
+        help="let hf: weights and hf-dataset: datasets missing from the local Hugging Face cache be "
+        "downloaded (never by default)",
+    )
+    parser.addini(
+        "speechlab_allow_download", "true: allow Hugging Face Hub downloads (hub.py)", type="bool", default=False
+    )
     parser.addini("speechlab_config", "path of speechlab.yaml, relative to the rootdir", default=None)
     parser.addini("speechlab_devices", "default devices (auto|cpu|cuda|mps|remote|all)", type="args", default=[])
     parser.addini("speechlab_xdist_group", "auto|model: how matrix cases are grouped on xdist workers", default="auto")
@@ -146,6 +156,10 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, desc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {desc}")
     config.stash[SESSION_KEY] = None
+    if config.getoption("speechlab_allow_download") or config.getini("speechlab_allow_download"):
+        from .hub import set_allow_download
+
+        set_allow_download(True)
     config.stash[CONFIG_ERROR_KEY] = None
     if config.pluginmanager.hasplugin("benchmark") and not config.pluginmanager.hasplugin("speechlab-benchmark-fail"):
         config.pluginmanager.register(_BenchmarkCompareFail(), "speechlab-benchmark-fail")
@@ -480,6 +494,18 @@ def tts_eval(request: pytest.FixtureRequest) -> Callable[..., Any]:
         return run_tts(case_context(request, sess, case))
 
     return run
+
+
+@pytest.fixture
+def speech_properties() -> Callable[..., Any]:
+    """Metamorphic checks of an ASR model: ``speech_properties(speech_model).check(speech_dataset)`` asserts
+    (with hypothesis choosing clip and amount, deterministically) that the model's transcript does not change
+    beyond a tolerance under gain within +-12 dB, up to 2 s of leading/trailing silence, resampling
+    16 -> 44.1 -> 16 kHz and stereo duplication.  Returns the report (``.worst`` WER per property).  Needs
+    hypothesis (extra ``properties``); see pytest_speechlab.properties."""
+    from .properties import SpeechProperties
+
+    return SpeechProperties
 
 
 # ---- end of session ------------------------------------------------------------------------------

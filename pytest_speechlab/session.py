@@ -391,7 +391,11 @@ class SpeechlabSession:
         if name not in self._datasets:
             spec = self.dataset_spec(name)
             self._datasets[name] = load_dataset(
-                name, spec.manifest, allow_outside_paths=spec.allow_outside_paths, task=spec.task
+                name,
+                spec.manifest,
+                allow_outside_paths=spec.allow_outside_paths,
+                task=spec.task,
+                options=spec.options,
             )
             if spec.options.get("longform"):  # long recordings built from the manifest (longform.py)
                 from .longform import build

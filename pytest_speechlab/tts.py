@@ -408,6 +408,7 @@ def evaluate_tts(
     reference: Workload | None = None,
     reference_runs: int = DEFAULT_RUNS,
     min_timed_audio_s: float = MIN_TIMED_AUDIO_S,
+    dnsmos: bool = False,
 ) -> TTSResult:
     """Synthesise every sentence (timed, after one warm-up call), measure it, and have ``judge`` transcribe it.
 
@@ -415,8 +416,9 @@ def evaluate_tts(
     ``synthesize_stream(text)`` yielding chunks (used when ``stream`` is None or True, giving time to first
     audio).  ``judge`` is any object with ``sample_rate`` and ``transcribe(audio) -> str``; the audio is
     resampled to its rate with soxr.  ``rounds`` > 1 re-synthesises everything to steady the RTF (median
-    round) and to tell whether synthesis is deterministic.  Every sentence's audio is written as a float WAV
-    under ``audio_dir`` (a new temp folder when None) so a failing case can be listened to.
+    round) and to tell whether synthesis is deterministic.  ``dnsmos`` scores every sentence with DNSMOS
+    (``tts_quality``: rows and metrics gain ``dnsmos_sig/bak/ovrl/p808``).  Every sentence's audio is written as
+    a float WAV under ``audio_dir`` (a new temp folder when None) so a failing case can be listened to.
     """
     import soundfile as sf
     import soxr
@@ -542,6 +544,10 @@ def evaluate_tts(
         "case_peak_rss_mb": case_memory_mb(model, start_rss, case_peak_rss_mb() if case_peak else None),
         "cuda_peak_mb": cuda_peak_mb(),
     }
+    if dnsmos:
+        from .tts_quality import score_rows
+
+        metrics.update(score_rows(rows, [(a, sr) for a, sr, *_ in first]))
     deterministic = rerun_same and all(
         all(
             a.shape == b.shape and np.array_equal(a, b, equal_nan=True)

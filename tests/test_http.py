@@ -205,6 +205,7 @@ def test_health_describes_the_served_model(server: str, local_model: Any) -> Non
     assert body["ready"] is True and body["sample_rate"] == 16000
     # The server runs the same decode settings as the local model, which is what makes their goldens comparable.
     assert body["decode_settings"] == local_model.decode_settings
+    assert body["response_formats"] == ["json", "text", "verbose_json", "srt", "vtt"]  # tiny.en has timestamps
 
 
 @needs_models
@@ -708,3 +709,80 @@ def test_openai_client_speech_formats(local_model: Any, keyed: None) -> None:
         assert abs(len(mono) / rate - len(wav_audio) / wav_rate) < 0.1, fmt  # the same length, whatever the codec
         text = local_model.transcribe(soxr.resample(mono, rate, 16000).astype(np.float32))
         assert "quick brown fox" in text.lower(), (fmt, text)
+
+
+# --- segments with timestamps over HTTP (verbose_json) --------------------------------------------------------
+
+
+@needs_models
+def test_http_backend_segments_match_local_and_the_openai_client(server: str, local_model: Any, clip: np.ndarray,
+                                                                 keyed: None) -> None:
+    """The http backend asks ``speechlab serve`` for verbose_json (offered on /health) and returns the segments
+    faster-whisper's ``transcribe_segments`` returns locally; the official client sees the same timestamps."""
+    openai = pytest.importorskip("openai", reason="the openai client is in the dev dependency group: uv sync")
+    remote = get_backend("http").load(http_spec(server), "remote")
+    assert remote.offers_segments is True  # from /health's response_formats
+    segs = remote.transcribe_segments(clip)
+    local = local_model.transcribe_segments(clip)
+    keys = ("id", "start", "end", "text", "temperature", "avg_logprob", "compression_ratio", "no_speech_prob")
+    assert [tuple(s[k] for k in keys[:4]) for s in segs] == [tuple(s[k] for k in keys[:4]) for s in local]
+    assert all(set(s) == set(keys) for s in segs)
+    assert [s["avg_logprob"] for s in segs] == pytest.approx([s["avg_logprob"] for s in local], abs=1e-6)
+    verbose = openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0).audio.transcriptions.create(
+        model=MODEL, file=("fox.wav", _wav_bytes(clip), "audio/wav"), response_format="verbose_json")
+    over_http = [(s["start"], s["end"], s["text"]) for s in segs]
+    assert [(s.start, s.end, s.text) for s in verbose.segments or []] == over_http
+    assert "".join(s["text"] for s in segs).strip() == remote.transcribe(clip)
+    remote.close()
+
+
+def test_http_segments_when_the_server_has_no_health_or_refuses_verbose_json(clip_tone: np.ndarray) -> None:
+    """A plain OpenAI-compatible server (no /health): ``auto`` asks once; a 400 is remembered and said plainly;
+    a server that answers verbose_json gives segments; ``timestamps: off`` never asks."""
+    from fastapi import FastAPI, Form
+    from fastapi.responses import JSONResponse
+
+    asked: list[str] = []
+
+    def app(verbose: bool) -> Any:
+        api = FastAPI()
+
+        @api.post("/v1/audio/transcriptions")
+        def transcriptions(response_format: str = Form("json")) -> Any:
+            asked.append(response_format)
+            if response_format == "verbose_json" and not verbose:
+                return JSONResponse({"error": {"message": "response_format verbose_json is not supported"}}, 400)
+            if response_format == "verbose_json":
+                return {"text": "hi there", "segments": [{"id": 0, "seek": 0, "start": 0.0, "end": 0.4, "text": " hi",
+                                                          "tokens": [1], "temperature": 0.0, "avg_logprob": -0.2},
+                                                         {"id": 1, "start": 0.4, "end": 0.9, "text": " there"}]}
+            return {"text": "hi there"}
+
+        return api
+
+    with uvicorn_in_thread(app(verbose=False)) as url:
+        model = get_backend("http").load(http_spec(url), "remote")
+        assert model.offers_segments is None  # no /health: unknown until asked
+        with pytest.raises(BackendError, match="HTTP 400: response_format verbose_json is not supported"):
+            model.transcribe_segments(clip_tone)
+        with pytest.raises(BackendError, match="the server does not offer response_format verbose_json"):
+            model.transcribe_segments(clip_tone)
+        assert asked == ["verbose_json"] and model.transcribe(clip_tone) == "hi there"
+    with uvicorn_in_thread(app(verbose=True)) as url:
+        model = get_backend("http").load(http_spec(url), "remote")
+        assert model.transcribe_segments(clip_tone) == [
+            {"id": 0, "start": 0.0, "end": 0.4, "text": " hi", "temperature": 0.0, "avg_logprob": -0.2},
+            {"id": 1, "start": 0.4, "end": 0.9, "text": " there"}]
+        off = get_backend("http").load(http_spec(url, timestamps="off"), "remote")
+        with pytest.raises(BackendError, match=r"timestamps are off for this model \(timestamps: off\)"):
+            off.transcribe_segments(clip_tone)
+        from pytest_speechlab.longform import no_timestamps_reason
+
+        assert no_timestamps_reason(model) is None
+        assert no_timestamps_reason(off) == ("no timestamps: the server does not offer response_format verbose_json "
+                                             "(or timestamps: off)")
+
+
+@pytest.fixture
+def clip_tone() -> np.ndarray:
+    return (0.1 * np.sin(np.arange(8000) / 5.0)).astype(np.float32)

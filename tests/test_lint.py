@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-HEAVY = ("torch", "ctranslate2", "faster_whisper", "whisper", "liquid_audio", "onnxruntime", "piper")
+HEAVY = ("torch", "ctranslate2", "faster_whisper", "whisper", "liquid_audio", "onnxruntime", "piper", "speechmos",
+         "librosa")
 
 
 def test_github_workflows_valid() -> None:

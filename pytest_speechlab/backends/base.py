@@ -62,7 +62,12 @@ class ModelSpec:
     speed_reference: str | None = None  # speed-reference workload (speed.WORKLOADS or "none"); None: the backend's
 
     def resolve_path(self, value: str) -> Path:
-        """A path from the config, relative to the config file's folder."""
+        """A path from the config, relative to the config file's folder; ``hf:ORG/NAME@REV`` is the local
+        snapshot of that Hub revision (hub.py: the cache first, a download only when allowed)."""
+        if value.startswith("hf:"):
+            from ..hub import resolve
+
+            return resolve(value, f"model {self.name!r} ('weights:' in {self.config_path or 'speechlab.yaml'})")[0]
         p = Path(value).expanduser()
         if not p.is_absolute() and self.config_path is not None:
             p = self.config_path.parent / p

@@ -19,6 +19,8 @@ Options read from the model entry in speechlab.yaml::
         retries: 3                        # retries after the first try, on 5xx / connection errors
         backoff: 0.5                      # first retry waits this long, then 2x, 4x, ...
         health_path: /health              # asked once at load for the served decode settings; null: don't
+        timestamps: auto                  # segments with start/end (transcribe_segments) through
+                                          # response_format=verbose_json: auto (when the server offers it), on, off
 
 The API key is read from the environment when the model loads and is never printed, logged, written to
 ``decode_settings`` or put in an error message (server messages are scrubbed of it too).
@@ -136,6 +138,10 @@ class HTTPSpeechModel:
         self.last_attempts = 0
         self.total_retries = 0
         self.latencies_s: list[float] = []
+        # verbose_json (segments with timestamps): "on" asks, "off" never, "auto" asks unless the server said on
+        # /health that it does not offer it, or refused it once (then the refusal is remembered).
+        self.timestamps = "auto"
+        self.offers_segments: bool | None = None
 
     def __repr__(self) -> str:  # never shows the key
         return f"HTTPSpeechModel(name={self.name!r}, base_url={self.base_url!r}, task={self.task!r})"
@@ -158,6 +164,9 @@ class HTTPSpeechModel:
         if not isinstance(body, dict) or not isinstance(body.get("decode_settings"), dict):
             return False
         self.server_info = {k: body.get(k) for k in ("model", "backend", "device", "task", "sample_rate")}
+        formats = body.get("response_formats")
+        if isinstance(formats, list):
+            self.offers_segments = "verbose_json" in formats
         self.decode_settings = dict(body["decode_settings"])
         return True
 
@@ -231,15 +240,54 @@ class HTTPSpeechModel:
             f"or set base_url in speechlab.yaml / {BASE_URL_ENV}."
         )
 
-    def transcribe(self, audio: Audio) -> str:
-        """Send ``audio`` (float32 mono at ``sample_rate``) to the transcription endpoint; return its text."""
+    def _transcription(self, audio: Audio, response_format: str) -> Any:
         wav = encode_wav(audio, self.sample_rate, self.wav_subtype)
-        data: dict[str, str] = {"response_format": "json"}
+        data: dict[str, str] = {"response_format": response_format}
         if self.remote_model:
             data["model"] = self.remote_model
         if self.language:
             data["language"] = self.language
-        response = self._post(TRANSCRIPTIONS_PATH, files={"file": ("audio.wav", wav, "audio/wav")}, data=data)
+        return self._post(TRANSCRIPTIONS_PATH, files={"file": ("audio.wav", wav, "audio/wav")}, data=data)
+
+    def transcribe_segments(self, audio: Audio) -> list[dict[str, Any]]:
+        """The segments of ``audio`` with start/end in seconds, asked for as ``verbose_json`` (OpenAI's format),
+        as dicts with the keys faster-whisper's ``transcribe_segments`` returns (id, start, end, text and, where
+        the server sends them, temperature, avg_logprob, compression_ratio, no_speech_prob)."""
+        where = f"model {self.name!r}: {self.base_url}{TRANSCRIPTIONS_PATH}"
+        if self.timestamps == "off":
+            raise BackendError(f"{where}: segment timestamps are off for this model (timestamps: off); set "
+                               "timestamps: auto to ask the server for verbose_json")
+        if self.timestamps == "auto" and self.offers_segments is False:
+            raise BackendError(f"{where}: the server does not offer response_format verbose_json (segments with "
+                               "timestamps), so timestamp metrics cannot be computed over HTTP for this model")
+        try:
+            response = self._transcription(audio, "verbose_json")
+        except BackendError as exc:
+            if "HTTP 400" in str(exc) and self.timestamps == "auto":
+                self.offers_segments = False  # asked once; the refusal stands for this model
+            raise
+        self.offers_segments = True
+        try:
+            body = response.json()
+            raw = body["segments"]
+            if not isinstance(raw, list):
+                raise TypeError("segments is not a list")
+            segments = []
+            for i, seg in enumerate(raw):
+                out: dict[str, Any] = {"id": int(seg.get("id", i)), "start": float(seg["start"]),
+                                       "end": float(seg["end"]), "text": str(seg["text"])}
+                for key in ("temperature", "avg_logprob", "compression_ratio", "no_speech_prob"):
+                    if isinstance(seg.get(key), (int, float)):
+                        out[key] = float(seg[key])
+                segments.append(out)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise BackendError(f"{where} answered verbose_json without usable 'segments' (start, end, text each; "
+                               f"{type(exc).__name__}: {exc}): {response.text[:200]!r}") from None
+        return segments
+
+    def transcribe(self, audio: Audio) -> str:
+        """Send ``audio`` (float32 mono at ``sample_rate``) to the transcription endpoint; return its text."""
+        response = self._transcription(audio, "json")
         try:
             body = response.json()
             text = body["text"]
@@ -285,6 +333,7 @@ class HTTPBackend(BaseBackend):
         "language": Opt("str", null=True),
         "voice": Opt("str", null=True),
         "health_path": Opt("str", null=True),
+        "timestamps": Opt("str", choices=("auto", "on", "off")),
     }
 
     def unsupported_reason(self, device: str) -> str | None:
@@ -349,7 +398,10 @@ class HTTPBackend(BaseBackend):
             sample_rate=sample_rate,
             wav_subtype=subtype,
         )
+        model.timestamps = str(o.get("timestamps", "auto"))
         health_path = o.get("health_path", "/health")
         if health_path:
             model.probe_server(str(health_path))
+        if model.timestamps == "off":
+            model.offers_segments = False  # long-form cases then say "no timestamps" instead of asking
         return model

@@ -197,6 +197,14 @@ class OpenAIWhisperBackend(BaseBackend):
                 src = str(spec.resolve_path(src))
             return cached_whisper_checkpoint(src)
         path = spec.resolve_path(weights)
+        if weights.startswith("hf:") and path.is_dir():  # a Hub snapshot: CTranslate2 (converted once) or one .pt
+            if (path / "model.bin").is_file():
+                return cached_whisper_checkpoint(str(path))
+            pts = sorted(path.glob("*.pt"))
+            if len(pts) != 1:
+                raise BackendError(f"model {spec.name!r}: {weights} holds no model.bin (CTranslate2) and "
+                                   f"{len(pts)} .pt checkpoints; name one: {weights}/FILE.pt")
+            return pts[0]
         if weights.endswith(".pt") or path.is_file():
             if not path.is_file():
                 raise BackendError(

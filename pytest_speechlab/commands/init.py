@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..golden import atomic_write_bytes, atomic_write_text
 
-EXAMPLE = Path(__file__).resolve().parent / "example"
+EXAMPLE = Path(__file__).resolve().parent.parent / "example"  # pytest_speechlab/example
 
 
 @dataclass(frozen=True)
@@ -124,9 +124,13 @@ def _dataset_manifest(path: Path) -> Path:
 def _check_manifest(path: Path) -> None:
     """Refuse a ``--dataset`` that is not a readable manifest (a WAV, a CSV, a broken line), naming the problem."""
     from ..datasets import DatasetError, load_manifest
+    from ..tabular import is_table, load_table
 
     try:
-        load_manifest(path, allow_outside_paths=True)
+        if is_table(path):  # Parquet/Arrow with id/audio/text columns (other names: columns: in speechlab.yaml)
+            load_table(path, {}, allow_outside_paths=True)
+        else:
+            load_manifest(path, allow_outside_paths=True)
     except DatasetError as exc:
         raise InitError(f"speechlab init: --dataset {path} is not a usable manifest: {exc}") from None
 
@@ -154,14 +158,17 @@ def render_config(models: list[Candidate], manifest: str, missing: list[Candidat
                   "  #   devices: [cpu]"]
     for c in missing:
         lines.append(f"  # {c.name}: needs the '{c.extra}' extra (uv add 'pytest-speechlab[{c.extra}]')")
+    table = Path(manifest).suffix.lower() in (".parquet", ".arrow", ".feather", ".ipc")
+    what = ("Parquet/Arrow: id, audio, text columns (rename with columns:)" if table
+            else "NeMo JSON lines: audio_filepath, text, duration, id")
     lines += ["datasets:",
               "  example:",
-              f"    manifest: {manifest}   # NeMo JSON lines: audio_filepath, text, duration, id",
+              f"    manifest: {manifest}   # {what}",
               "    normalizer: whisper-en       # scores after Whisper's English normaliser",
               "    markers: [smoke]             # `pytest -m smoke` selects it"]
     if outside:
         lines.append("    allow_outside_paths: true    # its audio lies outside the manifest's folder")
-    if any(c.name == "piper-joe" for c in models):
+    if any(c.name == "piper-joe" for c in models) and Path(manifest).suffix.lower() == ".jsonl":
         lines += ["  tts-example:",
                   f"    manifest: {manifest}",
                   "    task: tts                    # the same sentences, synthesised and transcribed back",
@@ -242,7 +249,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "init", help="write speechlab.yaml, an example dataset and a CI workflow for this repository"
     )
     parser.add_argument(
-        "--dataset", metavar="PATH", help="your own manifest.jsonl (or its folder) instead of the example clips"
+        "--dataset",
+        metavar="PATH",
+        help="your own manifest.jsonl (or its folder), or a Parquet/Arrow file, instead of the example clips",
     )
     parser.add_argument("--dir", default=".", help="the repository root (default: the current folder)")
     parser.add_argument("--force", action="store_true", help="replace files that are already there")

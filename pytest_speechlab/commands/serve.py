@@ -333,6 +333,10 @@ def create_app(
             "ready": m is not None,
             "sample_rate": getattr(m, "sample_rate", None),
             "decode_settings": getattr(m, "decode_settings", None),
+            # what /v1/audio/transcriptions answers for this model (verbose_json/srt/vtt need segment timestamps)
+            "response_formats": ([f for f in TRANSCRIPTION_FORMATS
+                                  if f in ("json", "text") or callable(getattr(m, "transcribe_segments", None))]
+                                 if m is not None and hasattr(m, "transcribe") else []),
         }
 
     @app.post("/v1/audio/transcriptions")

@@ -19,7 +19,8 @@ def validate(config_path: Path) -> list[str]:
     problems: list[str] = []
     for name, spec in cfg.datasets.items():
         try:
-            data = load_dataset(name, spec.manifest, allow_outside_paths=spec.allow_outside_paths, task=spec.task)
+            data = load_dataset(name, spec.manifest, allow_outside_paths=spec.allow_outside_paths, task=spec.task,
+                                options=spec.options)
         except DatasetError as exc:
             if spec.real_e2e and not spec.manifest.exists():
                 continue  # not bundled: absent is allowed, the cases skip

@@ -113,6 +113,7 @@ def run(ctx: CaseContext) -> CaseResult:
             reference=workload,
             reference_runs=sess.cfg.speed_reference_runs,
             min_timed_audio_s=sess.cfg.min_timed_audio_s,
+            dnsmos=bool(dspec.options.get("dnsmos")),
         )
     except (DatasetError, BackendError) as exc:
         error(str(exc))
@@ -151,9 +152,11 @@ def run(ctx: CaseContext) -> CaseResult:
         )
     ctx.junit(record)
     ttfa = f", time to first audio {m['ttfa_s']:.3f} s" if m.get("ttfa_s") is not None else ""
+    from ..tts_quality import summary as quality_summary
+
     sess.notes.append(
         f"{case.id}: WER/CER are round-trip (the judge {judge.spec.backend} {judge.spec.weights} heard the voice), "
-        f"synthesis RTF {m['rtf']:.4f}{ttfa}; audio kept in {result.audio_dir}"
+        f"synthesis RTF {m['rtf']:.4f}{ttfa}{quality_summary(m)}; audio kept in {result.audio_dir}"
     )
     problems = result.check_sanity(thresholds)
     accept = ctx.accept
