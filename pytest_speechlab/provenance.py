@@ -63,7 +63,7 @@ def files_sha256(files: Iterable[Path], root: Path | None = None) -> str:
 
     Per-file hashes come from (and go to) the speechlab cache, keyed by path + size + mtime.
     """
-    from .golden import atomic_write_text
+    from .atomic import atomic_write_text
 
     cache_path = _cache_file()
     cache = _read_cache(cache_path)
