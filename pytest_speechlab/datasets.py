@@ -4,30 +4,18 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .backends.base import Audio
+from .utterances import DatasetError as DatasetError
+from .utterances import Utterance as Utterance
+from .utterances import inside as _inside
 
 AUDIO_SUFFIXES = (".wav", ".flac")
-
-
-class DatasetError(Exception):
-    """A dataset or one of its files is unusable; the message names the file and the fix."""
-
-
-@dataclass(frozen=True)
-class Utterance:
-    """One row of a dataset: audio (ASR) or text only (TTS) and its reference text."""
-
-    id: str
-    text: str
-    audio_path: Path | None = None
-    duration: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -49,14 +37,6 @@ class Dataset:
         if self.audio_root is not None:
             return self.audio_root
         return self.source if self.source.is_dir() else self.source.parent
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 def load_manifest(path: Path, *, allow_outside_paths: bool = False, task: str = "asr") -> list[Utterance]:

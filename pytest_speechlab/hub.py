@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .backends.base import BackendError, MissingExtraError
+from .backends.errors import BackendError, MissingExtraError
 
 PREFIX = "hf:"
 ALLOW_ENV = "SPEECHLAB_ALLOW_DOWNLOAD"

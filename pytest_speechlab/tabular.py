@@ -25,7 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .datasets import DatasetError, Utterance, _inside
+from .utterances import DatasetError, Utterance
+from .utterances import inside as _inside
 
 TABLE_SUFFIXES = (".parquet", ".arrow", ".feather", ".ipc")
 COLUMN_ROLES = ("id", "audio", "text", "duration")

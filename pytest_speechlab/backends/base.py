@@ -16,27 +16,13 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from .errors import BackendError as BackendError
+from .errors import MissingExtraError as MissingExtraError
+
 Audio = npt.NDArray[np.float32]
 
 TASKS = ("asr", "tts", "chat")
 DEVICES = ("cpu", "cuda", "mps")
-
-
-class BackendError(Exception):
-    """A backend could not load or run a model; the message names the file and the fix."""
-
-
-class MissingExtraError(BackendError):
-    """The Python packages a backend needs are not installed."""
-
-    def __init__(self, backend: str, extra: str, missing: str) -> None:
-        self.backend = backend
-        self.extra = extra
-        self.missing = missing
-        super().__init__(
-            f"backend {backend!r} needs the Python package {missing!r}, which is not installed; "
-            f"install the extra: uv add 'pytest-speechlab[{extra}]' (or pip install 'pytest-speechlab[{extra}]')"
-        )
 
 
 @dataclass(frozen=True)
