@@ -45,6 +45,8 @@ THRESHOLD_KEYS = {
                               "0)",
     "ts_start_ms_abs": "long-form start error (median and p95, ms) may exceed the golden by this much (default 100)",
     "ts_pr_abs": "long-form start precision/recall may fall below the golden by this much (default 0.05)",
+    "vad_words_abs": "long-form words in segments over VAD non-speech may exceed the golden's count by this many "
+    "(default 0)",
     "dnsmos_abs": "TTS pooled DNSMOS SIG/BAK/OVRL may fall below the golden by this much (MOS points, default 0.1)",
     "dnsmos_sentence_abs": "TTS DNSMOS OVRL of any one sentence may fall below the golden by this much (default 0.3)",
 }
@@ -205,8 +207,8 @@ def _thresholds(path: Path, key: str, raw: Any) -> dict[str, float]:
             raise _err(path, f"{key}.{k}", f"must be >= 0, got {v!r}")
         if k == "confidence" and not 0 < v < 1:
             raise _err(path, f"{key}.{k}", f"must be between 0 and 1 exclusive (e.g. 0.95), got {v!r}")
-        if k == "catastrophic_max" and not float(v).is_integer():
-            raise _err(path, f"{key}.{k}", f"is a count of utterances: must be a whole number >= 0, got {v!r}")
+        if k in ("catastrophic_max", "vad_words_abs") and not float(v).is_integer():
+            raise _err(path, f"{key}.{k}", f"is a count: must be a whole number >= 0, got {v!r}")
         if k in ("clipping_max", "hallucination_rate_abs", "ts_pr_abs") and v > 1:
             raise _err(path, f"{key}.{k}", f"is a share of samples: must be <= 1, got {v!r}")
         out[str(k)] = float(v)

@@ -195,7 +195,7 @@ def evaluate_asr(
 
         if tap is not None:
             tap.fill(audios)  # a batched model: the segments from one untimed call per recording
-        metrics.update(score_longform(dataset, rows, model, tap))
+        metrics.update(score_longform(dataset, rows, model, tap, audios))
     if any("entities" in u.extra for u in dataset.utterances):
         metrics.update(_score_entities(dataset, rows, normalizer))
     rtfs = [sum(t) / audio_total for _, t in rounds_out]

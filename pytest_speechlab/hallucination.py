@@ -75,22 +75,28 @@ def _severity(row: dict[str, Any]) -> float:
     return max(length, float(row.get("compression_ratio", 0.0)) / compression_limit(str(row.get("ref_norm", ""))))
 
 
-#: Silero's answer per clip in this process, by (sha1 of the samples, rate): every model x device case of a
-#: non-speech dataset asks about the same clips.
-_VAD_SECONDS: dict[tuple[str, int], float | None] = {}
+#: Silero's speech regions per clip in this process, by (sha1 of the samples, rate): every model x device case of
+#: a dataset asks about the same clips.
+_VAD_REGIONS: dict[tuple[str, int], list[tuple[float, float]] | None] = {}
 
 
 def vad_speech_seconds(audio: np.ndarray, sample_rate: int) -> float | None:
     """Seconds of speech Silero VAD (``faster_whisper.vad``) finds in ``audio``; None without faster-whisper."""
+    regions = vad_regions(audio, sample_rate)
+    return None if regions is None else float(sum(end - start for start, end in regions))
+
+
+def vad_regions(audio: np.ndarray, sample_rate: int) -> list[tuple[float, float]] | None:
+    """The speech regions ``(start_s, end_s)`` Silero VAD finds in ``audio``; None without faster-whisper."""
     import hashlib
 
     key = (hashlib.sha1(np.ascontiguousarray(audio).tobytes()).hexdigest(), int(sample_rate))
-    if key not in _VAD_SECONDS:
-        _VAD_SECONDS[key] = _vad_speech_seconds(audio, sample_rate)
-    return _VAD_SECONDS[key]
+    if key not in _VAD_REGIONS:
+        _VAD_REGIONS[key] = _vad_regions(audio, sample_rate)
+    return _VAD_REGIONS[key]
 
 
-def _vad_speech_seconds(audio: np.ndarray, sample_rate: int) -> float | None:
+def _vad_regions(audio: np.ndarray, sample_rate: int) -> list[tuple[float, float]] | None:
     try:
         from faster_whisper.vad import VadOptions, get_speech_timestamps
     except ImportError:
@@ -100,7 +106,7 @@ def _vad_speech_seconds(audio: np.ndarray, sample_rate: int) -> float | None:
 
         audio = soxr.resample(audio, sample_rate, VAD_RATE, quality="HQ")
     chunks = get_speech_timestamps(np.ascontiguousarray(audio, dtype=np.float32), VadOptions())
-    return float(sum(c["end"] - c["start"] for c in chunks) / VAD_RATE)
+    return [(c["start"] / VAD_RATE, c["end"] / VAD_RATE) for c in chunks]
 
 
 def vad_ident() -> str:

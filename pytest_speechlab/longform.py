@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ DEFAULT_COLLAR_MS = 200.0
 TS_MS_ABS = 100.0
 TS_PR_ABS = 0.05
 METRICS = ("ts_start_median_ms", "ts_start_p95_ms", "ts_precision", "ts_recall")
+#: A segment with words is "over non-speech" when less than this share of its span lies in Silero VAD speech.
+NONSPEECH_OVERLAP_MAX = 0.2
+VAD_WORDS_ABS = 0
 
 
 def _is_num(x: Any) -> bool:
@@ -268,8 +272,45 @@ def match_starts(ref: list[float], hyp: list[float], collar_s: float) -> int:
     return len(used_r)
 
 
-def score(dataset: Any, rows: list[dict[str, Any]], model: Any, tap: SegmentTap | None) -> dict[str, Any]:
-    """The long-form timing metrics of a case (and per-row starts), or the reason there are none."""
+def over_nonspeech(segs: list[dict[str, Any]], speech: list[tuple[float, float]]) -> list[dict[str, Any]]:
+    """The segments with words of which less than ``NONSPEECH_OVERLAP_MAX`` of the span lies in ``speech``
+    (VAD regions, seconds): words a model wrote where the VAD heard no one speak."""
+    out = []
+    for s in segs:
+        words = re.findall(r"\w+", str(s.get("text", "")))
+        if not words:
+            continue
+        start, end = float(s["start"]), float(s["end"])
+        overlap = sum(max(0.0, min(end, b) - max(start, a)) for a, b in speech)
+        if overlap < NONSPEECH_OVERLAP_MAX * max(end - start, 1e-9):
+            out.append({"start": round(start, 3), "end": round(end, 3), "text": str(s.get("text", "")).strip(),
+                        "words": len(words)})
+    return out
+
+
+def vad_flags(rows: list[dict[str, Any]], segments: list[list[dict[str, Any]]], audios: list[Any] | None,
+              sample_rate: int) -> dict[str, Any]:
+    """Silero VAD over each long recording; segments over its non-speech are listed on the row and counted."""
+    from .hallucination import vad_ident, vad_regions
+
+    if audios is None:
+        return {}
+    total = flagged_segments = 0
+    for row, segs, audio in zip(rows, segments, audios, strict=True):
+        speech = vad_regions(audio, sample_rate)
+        if speech is None:
+            return {"vad": "no VAD: faster-whisper (Silero VAD) is not installed"}
+        flagged = over_nonspeech(segs, speech)
+        row["segments_over_nonspeech"] = flagged
+        total += sum(f["words"] for f in flagged)
+        flagged_segments += len(flagged)
+    return {"vad": vad_ident(), "vad_nonspeech_words": total, "vad_nonspeech_segments": flagged_segments}
+
+
+def score(dataset: Any, rows: list[dict[str, Any]], model: Any, tap: SegmentTap | None,
+          audios: list[Any] | None = None) -> dict[str, Any]:
+    """The long-form timing metrics of a case (and per-row starts), or the reason there are none; with the
+    recordings (``audios``, at the model's rate), words over Silero VAD non-speech too."""
     reason = no_timestamps_reason(model)
     if tap is None or reason is not None:
         return {"timestamps": reason or "no timestamps: the segments were not captured"}
@@ -295,6 +336,7 @@ def score(dataset: Any, rows: list[dict[str, Any]], model: Any, tap: SegmentTap 
         "ts_collar_ms": collar_ms,
         "ts_ref_starts": n_ref,
         "ts_hyp_starts": n_hyp,
+        **vad_flags(rows, tap.segments, audios, int(getattr(model, "sample_rate", SAMPLE_RATE))),
     }
 
 
@@ -315,6 +357,7 @@ def gate(
     checks: list[Any] = []
     problems: list[str] = []
     notes: list[str] = []
+    _vad_gate(gm, om, thresholds, checks, problems, notes, obtained.get("utterances") or [])
     g_has = all(_number(gm.get(k)) for k in METRICS)
     o_has = all(_number(om.get(k)) for k in METRICS)
     if not o_has:
@@ -364,3 +407,30 @@ def gate(
             c.status, c.note = "improved", f"{o - g:+.4f}"
         checks.append(c)
     return checks, problems, notes
+
+
+def _vad_gate(gm: dict[str, Any], om: dict[str, Any], thresholds: dict[str, float], checks: list[Any],
+              problems: list[str], notes: list[str], rows: list[dict[str, Any]]) -> None:
+    """Words over VAD non-speech in long recordings may exceed the golden's count by ``vad_words_abs`` (0)."""
+    from .checks import Check
+
+    g, o = gm.get("vad_nonspeech_words"), om.get("vad_nonspeech_words")
+    if o is None:
+        if g is not None:
+            problems.append(f"the golden counts words over VAD non-speech ({g}) but this run could not "
+                            f"({om.get('vad') or om.get('timestamps') or 'no long-form segments'})")
+        return
+    if g is None:
+        notes.append(f"the golden has no VAD count of words over non-speech (recorded before it was measured): "
+                     f"{o} now, reported, not gated; re-record the golden (--speechlab-update-golden) to gate it")
+        checks.append(Check("VAD-WORDS", float(o), None, "-", "not-compared", "golden predates it: re-record"))
+        return
+    tol = int(thresholds.get("vad_words_abs", VAD_WORDS_ABS))
+    c = Check("VAD-WORDS", float(o), float(g), f"+{tol}", "pass")
+    if o > g + tol:
+        worst = [f for r in rows for f in r.get("segments_over_nonspeech") or []]
+        where = "; ".join(f"{f['start']:.1f}-{f['end']:.1f} s {f['text']!r}" for f in worst[:3])
+        c.status, c.note = "fail", f"{o - g:+d} words where Silero VAD hears no speech: {where}"
+    elif o < g:
+        c.status, c.note = "improved", f"{o - g:+d} words"
+    checks.append(c)

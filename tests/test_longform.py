@@ -254,3 +254,46 @@ def test_fw_tiny_en_segment_starts_on_a_built_recording(tmp_path: Path) -> None:
     m = longform.score(data, [{"duration": seconds}], model, tap)
     assert m["ts_recall"] >= 0.9 and m["ts_precision"] >= 0.9, m
     assert m["ts_start_median_ms"] < 100 and m["ts_start_p95_ms"] < 200, m
+
+
+@pytest.mark.skipif(bool(FW_MISSING), reason=f"Silero VAD comes with faster-whisper: {FW_MISSING}")
+def test_words_over_vad_nonspeech_in_a_long_recording_are_flagged() -> None:
+    """Real speech, 3 s of silence, real speech: a segment whose words lie in the silence (what Whisper writes
+    into pauses: "Thank you for watching") is flagged by Silero VAD; segments over the speech are not."""
+    from pytest_speechlab.hallucination import vad_regions
+
+    a, _ = load_audio(SMOKE / "smoke-01.wav", 16000)
+    b, _ = load_audio(SMOKE / "smoke-02.wav", 16000)
+    audio = np.concatenate([a, np.zeros(48000, dtype=np.float32), b]).astype(np.float32)
+    la = len(a) / 16000
+    segs = [
+        {"start": 0.0, "end": la, "text": " The quick brown fox."},
+        {"start": la + 0.6, "end": la + 2.4, "text": " Thank you for watching."},
+        {"start": la + 3.0, "end": len(audio) / 16000, "text": " Something else."},
+        {"start": la + 1.0, "end": la + 1.5, "text": " ..."},  # no words: nothing to flag
+    ]
+    speech = vad_regions(audio, 16000)
+    assert speech and speech[0][0] < 0.5 and speech[-1][1] > la + 3.0  # the VAD hears both clips
+    flagged = longform.over_nonspeech(segs, speech)
+    assert [f["text"] for f in flagged] == ["Thank you for watching."] and flagged[0]["words"] == 4
+
+
+def test_words_over_vad_nonspeech_are_gated_against_the_golden() -> None:
+    flagged = [{"start": 12.0, "end": 14.0, "text": "Thank you for watching.", "words": 4}]
+    now = {"metrics": {"vad_nonspeech_words": 4}, "utterances": [{"segments_over_nonspeech": flagged}]}
+
+    def vad_check(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str, float]) -> Any:
+        checks, problems, notes = longform.gate(golden, obtained, thresholds)
+        return next((c for c in checks if c.metric == "VAD-WORDS"), None), problems, notes
+
+    c, problems, _ = vad_check({"metrics": {"vad_nonspeech_words": 0}}, now, {})
+    assert c.status == "fail" and "+4 words where Silero VAD hears no speech" in c.note
+    assert "12.0-14.0 s 'Thank you for watching.'" in c.note and not problems
+    c, _, _ = vad_check({"metrics": {"vad_nonspeech_words": 0}}, now, {"vad_words_abs": 4})
+    assert c.status == "pass"
+    c, _, _ = vad_check({"metrics": {"vad_nonspeech_words": 6}}, now, {})
+    assert c.status == "improved"
+    c, _, notes = vad_check({"metrics": {}}, now, {})  # a golden from before the count
+    assert c.status == "not-compared" and any("re-record the golden" in n for n in notes)
+    c, problems, _ = vad_check({"metrics": {"vad_nonspeech_words": 0}}, {"metrics": {"vad": "no VAD"}}, {})
+    assert c is None and problems and "could not" in problems[0]  # the golden has it, this run cannot: not a pass
