@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write_bytes
 from .utterances import DatasetError, Utterance
 from .utterances import inside as _inside
 
@@ -128,15 +127,7 @@ def _write_once(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically unless the same bytes are there (xdist workers may race: same bytes)."""
     if path.is_file() and path.stat().st_size == len(data):
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
 
 
 def rows_from_table(table: Any, where: str, base: Path | None, audio_root: Path, options: dict[str, Any], *,

@@ -7,6 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..atomic import atomic_write_bytes
 from .base import BackendError, MissingExtraError, ModelSpec
 
 BUNDLED = {
@@ -55,7 +56,7 @@ def bundled_ct2_dir(name: str) -> Path:
         for fname in ("config.json", "tokenizer.json", "vocabulary.txt"):
             src = d1 / fname
             if src.exists():
-                _atomic_copy(src.read_bytes(), out / fname)
+                atomic_write_bytes(out / fname, src.read_bytes())
         fd, tmp = tempfile.mkstemp(dir=out, prefix=".model.bin.")
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -68,17 +69,6 @@ def bundled_ct2_dir(name: str) -> Path:
             Path(tmp).unlink(missing_ok=True)
             raise
     return out
-
-
-def _atomic_copy(data: bytes, dest: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def resolve_ct2_weights(spec: ModelSpec) -> Path:
