@@ -208,7 +208,8 @@ def _thresholds(path: Path, key: str, raw: Any) -> dict[str, float]:
         if k == "confidence" and not 0 < v < 1:
             raise _err(path, f"{key}.{k}", f"must be between 0 and 1 exclusive (e.g. 0.95), got {v!r}")
         if k in ("catastrophic_max", "vad_words_abs") and not float(v).is_integer():
-            raise _err(path, f"{key}.{k}", f"is a count: must be a whole number >= 0, got {v!r}")
+            what = "utterances" if k == "catastrophic_max" else "words"
+            raise _err(path, f"{key}.{k}", f"is a count of {what}: must be a whole number >= 0, got {v!r}")
         if k in ("clipping_max", "hallucination_rate_abs", "ts_pr_abs") and v > 1:
             raise _err(path, f"{key}.{k}", f"is a share of samples: must be <= 1, got {v!r}")
         out[str(k)] = float(v)
