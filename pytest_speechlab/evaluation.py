@@ -332,6 +332,38 @@ class CaseResult:
         owner = r.get("golden_of") or r  # golden_from: another case's golden (a deployed copy of a local model)
         return golden_path(self.golden_dir, owner["model"], r["dataset"], owner["device"])
 
+    def _update_verdict(self) -> Verdict:
+        """Under ``--speechlab-update-golden``: the record is accepted (or, for a borrowed golden, left alone)."""
+        if self.record.get("golden_of"):
+            # Never overwrite another case's baseline from here: that case re-records its own.
+            self.verdict = Verdict("pass")
+            self.record["verdict"] = (
+                f"golden borrowed from {self.record['golden_of']['model']}/{self.record['golden_of']['device']}, not "
+                f"updated"
+            )
+            return self.verdict
+        # Accepted, not passed: nothing was compared (speechlab check and merge --gate refuse these).
+        self.verdict = Verdict("accepted")
+        self.record["verdict"] = "accepted"
+        return self.verdict
+
+    def _mark_cross_device(self, verdict: Verdict, borrowed: Path, thresholds: dict[str, float]) -> None:
+        """Compared with another device's golden: speed and memory not compared, and a note that says so."""
+        for c in verdict.checks:
+            if c.metric in ("SPEED", "RTF", "RSS_MB", "GPU_MB"):
+                c.status = "not-compared"
+                c.note = f"no {self.record['device']} golden yet; speed and memory do not travel between devices"
+        ref_dev = borrowed.stem
+        msg = (
+            f"no {self.record['device']} golden: accuracy compared with the {ref_dev} golden ({borrowed}) "
+            f"with a cross-device tolerance of +{thresholds['wer_abs'] - self.thresholds.get('wer_abs', 0.0):.4f} "
+            f"WER/CER; speed not compared. Record this device's own golden: {self.accept_command}"
+        )
+        verdict.notes.append(msg)
+        self.record["golden_device"] = ref_dev
+        self.record["golden_path"] = str(borrowed)
+        self.record["cross_device"] = msg
+
     def check_golden(self) -> Verdict:
         """Compare with the golden baseline; fail the test with one readable block when worse or missing.
 
@@ -343,19 +375,8 @@ class CaseResult:
         path = self.golden_path
         self.record["golden_path"] = str(path)
         self.record["thresholds"] = self.thresholds
-        if self.settings.update and self.record.get("golden_of"):
-            # Never overwrite another case's baseline from here: that case re-records its own.
-            self.verdict = Verdict("pass")
-            self.record["verdict"] = (
-                f"golden borrowed from {self.record['golden_of']['model']}/{self.record['golden_of']['device']}, not "
-                f"updated"
-            )
-            return self.verdict
         if self.settings.update:
-            # Accepted, not passed: nothing was compared (speechlab check and merge --gate refuse these).
-            self.verdict = Verdict("accepted")
-            self.record["verdict"] = "accepted"
-            return self.verdict
+            return self._update_verdict()
         try:
             golden = read_golden(path)
         except GoldenError as exc:
@@ -397,20 +418,7 @@ class CaseResult:
             bootstrap=s.bootstrap,
         )
         if borrowed is not None:
-            for c in self.verdict.checks:
-                if c.metric in ("SPEED", "RTF", "RSS_MB", "GPU_MB"):
-                    c.status = "not-compared"
-                    c.note = f"no {self.record['device']} golden yet; speed and memory do not travel between devices"
-            ref_dev = borrowed.stem
-            msg = (
-                f"no {self.record['device']} golden: accuracy compared with the {ref_dev} golden ({borrowed}) "
-                f"with a cross-device tolerance of +{thresholds['wer_abs'] - self.thresholds.get('wer_abs', 0.0):.4f} "
-                f"WER/CER; speed not compared. Record this device's own golden: {self.accept_command}"
-            )
-            self.verdict.notes.append(msg)
-            self.record["golden_device"] = ref_dev
-            self.record["golden_path"] = str(borrowed)
-            self.record["cross_device"] = msg
+            self._mark_cross_device(self.verdict, borrowed, thresholds)
         for c in self.verdict.checks:
             if c.status == "not-compared" and "re-record" in c.note:
                 c.note += f": {self.accept_command}"
