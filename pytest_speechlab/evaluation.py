@@ -66,6 +66,23 @@ def adaptive_rounds(audio_seconds: float, min_timed_audio_s: float = MIN_TIMED_A
     return max(1, min(MAX_ADAPTIVE_ROUNDS, math.ceil(min_timed_audio_s / audio_seconds - 1e-9)))
 
 
+def _dataset_audio(model: ASRModel, dataset: Dataset) -> tuple[list[Any], list[float]]:
+    """Every utterance's audio at the model's rate (perturbed for a derived dataset) and its duration."""
+    audios: list[Any] = []
+    durations: list[float] = []
+    for u in dataset.utterances:
+        assert u.audio_path is not None
+        audio, dur = load_audio(u.audio_path, model.sample_rate, reference=u.text)
+        audios.append(audio)
+        durations.append(dur)
+    if dataset.perturb:  # a derived dataset (perturb: in speechlab.yaml): perturbed at the model's rate
+        from .perturb import apply
+
+        clean = {u.id: a for u, a in zip(dataset.utterances, audios, strict=True)}  # babble's talkers
+        audios = [apply(a, dataset.perturb, uid, model.sample_rate, clean) for uid, a in clean.items()]
+    return audios, durations
+
+
 def evaluate_asr(
     model: ASRModel,
     dataset: Dataset,
@@ -89,18 +106,7 @@ def evaluate_asr(
     Returns ``{"metrics": ..., "utterances": [...], "deterministic": bool, "speed_reference": {...}}``.  RTF =
     inference seconds / audio seconds per round; the reported RTF is the median round, every round's is kept.
     """
-    audios: list[Any] = []
-    durations: list[float] = []
-    for u in dataset.utterances:
-        assert u.audio_path is not None
-        audio, dur = load_audio(u.audio_path, model.sample_rate, reference=u.text)
-        audios.append(audio)
-        durations.append(dur)
-    if dataset.perturb:  # a derived dataset (perturb: in speechlab.yaml): perturbed at the model's rate
-        from .perturb import apply
-
-        clean = {u.id: a for u, a in zip(dataset.utterances, audios, strict=True)}  # babble's talkers
-        audios = [apply(a, dataset.perturb, uid, model.sample_rate, clean) for uid, a in clean.items()]
+    audios, durations = _dataset_audio(model, dataset)
     case_peak = reset_case_peak()  # this case's own memory peak, model already resident
     start_rss = rss_mb()
     model.transcribe(audios[0])  # warm-up: first-call costs (graph build, allocations) are not speed
