@@ -400,9 +400,8 @@ def _perturbed(path: Path, spec: DatasetSpec, raw: Any) -> dict[str, DatasetSpec
     return out
 
 
-def load_config(path: Path) -> SpeechlabConfig:
-    """Read and validate ``path``; raise :class:`ConfigError` naming the file and key on any problem."""
-    path = Path(path).resolve()
+def _read_yaml(path: Path) -> Any:
+    """The parsed YAML of ``path``; :class:`ConfigError` when it cannot be read or parsed."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -416,7 +415,7 @@ def load_config(path: Path) -> SpeechlabConfig:
             f"{path}: cannot read the config ({exc.strerror or exc}); check the path and its permissions"
         ) from None
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
     except _DuplicateKey as exc:
         raise ConfigError(
             f"{path}: duplicate key {exc.key!r} at line {exc.again} (first at line {exc.first}); YAML would "
@@ -429,13 +428,10 @@ def load_config(path: Path) -> SpeechlabConfig:
         raise ConfigError(
             f"{path}: malformed YAML{where}: {problem}; fix the syntax (yaml.safe_load must parse it)"
         ) from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping with 'models:' and 'datasets:'")
-    unknown = set(raw) - TOP_KEYS
-    if unknown:
-        raise _err(path, min(unknown), f"unknown top-level key; known: {', '.join(sorted(TOP_KEYS))}")
+
+
+def _models_and_datasets(path: Path, raw: dict[str, Any]) -> tuple[dict[str, ModelSpec], dict[str, DatasetSpec]]:
+    """The ``models:`` and ``datasets:`` sections, perturbed dataset copies included, validated."""
     models_raw = raw.get("models") or {}
     datasets_raw = raw.get("datasets") or {}
     if not isinstance(models_raw, dict):
@@ -460,6 +456,11 @@ def load_config(path: Path) -> SpeechlabConfig:
     for m in models.values():
         if m.golden_from and m.golden_from.split("/")[0] not in models:
             raise _err(path, f"models.{m.name}.golden_from", f"names no model in models: ({m.golden_from!r})")
+    return models, datasets
+
+
+def _run_settings(path: Path, raw: dict[str, Any]) -> tuple[str, str, int | None, int | float, int, int]:
+    """golden_dir, gate, rounds, min_timed_audio_s, speed_reference.runs and bootstrap, validated."""
     golden = raw.get("golden_dir", "golden")
     if not isinstance(golden, str):
         raise _err(path, "golden_dir", f"must be a path string, got {golden!r}")
@@ -491,6 +492,39 @@ def load_config(path: Path) -> SpeechlabConfig:
     bootstrap = raw.get("bootstrap", 2000)
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 100:
         raise _err(path, "bootstrap", f"must be an integer >= 100 (bootstrap resamples), got {bootstrap!r}")
+    return golden, gate, rounds, min_audio, ref_runs, bootstrap
+
+
+def _check_speed_bounds(cfg: SpeechlabConfig) -> None:
+    """Refuse a speed_rel_min above speed_rel for any model x dataset pair."""
+    from .golden import SPEED_REL_MAX
+
+    for model in cfg.models:
+        for dataset in cfg.datasets:
+            t = cfg.thresholds_for(model, dataset)
+            hi = t.get("speed_rel", SPEED_REL_MAX)
+            if t.get("speed_rel_min", 0.0) > hi:
+                raise _err(
+                    cfg.path,
+                    "thresholds.speed_rel_min",
+                    f"{t['speed_rel_min']} is above speed_rel {hi} for {model} on {dataset}: the "
+                    "relative-speed tolerance lies between them; lower speed_rel_min or raise speed_rel",
+                )
+
+
+def load_config(path: Path) -> SpeechlabConfig:
+    """Read and validate ``path``; raise :class:`ConfigError` naming the file and key on any problem."""
+    path = Path(path).resolve()
+    raw = _read_yaml(path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping with 'models:' and 'datasets:'")
+    unknown = set(raw) - TOP_KEYS
+    if unknown:
+        raise _err(path, min(unknown), f"unknown top-level key; known: {', '.join(sorted(TOP_KEYS))}")
+    models, datasets = _models_and_datasets(path, raw)
+    golden, gate, rounds, min_audio, ref_runs, bootstrap = _run_settings(path, raw)
     judge = raw.get("judge")
     if judge is not None and judge not in models:
         raise _err(
@@ -511,17 +545,5 @@ def load_config(path: Path) -> SpeechlabConfig:
         speed_reference_runs=ref_runs,
         min_timed_audio_s=float(min_audio),
     )
-    from .golden import SPEED_REL_MAX
-
-    for model in cfg.models:
-        for dataset in cfg.datasets:
-            t = cfg.thresholds_for(model, dataset)
-            hi = t.get("speed_rel", SPEED_REL_MAX)
-            if t.get("speed_rel_min", 0.0) > hi:
-                raise _err(
-                    path,
-                    "thresholds.speed_rel_min",
-                    f"{t['speed_rel_min']} is above speed_rel {hi} for {model} on {dataset}: the "
-                    "relative-speed tolerance lies between them; lower speed_rel_min or raise speed_rel",
-                )
+    _check_speed_bounds(cfg)
     return cfg

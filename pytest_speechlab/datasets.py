@@ -39,12 +39,8 @@ class Dataset:
         return self.source if self.source.is_dir() else self.source.parent
 
 
-def load_manifest(path: Path, *, allow_outside_paths: bool = False, task: str = "asr") -> list[Utterance]:
-    """Read a JSONL manifest: ``audio_filepath`` (relative to the manifest), ``text``, optional ``duration``/``id``.
-
-    TTS manifests need only ``text`` (and optional ``id``).
-    """
-    path = Path(path)
+def _read_manifest_text(path: Path) -> str:
+    """The manifest's text; DatasetError when it is missing, not a regular file or not UTF-8."""
     if not path.exists():
         raise DatasetError(
             f"{path}: manifest not found; fix 'manifest:' in speechlab.yaml or the --speechlab-dataset path"
@@ -52,49 +48,70 @@ def load_manifest(path: Path, *, allow_outside_paths: bool = False, task: str = 
     if not path.is_file():
         raise DatasetError(f"{path}: manifest is not a regular file (a FIFO or device); refused. Point at a JSONL file")
     try:
-        raw = path.read_bytes().decode("utf-8")
+        return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         bad_line = path.read_bytes()[: exc.start].count(b"\n") + 1
         raise DatasetError(f"{path}:{bad_line}: manifest is not UTF-8 ({exc.reason}); re-save it as UTF-8") from None
+
+
+def _manifest_object(path: Path, lineno: int, line: str) -> dict[str, Any]:
+    """One manifest line as a JSON object with a string ``text``; DatasetError naming the line otherwise."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(
+            f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object"
+        ) from None
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{path}:{lineno}: each line must be a JSON object, got {type(obj).__name__}")
+    if "text" not in obj:
+        raise DatasetError(f'{path}:{lineno}: row has no \'text\' (the reference transcript); add "text": "..."')
+    if not isinstance(obj["text"], str):
+        raise DatasetError(
+            f"{path}:{lineno}: 'text' must be a string (the reference transcript), got {obj['text']!r}; quote it"
+        )
+    return obj
+
+
+def _manifest_audio(path: Path, lineno: int, obj: dict[str, Any], allow_outside_paths: bool) -> Path:
+    """An ASR row's ``audio_filepath``, resolved against the manifest's folder and checked."""
+    af = obj.get("audio_filepath")
+    if not isinstance(af, str) or not af:
+        raise DatasetError(
+            f"{path}:{lineno}: row has no 'audio_filepath'; add the audio path relative to the manifest"
+        )
+    audio = Path(af)
+    if not audio.is_absolute():
+        audio = path.parent / audio
+    if not allow_outside_paths and not _inside(audio, path.parent):
+        raise DatasetError(
+            f"{path}:{lineno}: audio_filepath {af!r} points outside the manifest folder {path.parent}; "
+            "refused. Move the audio under that folder, or set 'allow_outside_paths: true' on the dataset"
+        )
+    if audio.exists() and not audio.is_file():
+        raise DatasetError(
+            f"{path}:{lineno}: audio_filepath {af!r} is not a regular file (a folder, FIFO or "
+            "device); refused. Point it at the audio file itself"
+        )
+    return audio
+
+
+def load_manifest(path: Path, *, allow_outside_paths: bool = False, task: str = "asr") -> list[Utterance]:
+    """Read a JSONL manifest: ``audio_filepath`` (relative to the manifest), ``text``, optional ``duration``/``id``.
+
+    TTS manifests need only ``text`` (and optional ``id``).
+    """
+    path = Path(path)
+    raw = _read_manifest_text(path)
     rows: list[Utterance] = []
     seen: dict[str, int] = {}
     for lineno, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(
-                f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object"
-            ) from None
-        if not isinstance(obj, dict):
-            raise DatasetError(f"{path}:{lineno}: each line must be a JSON object, got {type(obj).__name__}")
-        if "text" not in obj:
-            raise DatasetError(f'{path}:{lineno}: row has no \'text\' (the reference transcript); add "text": "..."')
-        if not isinstance(obj["text"], str):
-            raise DatasetError(
-                f"{path}:{lineno}: 'text' must be a string (the reference transcript), got {obj['text']!r}; quote it"
-            )
+        obj = _manifest_object(path, lineno, line)
         audio: Path | None = None
         if task == "asr":
-            af = obj.get("audio_filepath")
-            if not isinstance(af, str) or not af:
-                raise DatasetError(
-                    f"{path}:{lineno}: row has no 'audio_filepath'; add the audio path relative to the manifest"
-                )
-            audio = Path(af)
-            if not audio.is_absolute():
-                audio = path.parent / audio
-            if not allow_outside_paths and not _inside(audio, path.parent):
-                raise DatasetError(
-                    f"{path}:{lineno}: audio_filepath {af!r} points outside the manifest folder {path.parent}; "
-                    "refused. Move the audio under that folder, or set 'allow_outside_paths: true' on the dataset"
-                )
-            if audio.exists() and not audio.is_file():
-                raise DatasetError(
-                    f"{path}:{lineno}: audio_filepath {af!r} is not a regular file (a folder, FIFO or "
-                    "device); refused. Point it at the audio file itself"
-                )
+            audio = _manifest_audio(path, lineno, obj, allow_outside_paths)
         raw_id = obj.get("id")
         if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or raw_id == ""):
             raise DatasetError(f"{path}:{lineno}: 'id' must be a non-empty string or an integer, got {raw_id!r}")

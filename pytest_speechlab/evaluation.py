@@ -66,6 +66,23 @@ def adaptive_rounds(audio_seconds: float, min_timed_audio_s: float = MIN_TIMED_A
     return max(1, min(MAX_ADAPTIVE_ROUNDS, math.ceil(min_timed_audio_s / audio_seconds - 1e-9)))
 
 
+def _dataset_audio(model: ASRModel, dataset: Dataset) -> tuple[list[Any], list[float]]:
+    """Every utterance's audio at the model's rate (perturbed for a derived dataset) and its duration."""
+    audios: list[Any] = []
+    durations: list[float] = []
+    for u in dataset.utterances:
+        assert u.audio_path is not None
+        audio, dur = load_audio(u.audio_path, model.sample_rate, reference=u.text)
+        audios.append(audio)
+        durations.append(dur)
+    if dataset.perturb:  # a derived dataset (perturb: in speechlab.yaml): perturbed at the model's rate
+        from .perturb import apply
+
+        clean = {u.id: a for u, a in zip(dataset.utterances, audios, strict=True)}  # babble's talkers
+        audios = [apply(a, dataset.perturb, uid, model.sample_rate, clean) for uid, a in clean.items()]
+    return audios, durations
+
+
 def evaluate_asr(
     model: ASRModel,
     dataset: Dataset,
@@ -89,18 +106,7 @@ def evaluate_asr(
     Returns ``{"metrics": ..., "utterances": [...], "deterministic": bool, "speed_reference": {...}}``.  RTF =
     inference seconds / audio seconds per round; the reported RTF is the median round, every round's is kept.
     """
-    audios: list[Any] = []
-    durations: list[float] = []
-    for u in dataset.utterances:
-        assert u.audio_path is not None
-        audio, dur = load_audio(u.audio_path, model.sample_rate, reference=u.text)
-        audios.append(audio)
-        durations.append(dur)
-    if dataset.perturb:  # a derived dataset (perturb: in speechlab.yaml): perturbed at the model's rate
-        from .perturb import apply
-
-        clean = {u.id: a for u, a in zip(dataset.utterances, audios, strict=True)}  # babble's talkers
-        audios = [apply(a, dataset.perturb, uid, model.sample_rate, clean) for uid, a in clean.items()]
+    audios, durations = _dataset_audio(model, dataset)
     case_peak = reset_case_peak()  # this case's own memory peak, model already resident
     start_rss = rss_mb()
     model.transcribe(audios[0])  # warm-up: first-call costs (graph build, allocations) are not speed
@@ -332,6 +338,38 @@ class CaseResult:
         owner = r.get("golden_of") or r  # golden_from: another case's golden (a deployed copy of a local model)
         return golden_path(self.golden_dir, owner["model"], r["dataset"], owner["device"])
 
+    def _update_verdict(self) -> Verdict:
+        """Under ``--speechlab-update-golden``: the record is accepted (or, for a borrowed golden, left alone)."""
+        if self.record.get("golden_of"):
+            # Never overwrite another case's baseline from here: that case re-records its own.
+            self.verdict = Verdict("pass")
+            self.record["verdict"] = (
+                f"golden borrowed from {self.record['golden_of']['model']}/{self.record['golden_of']['device']}, not "
+                f"updated"
+            )
+            return self.verdict
+        # Accepted, not passed: nothing was compared (speechlab check and merge --gate refuse these).
+        self.verdict = Verdict("accepted")
+        self.record["verdict"] = "accepted"
+        return self.verdict
+
+    def _mark_cross_device(self, verdict: Verdict, borrowed: Path, thresholds: dict[str, float]) -> None:
+        """Compared with another device's golden: speed and memory not compared, and a note that says so."""
+        for c in verdict.checks:
+            if c.metric in ("SPEED", "RTF", "RSS_MB", "GPU_MB"):
+                c.status = "not-compared"
+                c.note = f"no {self.record['device']} golden yet; speed and memory do not travel between devices"
+        ref_dev = borrowed.stem
+        msg = (
+            f"no {self.record['device']} golden: accuracy compared with the {ref_dev} golden ({borrowed}) "
+            f"with a cross-device tolerance of +{thresholds['wer_abs'] - self.thresholds.get('wer_abs', 0.0):.4f} "
+            f"WER/CER; speed not compared. Record this device's own golden: {self.accept_command}"
+        )
+        verdict.notes.append(msg)
+        self.record["golden_device"] = ref_dev
+        self.record["golden_path"] = str(borrowed)
+        self.record["cross_device"] = msg
+
     def check_golden(self) -> Verdict:
         """Compare with the golden baseline; fail the test with one readable block when worse or missing.
 
@@ -343,19 +381,8 @@ class CaseResult:
         path = self.golden_path
         self.record["golden_path"] = str(path)
         self.record["thresholds"] = self.thresholds
-        if self.settings.update and self.record.get("golden_of"):
-            # Never overwrite another case's baseline from here: that case re-records its own.
-            self.verdict = Verdict("pass")
-            self.record["verdict"] = (
-                f"golden borrowed from {self.record['golden_of']['model']}/{self.record['golden_of']['device']}, not "
-                f"updated"
-            )
-            return self.verdict
         if self.settings.update:
-            # Accepted, not passed: nothing was compared (speechlab check and merge --gate refuse these).
-            self.verdict = Verdict("accepted")
-            self.record["verdict"] = "accepted"
-            return self.verdict
+            return self._update_verdict()
         try:
             golden = read_golden(path)
         except GoldenError as exc:
@@ -397,20 +424,7 @@ class CaseResult:
             bootstrap=s.bootstrap,
         )
         if borrowed is not None:
-            for c in self.verdict.checks:
-                if c.metric in ("SPEED", "RTF", "RSS_MB", "GPU_MB"):
-                    c.status = "not-compared"
-                    c.note = f"no {self.record['device']} golden yet; speed and memory do not travel between devices"
-            ref_dev = borrowed.stem
-            msg = (
-                f"no {self.record['device']} golden: accuracy compared with the {ref_dev} golden ({borrowed}) "
-                f"with a cross-device tolerance of +{thresholds['wer_abs'] - self.thresholds.get('wer_abs', 0.0):.4f} "
-                f"WER/CER; speed not compared. Record this device's own golden: {self.accept_command}"
-            )
-            self.verdict.notes.append(msg)
-            self.record["golden_device"] = ref_dev
-            self.record["golden_path"] = str(borrowed)
-            self.record["cross_device"] = msg
+            self._mark_cross_device(self.verdict, borrowed, thresholds)
         for c in self.verdict.checks:
             if c.status == "not-compared" and "re-record" in c.note:
                 c.note += f": {self.accept_command}"

@@ -117,19 +117,8 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def compare(
-    golden: dict[str, Any],
-    obtained: dict[str, Any],
-    thresholds: dict[str, float],
-    *,
-    gate: str = "strict",
-    rtf_gate: bool = True,
-    force_rtf: bool = False,
-    abs_rtf: bool = False,
-    bootstrap: int = 2000,
-) -> Verdict:
-    """Compare an obtained case record with its golden; one-sided (only getting worse fails)."""
-    v = Verdict("pass")
+def _setting_problems(v: Verdict, golden: dict[str, Any], obtained: dict[str, Any]) -> None:
+    """Append to ``v`` what makes the two records incomparable: normaliser, decode settings, dataset, audio."""
     if golden.get("normalizer") != obtained.get("normalizer"):
         v.problems.append(
             f"normaliser mismatch: golden used {golden.get('normalizer')}, this run {obtained.get('normalizer')}; "
@@ -166,7 +155,10 @@ def compare(
     other_audio = spec_change(golden, obtained)
     if other_audio:
         v.problems.append(other_audio)
-    gm, om = golden["metrics"], obtained.get("metrics") or {}
+
+
+def _one_sided_metrics(v: Verdict, gm: dict[str, Any], om: dict[str, Any]) -> None:
+    """Append to ``v`` a problem for each metric measured on one side only."""
     for metric in ("wer", "cer", "entity_acc", "rtf"):
         # A metric on one side only is never skipped in silence: nothing would be compared.
         g_has, o_has = _number(gm.get(metric)), _number(om.get(metric))
@@ -180,9 +172,20 @@ def compare(
                 f"this run measured {metric} but the golden has {gm.get(metric)!r}; re-record the golden "
                 "(--speechlab-update-golden) so that it can be gated"
             )
-    from .hallucination import gate as output_gate
+
+
+def _error_rate_checks(
+    v: Verdict,
+    golden: dict[str, Any],
+    obtained: dict[str, Any],
+    thresholds: dict[str, float],
+    gate: str,
+    bootstrap: int,
+) -> None:
+    """Append to ``v`` the WER and CER checks (one-sided, absolute tolerance; statistical gate on failure)."""
     from .hallucination import nonspeech_only
 
+    gm, om = golden["metrics"], obtained.get("metrics") or {}
     for metric, tol_key in (("wer", "wer_abs"), ("cer", "cer_abs")):
         if not (_number(gm.get(metric)) and _number(om.get(metric))):
             continue
@@ -210,18 +213,51 @@ def compare(
         if gate == "statistical" and check.status == "fail":
             _statistical(check, metric, golden, obtained, tol, bootstrap, thresholds.get("confidence", 0.95))
         v.checks.append(check)
+
+
+def _entity_check(
+    golden: dict[str, Any],
+    obtained: dict[str, Any],
+    thresholds: dict[str, float],
+    gate: str,
+    bootstrap: int,
+) -> Check:
+    """ENTITY: entity accuracy, gated one-sided with ``entity_abs``."""
+    gm, om = golden["metrics"], obtained.get("metrics") or {}
+    tol = thresholds.get("entity_abs", 0.02)
+    g, o = float(gm["entity_acc"]), float(om["entity_acc"])
+    check = Check("ENTITY", o, g, f"-{tol:.4f} abs", "pass")
+    if o < g - tol - 1e-12:
+        check.status, check.note = "fail", f"{o - g:+.4f} under the golden"
+    elif o > g + 1e-12:
+        check.status, check.note = "improved", f"{o - g:+.4f}, better than the golden"
+    if gate == "statistical" and check.status == "fail":
+        # The interval is over the entity miss rate (1 - accuracy), so "worse" is positive as for WER.
+        _statistical(check, "entity", golden, obtained, tol, bootstrap, thresholds.get("confidence", 0.95))
+    return check
+
+
+def compare(
+    golden: dict[str, Any],
+    obtained: dict[str, Any],
+    thresholds: dict[str, float],
+    *,
+    gate: str = "strict",
+    rtf_gate: bool = True,
+    force_rtf: bool = False,
+    abs_rtf: bool = False,
+    bootstrap: int = 2000,
+) -> Verdict:
+    """Compare an obtained case record with its golden; one-sided (only getting worse fails)."""
+    v = Verdict("pass")
+    _setting_problems(v, golden, obtained)
+    gm, om = golden["metrics"], obtained.get("metrics") or {}
+    _one_sided_metrics(v, gm, om)
+    from .hallucination import gate as output_gate
+
+    _error_rate_checks(v, golden, obtained, thresholds, gate, bootstrap)
     if _number(gm.get("entity_acc")) and _number(om.get("entity_acc")):
-        tol = thresholds.get("entity_abs", 0.02)
-        g, o = float(gm["entity_acc"]), float(om["entity_acc"])
-        check = Check("ENTITY", o, g, f"-{tol:.4f} abs", "pass")
-        if o < g - tol - 1e-12:
-            check.status, check.note = "fail", f"{o - g:+.4f} under the golden"
-        elif o > g + 1e-12:
-            check.status, check.note = "improved", f"{o - g:+.4f}, better than the golden"
-        if gate == "statistical" and check.status == "fail":
-            # The interval is over the entity miss rate (1 - accuracy), so "worse" is positive as for WER.
-            _statistical(check, "entity", golden, obtained, tol, bootstrap, thresholds.get("confidence", 0.95))
-        v.checks.append(check)
+        v.checks.append(_entity_check(golden, obtained, thresholds, gate, bootstrap))
     if _number(om.get("rtf")):
         v.checks.append(_speed_check(golden, obtained, thresholds, rtf_gate))
     if _number(gm.get("rtf")) and _number(om.get("rtf")):

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .config import ALL_DEVICES, GATES, ConfigError, load_config
+from .config import ALL_DEVICES, GATES, ConfigError, SpeechlabConfig, load_config
 from .running import _accept_command, _progress, get_session
 from .session import CONFIG_ERROR_KEY, SESSION_KEY, Case, Options, SpeechlabSession
 from .xdist_support import XdistHooks, failure_line, hand_over, plain
@@ -152,6 +152,31 @@ def _n_workers(config: pytest.Config) -> int:
 
 
 @pytest.hookimpl(trylast=True)
+def _checked_options(
+    config: pytest.Config, cfg: SpeechlabConfig, path: Path
+) -> tuple[list[str], list[str], int | None]:
+    """The devices, models and rounds asked for, checked (UsageError naming the option otherwise)."""
+    devices = config.getoption("speechlab_device") or list(config.getini("speechlab_devices"))
+    for d in devices:
+        _device_arg(d) if d in ("auto", "all", *ALL_DEVICES) else (_ for _ in ()).throw(
+            pytest.UsageError(f"ini speechlab_devices: unknown device {d!r}")
+        )
+    models = config.getoption("speechlab_model") or []
+    for m in models:
+        if m not in cfg.models:
+            raise pytest.UsageError(f"--speechlab-model {m}: no such model in {path} (known: {', '.join(cfg.models)})")
+    json_opt = config.getoption("speechlab_json")
+    if json_opt and Path(json_opt).is_dir():
+        raise pytest.UsageError(
+            f"--speechlab-json {json_opt}: is a folder; give the path of a file to write, e.g. "
+            f"{Path(json_opt) / 'run.json'}"
+        )
+    rounds = config.getoption("speechlab_rounds")
+    if rounds is not None and rounds < 1:
+        raise pytest.UsageError("--speechlab-rounds must be >= 1")
+    return devices, models, rounds
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for name, desc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {desc}")
@@ -181,24 +206,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for ds in cfg.datasets.values():
         for m in ds.markers:
             config.addinivalue_line("markers", f"{m}: dataset marker from {path.name}")
-    devices = config.getoption("speechlab_device") or list(config.getini("speechlab_devices"))
-    for d in devices:
-        _device_arg(d) if d in ("auto", "all", *ALL_DEVICES) else (_ for _ in ()).throw(
-            pytest.UsageError(f"ini speechlab_devices: unknown device {d!r}")
-        )
-    models = config.getoption("speechlab_model") or []
-    for m in models:
-        if m not in cfg.models:
-            raise pytest.UsageError(f"--speechlab-model {m}: no such model in {path} (known: {', '.join(cfg.models)})")
-    json_opt = config.getoption("speechlab_json")
-    if json_opt and Path(json_opt).is_dir():
-        raise pytest.UsageError(
-            f"--speechlab-json {json_opt}: is a folder; give the path of a file to write, e.g. "
-            f"{Path(json_opt) / 'run.json'}"
-        )
-    rounds = config.getoption("speechlab_rounds")
-    if rounds is not None and rounds < 1:
-        raise pytest.UsageError("--speechlab-rounds must be >= 1")
+    devices, models, rounds = _checked_options(config, cfg, path)
     opts = Options(
         devices=devices,
         datasets=config.getoption("speechlab_dataset") or [],

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .golden import read_json
 from .schema import RECORD_SCHEMA
 
 # What must agree for two copies of one case to count as the same result.
@@ -40,38 +41,72 @@ class RunRecordError(Exception):
     """A run record cannot be used; the message names the file and the fix."""
 
 
+@dataclass(frozen=True)
+class _Wording:
+    """How a caller words a run record it cannot use (``{path}``, ``{exc}``, ``{msg}``, ``{line}``, ``{col}``)."""
+
+    error: type[Exception]
+    missing: str
+    unreadable: str
+    invalid: str
+    not_record: str
+
+
+_FIX = "re-create it with pytest --speechlab-json PATH"
+_CHECK_WORDING = _Wording(
+    RunRecordError,
+    missing="{path}: run record not found; pass the file that pytest --speechlab-json PATH wrote",
+    unreadable="{path}: cannot read run record ({exc}); pass the file that --speechlab-json wrote",
+    invalid="{path}: run record is not valid JSON ({msg} at line {line}, column {col}); " + _FIX,
+    not_record="{path}: not a speechlab run record (no 'cases' list); " + _FIX,
+)
+
+
+def _read_run(path: Path, words: _Wording, schema_policy: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The one reader of run records: read ``path``, parse it, check it is a run record, apply the caller's
+    ``schema_policy`` (it raises for a schema version the caller refuses and returns False for a record read
+    without the schema, for history only), then validate it against its schema; errors worded by ``words``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise words.error(words.missing.format(path=path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise words.error(words.unreadable.format(path=path, exc=exc)) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise words.error(words.invalid.format(path=path, msg=exc.msg, line=exc.lineno, col=exc.colno)) from None
+    if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
+        raise words.error(words.not_record.format(path=path))
+    if not schema_policy(data):
+        return data
+    from .schema import validate
+
+    validate(data, "run record", str(path), words.error, _FIX)
+    return data
+
+
 def load_run(path: Path, *, gate: bool = False) -> dict[str, Any]:
     """Read one run record and validate it against its schema (schemas/run-record-2.schema.json);
     :class:`RunRecordError` names the file, the key and the fix on any problem.  ``gate``: the record is
     about to be gated (``speechlab check``/``merge``), so an old record without a case count is refused."""
     path = Path(path)
-    try:
-        data = read_json(path, RunRecordError, "run record",
-                         unreadable_fix="pass the file that --speechlab-json wrote",
-                         invalid_fix="re-create it with pytest --speechlab-json PATH")
-    except FileNotFoundError:
-        raise RunRecordError(
-            f"{path}: run record not found; pass the file that pytest --speechlab-json PATH wrote"
-        ) from None
-    if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
-        raise RunRecordError(
-            f"{path}: not a speechlab run record (no 'cases' list); re-create it with pytest --speechlab-json PATH"
-        )
-    old = data.get("schema") is None or (type(data.get("schema")) is int and data["schema"] == 1)
-    if old and not gate:
-        # Written before run records had a schema file: read for history (scorecards), never gated.
-        _check_v1(path, data)
-        data["_path"] = str(path)
-        return data
-    if old:
-        raise RunRecordError(
-            f"{path}: schema: run record schema {data.get('schema', 'none')} (older pytest-speechlab) "
-            "has no 'collected' count, "
-            f"so it cannot prove that every case is in it; re-create it with pytest --speechlab-json PATH"
-        )
-    from .schema import validate
 
-    validate(data, "run record", str(path), RunRecordError, "re-create it with pytest --speechlab-json PATH")
+    def schema_policy(data: dict[str, Any]) -> bool:
+        old = data.get("schema") is None or (type(data.get("schema")) is int and data["schema"] == 1)
+        if old and not gate:
+            # Written before run records had a schema file: read for history (scorecards), never gated.
+            _check_v1(path, data)
+            return False
+        if old:
+            raise RunRecordError(
+                f"{path}: schema: run record schema {data.get('schema', 'none')} (older pytest-speechlab) "
+                "has no 'collected' count, "
+                f"so it cannot prove that every case is in it; re-create it with pytest --speechlab-json PATH"
+            )
+        return True
+
+    data = _read_run(path, _CHECK_WORDING, schema_policy)
     data["_path"] = str(path)
     return data
 
@@ -165,32 +200,29 @@ def record_problems(record: dict[str, Any], path: str) -> list[str]:
     return out
 
 
-def load_record(path: Path) -> dict[str, Any]:
-    """A run record from ``path``, checked to look like one (``cases`` list of objects with a ``case`` id)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MergeError(f"{path}: no such run record; pass files written by pytest --speechlab-json") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MergeError(f"{path}: cannot read run record ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise MergeError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); was the job interrupted? "
-                         "re-run that shard") from None
-    if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
-        raise MergeError(
-            f"{path}: not a speechlab run record (no 'cases' list); pass files written by --speechlab-json"
-        )
-    if data.get("schema") != RECORD_SCHEMA:
-        raise MergeError(
-            f"{path}: run record schema {data.get('schema')!r}, this speechlab reads schema {RECORD_SCHEMA}; "
-            "merge records written by the same pytest-speechlab version"
-        )
-    from .schema import validate
+_MERGE_WORDING = _Wording(
+    MergeError,
+    missing="{path}: no such run record; pass files written by pytest --speechlab-json",
+    unreadable="{path}: cannot read run record ({exc})",
+    invalid="{path}: not valid JSON ({msg} at line {line}); was the job interrupted? re-run that shard",
+    not_record="{path}: not a speechlab run record (no 'cases' list); pass files written by --speechlab-json",
+)
 
-    # the schema, with the same messages as speechlab check (runs.load_run), on the document already read
-    validate(data, "run record", str(path), MergeError, "re-create it with pytest --speechlab-json PATH")
-    return data
+
+def load_record(path: Path) -> dict[str, Any]:
+    """A run record from ``path`` for ``speechlab merge``: the same reader as :func:`load_run`, worded for
+    merging, and only records of this version's schema."""
+    path = Path(path)
+
+    def schema_policy(data: dict[str, Any]) -> bool:
+        if data.get("schema") != RECORD_SCHEMA:
+            raise MergeError(
+                f"{path}: run record schema {data.get('schema')!r}, this speechlab reads schema {RECORD_SCHEMA}; "
+                "merge records written by the same pytest-speechlab version"
+            )
+        return True
+
+    return _read_run(path, _MERGE_WORDING, schema_policy)
 
 
 def _result_key(case: dict[str, Any]) -> tuple[Any, ...]:

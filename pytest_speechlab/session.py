@@ -69,6 +69,23 @@ def _manifest_task(path: Path) -> str:
     return "tts" if isinstance(row, dict) and "text" in row and "audio_filepath" not in row else "asr"
 
 
+def _name_parts(path: Path, rootdir: Path) -> list[str]:
+    """The parts of an ad hoc dataset's path that can name it, last one most specific: relative to
+    ``rootdir``, a file's stem (a ``manifest`` file: its folder), each made legal in a name."""
+    import re
+
+    try:
+        rel = path.relative_to(rootdir.resolve())
+    except ValueError:
+        rel = path
+    out = [p for p in rel.parts if p not in ("/", "\\")]
+    if path.is_file():
+        out[-1] = Path(out[-1]).stem
+        if out[-1] == "manifest" and len(out) > 1:
+            out.pop()
+    return [re.sub(r"[^A-Za-z0-9_.+@-]", "_", p).lstrip(".") or "_" for p in out]
+
+
 class SpeechlabSession:
     """Owns everything a session knows: config, matrix, model cache, results, golden writes."""
 
@@ -144,8 +161,6 @@ class SpeechlabSession:
         stem), lengthened with parent folders until it is unique among them (``a.clips``, ``b.clips``); it is
         legal as a name (item 7).  A name that is a configured dataset's is an error, unless the path is that
         dataset's own manifest (then it is that dataset)."""
-        import re
-
         from .config import name_problem
 
         paths: dict[str, Path] = {}
@@ -168,19 +183,7 @@ class SpeechlabSession:
                 continue
             paths[item] = path
 
-        def parts(path: Path) -> list[str]:
-            try:
-                rel = path.relative_to(self.rootdir.resolve())
-            except ValueError:
-                rel = path
-            out = [p for p in rel.parts if p not in ("/", "\\")]
-            if path.is_file():
-                out[-1] = Path(out[-1]).stem
-                if out[-1] == "manifest" and len(out) > 1:
-                    out.pop()
-            return [re.sub(r"[^A-Za-z0-9_.+@-]", "_", p).lstrip(".") or "_" for p in out]
-
-        split = {item: parts(p) for item, p in paths.items()}
+        split = {item: _name_parts(p, self.rootdir) for item, p in paths.items()}
         depth = {item: 1 for item in split}
         while True:
             names = {item: ".".join(split[item][-depth[item]:]) for item in split}

@@ -130,13 +130,8 @@ def _write_once(path: Path, data: bytes) -> None:
     atomic_write_bytes(path, data)
 
 
-def rows_from_table(table: Any, where: str, base: Path | None, audio_root: Path, options: dict[str, Any], *,
-                    allow_outside_paths: bool = False, task: str = "asr") -> list[Utterance]:
-    """Utterances from a pyarrow table, checked as manifest rows are.  ``where`` names the source in errors;
-    ``base`` is the folder relative audio paths start from (None: paths are refused); audio held as bytes is
-    written under ``audio_root``."""
-    cols = _columns(options)
-    names = list(table.column_names)
+def _check_columns(where: str, cols: dict[str, str], names: list[str], options: dict[str, Any], task: str) -> None:
+    """Refuse a table that lacks a needed column, or a column that ``columns:`` names."""
     need = ["text"] + (["audio"] if task == "asr" else [])
     for role in need:
         if cols[role] not in names:
@@ -147,6 +142,48 @@ def rows_from_table(table: Any, where: str, base: Path | None, audio_root: Path,
         if role in (options.get("columns") or {}) and cols[role] not in names:
             raise DatasetError(f"{where}: columns.{role} names {cols[role]!r}, which the table lacks (it has: "
                                f"{', '.join(names)}); fix columns.{role} in speechlab.yaml")
+
+
+def _audio_cell(
+    at: str, cell: Any, cols: dict[str, str], base: Path | None, allow_outside_paths: bool
+) -> tuple[Path | None, bytes | None, str | None]:
+    """An ASR row's audio cell as (path, bytes, original name): a path is resolved under ``base`` and checked."""
+    audio_path: Path | None = None
+    blob: bytes | None = None
+    original: str | None = None
+    if isinstance(cell, dict):
+        blob, original = cell.get("bytes"), cell.get("path")
+    elif isinstance(cell, (bytes, bytearray)):
+        blob = bytes(cell)
+    elif isinstance(cell, str):
+        original = cell
+    if blob is None and not original:
+        raise DatasetError(f"{at}: {cols['audio']!r} holds no audio (got {type(cell).__name__}); it must be "
+                           "the Hub's {\"bytes\", \"path\"} struct, the audio bytes, or a path relative to "
+                           "the table")
+    if blob is None:
+        assert original is not None
+        audio_path = Path(original)
+        if not audio_path.is_absolute():
+            if base is None:
+                raise DatasetError(f"{at}: audio {original!r} is a path without bytes; this dataset has "
+                                   "no folder to resolve it from. Store the audio bytes in the dataset "
+                                   "(cast to Audio)")
+            audio_path = base / audio_path
+        if base is not None and not allow_outside_paths and not _inside(audio_path, base):
+            raise DatasetError(f"{at}: audio {original!r} points outside the table's folder {base}; refused. "
+                               "Move the audio under it, or set 'allow_outside_paths: true' on the dataset")
+    return audio_path, blob, original
+
+
+def rows_from_table(table: Any, where: str, base: Path | None, audio_root: Path, options: dict[str, Any], *,
+                    allow_outside_paths: bool = False, task: str = "asr") -> list[Utterance]:
+    """Utterances from a pyarrow table, checked as manifest rows are.  ``where`` names the source in errors;
+    ``base`` is the folder relative audio paths start from (None: paths are refused); audio held as bytes is
+    written under ``audio_root``."""
+    cols = _columns(options)
+    names = list(table.column_names)
+    _check_columns(where, cols, names, options, task)
     data = {role: table.column(cols[role]).to_pylist() for role in COLUMN_ROLES if cols[role] in names}
     rows: list[Utterance] = []
     seen: dict[str, int] = {}
@@ -164,29 +201,7 @@ def rows_from_table(table: Any, where: str, base: Path | None, audio_root: Path,
         blob: bytes | None = None
         original: str | None = None
         if task == "asr":
-            cell = data["audio"][i]
-            if isinstance(cell, dict):
-                blob, original = cell.get("bytes"), cell.get("path")
-            elif isinstance(cell, (bytes, bytearray)):
-                blob = bytes(cell)
-            elif isinstance(cell, str):
-                original = cell
-            if blob is None and not original:
-                raise DatasetError(f"{at}: {cols['audio']!r} holds no audio (got {type(cell).__name__}); it must be "
-                                   "the Hub's {\"bytes\", \"path\"} struct, the audio bytes, or a path relative to "
-                                   "the table")
-            if blob is None:
-                assert original is not None
-                audio_path = Path(original)
-                if not audio_path.is_absolute():
-                    if base is None:
-                        raise DatasetError(f"{at}: audio {original!r} is a path without bytes; this dataset has "
-                                           "no folder to resolve it from. Store the audio bytes in the dataset "
-                                           "(cast to Audio)")
-                    audio_path = base / audio_path
-                if base is not None and not allow_outside_paths and not _inside(audio_path, base):
-                    raise DatasetError(f"{at}: audio {original!r} points outside the table's folder {base}; refused. "
-                                       "Move the audio under it, or set 'allow_outside_paths: true' on the dataset")
+            audio_path, blob, original = _audio_cell(at, data["audio"][i], cols, base, allow_outside_paths)
         uid = str(raw_id) if raw_id is not None else (Path(original).stem if original else f"{i:04d}")
         if uid in seen:
             raise DatasetError(f"{at}: duplicate id {uid!r} (first in row {seen[uid]}); ids must be unique")

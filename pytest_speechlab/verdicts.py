@@ -54,12 +54,11 @@ def _other_hardware(golden: dict[str, Any], obtained: dict[str, Any]) -> str | N
     return None
 
 
-def judge(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str, float], **kw: Any) -> Verdict:
-    """Compare a case record with its golden (``golden.compare``) and name the causes of any difference."""
-    from .drift import dataset_changes, summary, unchanged_scores, unverified_audio_note
+def _model_causes(v: Verdict, golden: dict[str, Any], obtained: dict[str, Any]) -> list[str]:
+    """WEIGHTS and/or SETTINGS when the golden was recorded with other weights or settings (weights problem
+    and note added to ``v``)."""
     from .provenance import weights_change
 
-    v = compare(golden, obtained, thresholds, **kw)
     causes: list[str] = []
     w_problem, w_note = weights_change(golden, obtained)
     if w_problem:
@@ -73,6 +72,42 @@ def judge(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str
     if golden.get("normalizer") != obtained.get("normalizer") or any(
             gd.get(k) != od.get(k) for k in set(gd) | set(od) if k != "library"):
         causes.append(SETTINGS)
+    return causes
+
+
+def _dataset_drift(v: Verdict, golden: dict[str, Any], obtained: dict[str, Any]) -> None:
+    """The dataset changed since the golden (``v.drift``): say so, and take the quality checks out of the verdict."""
+    from .drift import summary, unchanged_scores
+
+    # compare() already names id/reference changes in one line; audio changes only this module sees.
+    if not any(p.startswith("the dataset differs from the golden's") for p in v.problems):
+        v.problems.append(f"dataset changed since the golden: {summary(v.drift)}; the scores below measure a "
+                          "different dataset, so they are not a model verdict")
+    for c in v.checks:
+        if c.metric in _QUALITY and c.status in ("fail", "improved", "noise"):
+            c.status, c.note = "not-comparable", f"dataset changed ({c.note})" if c.note else "dataset changed"
+    same = unchanged_scores(golden, obtained, v.drift)
+    if same:
+        v.notes.append(same)
+
+
+def _not_improved_on_other_hardware(v: Verdict, other: str) -> None:
+    """A better quality number against a golden from ``other`` hardware is shown as "differs", not "improved"."""
+    for c in v.checks:
+        if c.metric in _QUALITY and c.status == "improved":
+            # The same model and audio can decode differently on another CPU/GPU (kernels, float order):
+            # a difference from such a golden is not news about the model.
+            c.status = "differs"
+            c.note = (f"{c.note}; the golden was recorded on {other}: transcripts differ across hardware, "
+                      "so this is not counted as an improvement (re-record the golden on this machine)")
+
+
+def judge(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str, float], **kw: Any) -> Verdict:
+    """Compare a case record with its golden (``golden.compare``) and name the causes of any difference."""
+    from .drift import dataset_changes, unverified_audio_note
+
+    v = compare(golden, obtained, thresholds, **kw)
+    causes = _model_causes(v, golden, obtained)
     if causes:
         # Another model or other settings: a better number is what the change did, not progress of the model
         # the golden measured; it is shown, never counted as "improved".
@@ -82,28 +117,13 @@ def judge(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str
     v.drift = dataset_changes(golden, obtained)
     if v.drift:
         causes.append(DATASET)
-        # compare() already names id/reference changes in one line; audio changes only this module sees.
-        if not any(p.startswith("the dataset differs from the golden's") for p in v.problems):
-            v.problems.append(f"dataset changed since the golden: {summary(v.drift)}; the scores below measure a "
-                              "different dataset, so they are not a model verdict")
-        for c in v.checks:
-            if c.metric in _QUALITY and c.status in ("fail", "improved", "noise"):
-                c.status, c.note = "not-comparable", f"dataset changed ({c.note})" if c.note else "dataset changed"
-        same = unchanged_scores(golden, obtained, v.drift)
-        if same:
-            v.notes.append(same)
+        _dataset_drift(v, golden, obtained)
     audio_note = unverified_audio_note(golden, obtained)
     if audio_note:
         v.notes.append(audio_note)
     other = _other_hardware(golden, obtained)
     if other:
-        for c in v.checks:
-            if c.metric in _QUALITY and c.status == "improved":
-                # The same model and audio can decode differently on another CPU/GPU (kernels, float order):
-                # a difference from such a golden is not news about the model.
-                c.status = "differs"
-                c.note = (f"{c.note}; the golden was recorded on {other}: transcripts differ across hardware, "
-                          "so this is not counted as an improvement (re-record the golden on this machine)")
+        _not_improved_on_other_hardware(v, other)
     if any(c.status == "fail" for c in v.checks):
         causes.append(METRIC)
     v.causes = causes

@@ -260,10 +260,8 @@ _REQUIRED = (
 )
 
 
-def ct2_to_whisper_state(
-    ct2: CT2Model, config: dict[str, Any]
-) -> tuple[dict[str, int], dict[str, npt.NDArray[np.float32]], list[list[int]]]:
-    """Map a parsed CTranslate2 Whisper model to openai-whisper ``(dims, state_dict, alignment_heads)``."""
+def _check_whisper(ct2: CT2Model) -> None:
+    """BackendError unless ``ct2`` is a CTranslate2 Whisper model with every variable the mapping needs."""
     if ct2.spec_name != "WhisperSpec":
         raise BackendError(
             f"{ct2.path} holds a CTranslate2 {ct2.spec_name!r} model, not a Whisper model (WhisperSpec). "
@@ -273,6 +271,13 @@ def ct2_to_whisper_state(
     missing = [n for n in _REQUIRED if n not in ct2.variables]
     if missing:
         raise BackendError(f"{ct2.path}: not a complete Whisper model, missing {', '.join(missing)}.")
+
+
+def ct2_to_whisper_state(
+    ct2: CT2Model, config: dict[str, Any]
+) -> tuple[dict[str, int], dict[str, npt.NDArray[np.float32]], list[list[int]]]:
+    """Map a parsed CTranslate2 Whisper model to openai-whisper ``(dims, state_dict, alignment_heads)``."""
+    _check_whisper(ct2)
     v = ct2.variables
     n_audio_state = v["encoder/conv1/weight"].shape[0]
     dims = {

@@ -245,46 +245,40 @@ def subtitles(segments: list[dict[str, Any]], fmt: str) -> str:
     return body if fmt == "srt" else "WEBVTT\n\n" + body
 
 
-def create_app(
-    model_name: str,
-    spec: ModelSpec,
-    device: str,
-    api_key: str | None = None,
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-    model: Any = None,
-    max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
-) -> Any:
-    """The FastAPI app serving ``spec`` on ``device``.
+def _health_body(model_name: str, spec: ModelSpec, device: str, m: Any) -> dict[str, Any]:
+    """What ``/health`` answers for ``m`` (None while the model is loading)."""
+    return {
+        "model": model_name,
+        "backend": spec.backend,
+        "device": device,
+        "task": spec.task,
+        "ready": m is not None,
+        "sample_rate": getattr(m, "sample_rate", None),
+        "decode_settings": getattr(m, "decode_settings", None),
+        # what /v1/audio/transcriptions answers for this model (verbose_json/srt/vtt need segment timestamps)
+        "response_formats": ([f for f in TRANSCRIPTION_FORMATS
+                              if f in ("json", "text") or callable(getattr(m, "transcribe_segments", None))]
+                             if m is not None and hasattr(m, "transcribe") else []),
+    }
 
-    The model is loaded once when the app starts (its lifespan), with
-    ``get_backend(spec.backend).load(spec, device)``, unless an already loaded ``model`` is given.
-    ``api_key`` (when not None) is required as ``Authorization: Bearer <key>`` on ``/v1/`` endpoints;
-    ``/health`` stays open so that orchestrators can probe it.
-    """
+
+def _require_serve_extra() -> None:
+    """MissingExtraError unless the ``serve`` extra's modules are installed."""
+    import importlib.util
+
     for mod in SERVE_REQUIRES:
-        import importlib.util
-
         if importlib.util.find_spec(mod) is None:
             raise MissingExtraError("serve", "serve", mod)
-    from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+
+
+def _add_error_handlers(fastapi_app: Any) -> None:
+    """OpenAI-shaped error bodies for HTTP errors, invalid requests and unexpected exceptions."""
+    from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
-    from starlette.concurrency import run_in_threadpool
+    from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    backend = get_backend(spec.backend)
-    state: dict[str, Any] = {"model": model, "error": None}
-    # Backends are not all thread-safe (piper, torch models): one inference at a time; concurrent requests
-    # queue here, which the load check then measures honestly as latency.
-    lock = threading.Lock()
-
-    @asynccontextmanager
-    async def lifespan(_app: Any) -> Any:
-        if state["model"] is None:
-            state["model"] = await run_in_threadpool(backend.load, spec, device)
-        yield
-
-    app = FastAPI(title=f"speechlab serve: {model_name}", lifespan=lifespan)
+    app: FastAPI = fastapi_app
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -310,34 +304,139 @@ def create_app(
         # Still OpenAI-shaped, so clients quote something useful; the traceback goes to the server log.
         return JSONResponse(error_body(f"internal error: {type(exc).__name__}: {exc}", "server_error"), status_code=500)
 
+
+def _model_field_problem(model_name: str, requested: str | None) -> str | None:
+    """Why a request's ``model`` field does not match the served model, or None."""
+    if requested and requested != model_name:
+        return f"this server serves model {model_name!r}, not {requested!r}; send model={model_name!r} or omit it"
+    return None
+
+
+def _speech_problem(m: Any, model_name: str, spec: ModelSpec, payload: dict[str, Any]) -> str | None:
+    """Why a ``/v1/audio/speech`` request cannot be served by ``m``, or None."""
+    if not hasattr(m, "synthesize"):
+        return f"model {model_name!r} is a {spec.task} model; it does not synthesise speech"
+    text = payload.get("input")
+    if not isinstance(text, str) or not text.strip():
+        return "'input' must be a non-empty string (the text to speak)"
+    problem = _model_field_problem(model_name, payload.get("model"))
+    if problem:
+        return problem
+    fmt = payload.get("response_format", "mp3")  # OpenAI's default
+    if fmt not in SPEECH_FORMATS:
+        return f"response_format {fmt!r} is not supported; use " + ", ".join(SPEECH_FORMATS)
+    return None
+
+
+def _transcription_response(
+    m: Any, response_format: str, language: str | None, audio: Any, text: str, segments: list[dict[str, Any]] | None
+) -> Any:
+    """The transcription in ``response_format`` (text, srt, vtt, verbose_json or json)."""
+    from fastapi.responses import Response
+
+    if response_format == "text":
+        return Response(text, media_type="text/plain")
+    if response_format in ("srt", "vtt"):
+        return Response(subtitles(segments or [], response_format), media_type="text/plain; charset=utf-8")
+    if response_format == "verbose_json":
+        return _verbose_json(m, language, audio, text, segments)
+    return {"text": text}
+
+
+def _transcription_problem(
+    m: Any, model_name: str, spec: ModelSpec, model: str | None, language: str | None, response_format: str
+) -> str | None:
+    """Why a transcription request cannot be served by ``m`` (task, model field, language, format), or None."""
+    if not hasattr(m, "transcribe"):
+        return f"model {model_name!r} is a {spec.task} model; it does not transcribe"
+    problem = _model_field_problem(model_name, model)
+    if problem:
+        return problem
+    fixed = (getattr(m, "decode_settings", None) or {}).get("language")
+    if language and fixed and language != fixed:
+        return f"model {model_name!r} is configured for language {fixed!r}; the request asked for {language!r}"
+    if response_format not in TRANSCRIPTION_FORMATS:
+        return f"response_format {response_format!r} is not supported; use " + ", ".join(TRANSCRIPTION_FORMATS)
+    timed = response_format in ("verbose_json", "srt", "vtt")
+    if timed and not callable(getattr(m, "transcribe_segments", None)):
+        return (
+            f"model {model_name!r} gives no segment timestamps, so response_format "
+            f"{response_format!r} is not available; use json or text"
+        )
+    return None
+
+
+def _verbose_json(
+    m: Any, language: str | None, audio: Any, text: str, segments: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    """OpenAI's ``verbose_json`` transcription body."""
+    fixed_language = (getattr(m, "decode_settings", None) or {}).get("language")
+    return {
+        "task": "transcribe",
+        "language": language or fixed_language or "unknown",
+        "duration": round(len(audio) / float(m.sample_rate), 3),
+        "text": text,
+        "segments": [
+            {
+                "seek": 0,
+                "tokens": [],
+                "temperature": 0.0,
+                "avg_logprob": 0.0,
+                "compression_ratio": 0.0,
+                "no_speech_prob": 0.0,
+                **seg,
+            }
+            for seg in segments or []
+        ],
+    }
+
+
+def create_app(
+    model_name: str,
+    spec: ModelSpec,
+    device: str,
+    api_key: str | None = None,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    model: Any = None,
+    max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
+) -> Any:
+    """The FastAPI app serving ``spec`` on ``device``.
+
+    The model is loaded once when the app starts (its lifespan), with
+    ``get_backend(spec.backend).load(spec, device)``, unless an already loaded ``model`` is given.
+    ``api_key`` (when not None) is required as ``Authorization: Bearer <key>`` on ``/v1/`` endpoints;
+    ``/health`` stays open so that orchestrators can probe it.
+    """
+    _require_serve_extra()
+    from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+    from fastapi.responses import Response
+    from starlette.concurrency import run_in_threadpool
+
+    backend = get_backend(spec.backend)
+    state: dict[str, Any] = {"model": model, "error": None}
+    # Backends are not all thread-safe (piper, torch models): one inference at a time; concurrent requests
+    # queue here, which the load check then measures honestly as latency.
+    lock = threading.Lock()
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> Any:
+        if state["model"] is None:
+            state["model"] = await run_in_threadpool(backend.load, spec, device)
+        yield
+
+    app = FastAPI(title=f"speechlab serve: {model_name}", lifespan=lifespan)
+    _add_error_handlers(app)
+
     def _model() -> Any:
         m = state["model"]
         if m is None:
             raise HTTPException(503, f"model {model_name!r} is not loaded yet")
         return m
 
-    def _check_model_field(requested: str | None) -> None:
-        if requested and requested != model_name:
-            raise HTTPException(
-                400, f"this server serves model {model_name!r}, not {requested!r}; send model={model_name!r} or omit it"
-            )
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        m = state["model"]
-        return {
-            "model": model_name,
-            "backend": spec.backend,
-            "device": device,
-            "task": spec.task,
-            "ready": m is not None,
-            "sample_rate": getattr(m, "sample_rate", None),
-            "decode_settings": getattr(m, "decode_settings", None),
-            # what /v1/audio/transcriptions answers for this model (verbose_json/srt/vtt need segment timestamps)
-            "response_formats": ([f for f in TRANSCRIPTION_FORMATS
-                                  if f in ("json", "text") or callable(getattr(m, "transcribe_segments", None))]
-                                 if m is not None and hasattr(m, "transcribe") else []),
-        }
+        return _health_body(model_name, spec, device, state["model"])
 
     @app.post("/v1/audio/transcriptions")
     def transcriptions(
@@ -347,25 +446,10 @@ def create_app(
         response_format: Annotated[str, Form()] = "json",
     ) -> Any:
         m = _model()
-        if not hasattr(m, "transcribe"):
-            raise HTTPException(400, f"model {model_name!r} is a {spec.task} model; it does not transcribe")
-        _check_model_field(model)
-        fixed = (getattr(m, "decode_settings", None) or {}).get("language")
-        if language and fixed and language != fixed:
-            raise HTTPException(
-                400, f"model {model_name!r} is configured for language {fixed!r}; the request asked for {language!r}"
-            )
-        if response_format not in TRANSCRIPTION_FORMATS:
-            raise HTTPException(
-                400, f"response_format {response_format!r} is not supported; use " + ", ".join(TRANSCRIPTION_FORMATS)
-            )
+        problem = _transcription_problem(m, model_name, spec, model, language, response_format)
+        if problem:
+            raise HTTPException(400, problem)
         timed = response_format in ("verbose_json", "srt", "vtt")
-        if timed and not callable(getattr(m, "transcribe_segments", None)):
-            raise HTTPException(
-                400,
-                f"model {model_name!r} gives no segment timestamps, so response_format "
-                f"{response_format!r} is not available; use json or text",
-            )
         data = file.file.read()
         try:
             audio = read_upload(data, file.filename or "file", int(m.sample_rate), max_audio_seconds)
@@ -379,44 +463,16 @@ def create_app(
                 )
             except BackendError as exc:
                 raise HTTPException(500, f"model {model_name!r} failed: {exc}") from exc
-        if response_format == "text":
-            return Response(text, media_type="text/plain")
-        if response_format in ("srt", "vtt"):
-            return Response(subtitles(segments or [], response_format), media_type="text/plain; charset=utf-8")
-        if response_format == "verbose_json":
-            fixed_language = (getattr(m, "decode_settings", None) or {}).get("language")
-            return {
-                "task": "transcribe",
-                "language": language or fixed_language or "unknown",
-                "duration": round(len(audio) / float(m.sample_rate), 3),
-                "text": text,
-                "segments": [
-                    {
-                        "seek": 0,
-                        "tokens": [],
-                        "temperature": 0.0,
-                        "avg_logprob": 0.0,
-                        "compression_ratio": 0.0,
-                        "no_speech_prob": 0.0,
-                        **seg,
-                    }
-                    for seg in segments or []
-                ],
-            }
-        return {"text": text}
+        return _transcription_response(m, response_format, language, audio, text, segments)
 
     @app.post("/v1/audio/speech")
     def speech(payload: dict[str, Any]) -> Any:
         m = _model()
-        if not hasattr(m, "synthesize"):
-            raise HTTPException(400, f"model {model_name!r} is a {spec.task} model; it does not synthesise speech")
-        text = payload.get("input")
-        if not isinstance(text, str) or not text.strip():
-            raise HTTPException(400, "'input' must be a non-empty string (the text to speak)")
-        _check_model_field(payload.get("model"))
+        problem = _speech_problem(m, model_name, spec, payload)
+        if problem:
+            raise HTTPException(400, problem)
+        text = payload["input"]
         fmt = payload.get("response_format", "mp3")  # OpenAI's default
-        if fmt not in SPEECH_FORMATS:
-            raise HTTPException(400, f"response_format {fmt!r} is not supported; use " + ", ".join(SPEECH_FORMATS))
         with lock:
             try:
                 audio, sr = m.synthesize(text)
