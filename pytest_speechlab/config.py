@@ -64,6 +64,8 @@ MODEL_KEYS = {
 }
 DATASET_KEYS = {
     "manifest",
+    "chunks",
+    "chunk_minutes",
     "normalizer",
     "markers",
     "thresholds",
@@ -352,6 +354,7 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
     if "dnsmos" in raw and (not isinstance(raw["dnsmos"], bool) or (raw["dnsmos"] and task != "tts")):
         raise _err(path, f"{key}.dnsmos", f"got {raw['dnsmos']!r}; true or false, and true only on a task: tts dataset "
                    "(DNSMOS scores synthesised speech)")
+    _chunking(path, key, name, raw, task)
     markers = _str_list(path, f"{key}.markers", raw.get("markers", []))
     for m in markers:
         if not m.isidentifier():
@@ -368,7 +371,8 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
         options={
             **{
                 k: raw[k]
-                for k in ("language", "entities", "description", "longform", "dnsmos", "columns", *HF_KEYS)
+                for k in ("language", "entities", "description", "longform", "dnsmos", "columns", "chunks",
+                          "chunk_minutes", *HF_KEYS)
                 if k in raw
             },
             # a save_to_disk folder is relative to this file, as a manifest is
@@ -379,6 +383,27 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
             ),
         },
     )
+
+
+def _chunking(path: Path, key: str, name: str, raw: dict[str, Any], task: str) -> None:
+    """``chunks: N`` / ``chunk_minutes: M`` (chunks.py): positive, on a plain asr dataset only."""
+    if "chunks" in raw:
+        n = raw["chunks"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise _err(path, f"{key}.chunks", f"got {n!r}; a whole number >= 1 (how many chunks to split {name} into)")
+    if "chunk_minutes" in raw:
+        m = raw["chunk_minutes"]
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not m > 0 or m != m or m == float("inf"):
+            raise _err(path, f"{key}.chunk_minutes", f"got {m!r}; a number of minutes > 0 (e.g. 10)")
+    if "chunks" not in raw and "chunk_minutes" not in raw:
+        return
+    which = "chunks" if "chunks" in raw else "chunk_minutes"
+    if task != "asr":
+        raise _err(path, f"{key}.{which}", f"splits an asr dataset into chunks; {name} is {task}")
+    for other in ("longform", "perturb"):
+        if other in raw:
+            raise _err(path, f"{key}.{which}", f"cannot be combined with {other}: ({other} builds its audio from "
+                       f"the whole dataset, so a chunk would not score what the whole run scores); remove one")
 
 
 def _perturbed(path: Path, spec: DatasetSpec, raw: Any) -> dict[str, DatasetSpec]:

@@ -126,12 +126,6 @@ def score_outputs(rows: list[dict[str, Any]], audios: Sequence[np.ndarray], samp
 
     Raises :class:`NonSpeechError` when Silero VAD finds speech in a clip whose reference is empty.
     """
-    flagged = 0
-    nonspeech_s = 0.0
-    words = 0
-    emitting = 0
-    n_nonspeech = 0
-    rejected = 0
     # A non-speech dataset (every reference empty) is gated by these metrics alone: speech in it is an error.
     # In a speech dataset, a clip with a forgotten transcript is scored as before (its words are insertions)
     # and left out of the non-speech metrics.
@@ -141,7 +135,6 @@ def score_outputs(rows: list[dict[str, Any]], audios: Sequence[np.ndarray], samp
         reason = catastrophic_reason(row["ref_norm"], row["hyp_norm"], row["hypothesis"])
         if reason:
             row["catastrophic"] = reason
-            flagged += 1
         if row["ref_norm"].strip():
             continue
         speech = vad_speech_seconds(audio, sample_rate)
@@ -150,13 +143,27 @@ def score_outputs(rows: list[dict[str, Any]], audios: Sequence[np.ndarray], samp
             if speech > VAD_SPEECH_MAX_S and not all_empty:
                 row["not_nonspeech"] = (f"the reference is empty but Silero VAD finds {speech:.2f} s of speech: scored "
                                         "as a speech clip (its words are insertions), not as non-speech")
-                rejected += 1
                 continue
             if speech > VAD_SPEECH_MAX_S:
                 raise NonSpeechError(
                     f"{source} (utterance {row['id']}): the reference is empty (a non-speech clip) but Silero VAD "
                     f"finds {speech:.2f} s of speech in {row.get('audio')}; its hallucination score would count real "
                     "words. Transcribe the clip in the manifest, or remove it")
+    return pool_outputs(rows)
+
+
+def pool_outputs(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pooled catastrophic and hallucination metrics of rows annotated by :func:`score_outputs` (also
+    used to join a chunked dataset's rows into its corpus metrics, chunks.py)."""
+    flagged = sum(1 for r in rows if r.get("catastrophic"))
+    rejected = sum(1 for r in rows if r.get("not_nonspeech"))
+    nonspeech_s = 0.0
+    words = 0
+    emitting = 0
+    n_nonspeech = 0
+    for row in rows:
+        if row["ref_norm"].strip() or row.get("not_nonspeech"):
+            continue
         n_nonspeech += 1
         nonspeech_s += float(row["duration"])
         n = len(row["hyp_norm"].split())

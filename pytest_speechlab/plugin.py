@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from .config import ALL_DEVICES, GATES, ConfigError, SpeechlabConfig, load_config
+from .records import FAILED_VERDICTS
 from .running import _accept_command, _progress, get_session
 from .session import CONFIG_ERROR_KEY, SESSION_KEY, Case, Options, SpeechlabSession
-from .xdist_support import XdistHooks, failure_line, hand_over, plain
+from .xdist_support import XdistHooks, failure_line, hand_over, plain, write_progress
 
 # Per item: where its rows start in ``sess.results``, and why it failed (one line per failed phase).
 _ROWS_START_KEY = pytest.StashKey[int]()
@@ -388,6 +389,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             item.stash.get(_FAILURES_KEY, []),
             item.stash.get(_SKIP_KEY, None),
         )
+        if not hasattr(item.config, "workerinput"):
+            for r in rows:
+                write_progress(item.config, sess.progress_line(r))
         if rows and hasattr(item.config, "workerinput"):
             # Travels with the report to the xdist controller, so a worker that dies later does not take
             # the results of the cases it finished with it.
@@ -529,6 +533,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         hand_over(config, sess)
         return
     sess.complete_results()
+    corpora = sess.settle_corpora()  # chunked cases: one corpus verdict each, now that every chunk is known
+    gated = [r for r in corpora if r.get("stage") != "experimental"]  # experimental: reported, not gated
+    if any(r.get("verdict") in FAILED_VERDICTS for r in gated) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     # The run record first: a golden folder that cannot be written must not lose the record too.
     sess.write_records()
     if sess.opts.update:
@@ -578,6 +586,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     quiet = config.get_verbosity() < 0
     for line in (quiet_lines if quiet else summary_lines)(sess.results, sess.notes):
         terminalreporter.write_line(line)
+    for r in sess.results:
+        if r.get("origin") == "corpus" and r.get("verdict") in FAILED_VERDICTS:
+            terminalreporter.write_line(r.get("failure") or f"speechlab: {r['case']}: error\n{r.get('reason')}",
+                                        red=True)
     for path in sess.written:
         terminalreporter.write_line(f"golden written: {path}")
     if sess.opts.json_path and not any(e.startswith("run record not written") for e in sess.write_errors):

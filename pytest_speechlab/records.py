@@ -140,6 +140,8 @@ def failure_reason(case: dict[str, Any]) -> str:
         return str(case.get("reason") or case.get("status"))
     if case.get("verdict") == "missing":
         return "no golden baseline"
+    if case.get("verdict") == "partial":
+        return str(case.get("reason") or "partial: not every chunk is in this record")
     bad = [
         f"{c['metric']} {c.get('note') or 'worse than the golden'}"
         for c in case.get("checks", [])
@@ -290,6 +292,8 @@ def merge_records(
             if n not in notes:
                 notes.append(n)
         for case in rec["cases"]:
+            if case.get("origin") == "corpus":
+                continue  # a shard's corpus row (partial): rebuilt from the merged chunk rows (chunks.settle)
             cid = case["case"]
             if cid in cases:
                 if _result_key(cases[cid]) != _result_key(case):
@@ -345,5 +349,6 @@ def failed_cases(record: dict[str, Any]) -> list[str]:
     return [
         c["case"]
         for c in record["cases"]
-        if c.get("stage") != "experimental" and (c.get("verdict") in FAILED_VERDICTS or case_problem(c) is not None)
+        if c.get("stage") != "experimental"
+        and (c.get("verdict") in (*FAILED_VERDICTS, "partial") or case_problem(c) is not None)
     ]

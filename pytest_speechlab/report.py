@@ -198,7 +198,7 @@ def _trailer(results: list[dict[str, Any]], notes: list[str], detail: list[dict[
 
 
 #: Verdicts that need no attention; with ``-q`` the summary lists every other case.
-QUIET_OK = ("pass", "improved", "accepted", "skipped")
+QUIET_OK = ("pass", "improved", "accepted", "skipped", "chunk")  # a chunk: its corpus row is the verdict
 
 
 def _verdict_word(r: dict[str, Any]) -> str:

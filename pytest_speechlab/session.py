@@ -13,7 +13,7 @@ import pytest
 from .backends import BackendError, MissingExtraError, get_backend
 from .backends.base import ModelSpec
 from .config import DatasetSpec, SpeechlabConfig
-from .datasets import Dataset, load_dataset
+from .datasets import Dataset, DatasetError, load_dataset
 from .evaluation import (
     GateSettings,
     golden_payload,
@@ -29,10 +29,22 @@ class Case:
     model: str
     dataset: str
     device: str
+    # (index from 1, count) when the dataset is split into chunks (``chunks:`` in speechlab.yaml, chunks.py)
+    chunk: tuple[int, int] | None = None
+
+    @property
+    def corpus_id(self) -> str:
+        """The id of the whole model x device x dataset (the golden's case), chunk or not."""
+        return f"{self.model}-{self.device}-{self.dataset}"
 
     @property
     def id(self) -> str:
-        return f"{self.model}-{self.device}-{self.dataset}"
+        return self.corpus_id + (f"[{self.chunk[0]}/{self.chunk[1]}]" if self.chunk else "")
+
+    @property
+    def order(self) -> tuple[str, int]:
+        """Sort key: by corpus, then chunk number (so ``[10/12]`` follows ``[9/12]``)."""
+        return self.corpus_id, self.chunk[0] if self.chunk else 0
 
 
 @dataclass
@@ -101,6 +113,9 @@ class SpeechlabSession:
         self.xdist: dict[str, Any] = {}
         self._models: dict[tuple[str, str], Any] = {}
         self._datasets: dict[str, Dataset] = {}
+        self._durations: dict[str, list[float]] = {}
+        self._chunk_progress: Any = None
+        self.started = time.monotonic()
         self._weights: dict[str, dict[str, Any]] = {}
         self.adhoc: dict[str, DatasetSpec] = {}
         # Every matrix case this session selected (id -> Case; on the xdist controller, from a worker's
@@ -262,7 +277,7 @@ class SpeechlabSession:
             # Contiguous slices of the id-sorted matrix: a partition (every case in exactly one shard),
             # balanced to within one case, and a model@device's cases stay together (ids start with
             # model-device), so each CI job loads as few models as possible.
-            ordered = sorted(out, key=lambda c: c.id)
+            ordered = sorted(out, key=lambda c: c.order)
             out = ordered[(i - 1) * len(ordered) // n : i * len(ordered) // n]
         return out
 
@@ -294,8 +309,45 @@ class SpeechlabSession:
                         spec.task == "chat" and self.dataset_spec(ds).task == "asr"
                     ):
                         continue
-                    out.append(Case(m, ds, dev))
+                    n = self.chunk_count(ds) if spec.task == "asr" else 0
+                    if n:
+                        out.extend(Case(m, ds, dev, (i, n)) for i in range(1, n + 1))
+                    else:
+                        out.append(Case(m, ds, dev))
         return out
+
+    def chunk_count(self, name: str) -> int:
+        """How many chunks dataset ``name`` is split into (0: not chunked); ``chunk_minutes`` reads the audio
+        lengths (headers only) once per process."""
+        opts = self.dataset_spec(name).options
+        if "chunks" not in opts and "chunk_minutes" not in opts:
+            return 0
+        if "chunk_minutes" not in opts:
+            return int(opts["chunks"])
+        from .chunks import count
+        from .datasets import DatasetError
+
+        try:
+            return count(self.durations(name), opts.get("chunks"), float(opts["chunk_minutes"]))
+        except DatasetError as exc:
+            raise pytest.UsageError(f"{self.cfg.path}: datasets.{name}.chunk_minutes: {exc}") from None
+
+    def durations(self, name: str) -> list[float]:
+        """Every utterance's audio length in seconds (from the file headers), once per process."""
+        if name not in self._durations:
+            from .chunks import durations
+
+            self._durations[name] = durations(self.dataset(name))
+        return self._durations[name]
+
+    def case_dataset(self, case: Case) -> Dataset:
+        """The utterances ``case`` scores: the whole dataset, or its chunk."""
+        data = self.dataset(case.dataset)
+        if case.chunk is None:
+            return data
+        from .chunks import subset
+
+        return subset(data, case.chunk, self.durations(case.dataset), f"{self.cfg.path}: datasets.{case.dataset}")
 
     def skip_reason(self, case: Case) -> str | None:
         """Why a case cannot run here (device or backend support), or None."""
@@ -324,6 +376,7 @@ class SpeechlabSession:
             "task": spec.task,
             "backend": spec.backend,
             "stage": spec.stage,
+            **({"corpus": case.corpus_id, "chunk": list(case.chunk)} if case.chunk else {}),
         }
 
     def skip_if_unrunnable(self, case: Case) -> None:
@@ -467,6 +520,48 @@ class SpeechlabSession:
                 "nothing was compared"
             )
             self.results.append(self._error_row(case, reason))
+
+    def progress_line(self, row: dict[str, Any]) -> str | None:
+        """The progress line of a finished chunk row (its worker, the chunks and audio done, an ETA), or None
+        for any other row."""
+        if not row.get("chunk") or row.get("origin", "matrix") != "matrix":
+            return None
+        if self._chunk_progress is None:
+            from .chunks import ChunkProgress, split
+
+            total, n = 0.0, 0
+            for c in self.collected.values():
+                if isinstance(c, Case) and c.chunk:
+                    n += 1
+                    try:
+                        durs = self.durations(c.dataset)
+                        start, stop = split(durs, c.chunk[1])[c.chunk[0] - 1]
+                    except (DatasetError, ValueError):
+                        continue  # that chunk's own item reports the problem
+                    total += sum(durs[start:stop])
+            self._chunk_progress = ChunkProgress(total, n, self.started)
+        return self._chunk_progress.line(row)
+
+    def settle_corpora(self) -> list[dict[str, Any]]:
+        """At the end (plain run or xdist controller): one gated corpus row per chunked case whose chunks are
+        in the results (chunks.py), appended to the results; chunks this run did not select make it partial."""
+        from .chunks import gate_with, settle
+
+        def gate(row: dict[str, Any]) -> None:
+            model, dataset = str(row["model"]), str(row["dataset"])
+            accept = (f"pytest {self.cfg.path.name} -k {row['case']} --speechlab-update-golden "
+                      "(runs every chunk, then writes the corpus golden)")
+            gate_with(self.cfg.golden_dir, self.thresholds_for(model, dataset), self.gate_settings(), accept)(row)
+
+        rows = settle(self.results, gate, absent="partial")
+        self.results.extend(rows)
+        partial = [str(r["case"]) for r in rows if r.get("verdict") == "partial"]
+        if partial:
+            self.notes.append(
+                f"{len(partial)} chunked case(s) only partly in this run ({', '.join(partial)}): no corpus verdict "
+                "here (partial is never a pass); merge the shards' records with speechlab merge --gate to gate them"
+            )
+        return rows
 
     # ---- end of session -------------------------------------------------------------------------
     def write_records(self) -> None:

@@ -283,6 +283,9 @@ class XdistHooks:
         rows = getattr(report, "speechlab_rows", None)
         if rows:
             sess.reported[cid] = list(rows)
+            worker = getattr(getattr(getattr(report, "node", None), "gateway", None), "id", None)
+            for r in rows:  # a chunk finished on a worker: its progress line, with the run's ETA
+                write_progress(config, sess.progress_line({"xdist_worker": worker, **r}))
         elif report.failed:
             sess.crashes.setdefault(cid, failure_line(report))
 
@@ -301,6 +304,21 @@ class XdistHooks:
         pinned = (out.get("speechlab_worker") or {}).get("pinned_gpu")
         if pinned is not None:
             sess.xdist.setdefault("gpu_pinning", {})[worker] = pinned
+
+
+def write_progress(config: pytest.Config, line: str | None) -> None:
+    """Write a progress line (chunks.py) on the terminal, through output capture; not under ``-q``."""
+    if not line or config.get_verbosity() < 0:
+        return
+    tr = config.pluginmanager.getplugin("terminalreporter")
+    if tr is None:
+        return
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if capman is not None:
+        with capman.global_and_fixture_disabled():
+            tr.write_line(line)
+    else:
+        tr.write_line(line)
 
 
 def plain(obj: Any) -> Any:

@@ -111,6 +111,13 @@ def run_check(args: argparse.Namespace) -> int:
             skipped += 1
             print(f"{cid}: skipped: {case.get('reason', '')}")
             continue
+        if case.get("verdict") == "chunk" and case["status"] == "ran":
+            print(f"{cid}: a chunk of {case.get('corpus')}: judged by its corpus row")
+            continue
+        if case.get("verdict") == "partial":
+            print(f"{cid}: {case.get('reason') or 'partial'}")
+            failed.append(cid)  # a shard's part of a chunked case never passes a gate on its own
+            continue
         problem = case_problem(case)
         if case["status"] != "ran" or problem:
             print(f"{cid}: {problem or case['status'] + ': ' + str(case.get('reason', ''))}")

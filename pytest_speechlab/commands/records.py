@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..records import MergeError, failed_cases, load_record, merge_records
 from ..report import summary_lines, write_json
@@ -14,6 +15,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     try:
         records = [load_record(Path(p)) for p in args.records]
         merged = merge_records(records, [str(p) for p in args.records], allow_mixed_configs=args.allow_mixed_configs)
+        corpus_rows(merged, args.config)
     except MergeError as exc:
         print(f"speechlab merge: {exc}", file=sys.stderr)
         return 2
@@ -38,6 +40,59 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     return 1 if failed or refused else 0
 
 
+def corpus_rows(merged: dict[str, Any], config: str | None) -> None:
+    """Chunked cases (chunks.py): join the shards' chunk rows into one corpus row each, gated against the
+    case's golden with the tolerances of the config the shards ran (its sha256 must match their records')."""
+    from ..chunks import chunk_rows_by_corpus, gate_with, settle
+
+    if not chunk_rows_by_corpus(merged["cases"]):
+        return
+    from ..config import ConfigError, load_config
+    from ..evaluation import GateSettings
+    from ..provenance import file_sha256
+
+    settings = merged["settings"]
+    path = Path(config or settings.get("config") or "speechlab.yaml")
+    if not path.is_file() and config is None and Path("speechlab.yaml").is_file():
+        path = Path("speechlab.yaml")
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        raise MergeError(
+            f"the records hold chunked cases, whose corpus verdict needs their goldens and tolerances from the "
+            f"config the shards ran: {exc}; pass --config speechlab.yaml (run merge in the project's checkout)"
+        ) from None
+    want = settings.get("config_sha256")
+    have = file_sha256(cfg.path)
+    if want and have != want:
+        raise MergeError(
+            f"{cfg.path} (sha256 {have[:12]}) is not the config the shards ran (sha256 {str(want)[:12]}); the "
+            "corpus verdicts would use other tolerances. Merge in the checkout the shards ran, or pass its config "
+            "with --config"
+        )
+    gate = GateSettings(
+        gate=str(settings.get("gate") or cfg.gate),
+        rtf_gate=bool(settings.get("rtf_gate", True)),
+        abs_rtf=bool(settings.get("abs_rtf", False)),
+        bootstrap=cfg.bootstrap,
+    )
+
+    def gate_row(row: dict[str, Any]) -> None:
+        model, dataset = str(row["model"]), str(row["dataset"])
+        thresholds = cfg.tolerances_for(model, dataset)[0]
+        accept = (f"pytest {cfg.path.name} -k {row['case']} --speechlab-update-golden (one run of every chunk, "
+                  "e.g. with -n N; shards do not write goldens)")
+        import dataclasses
+
+        gate_with(cfg.golden_dir, thresholds, dataclasses.replace(gate), accept)(row)
+
+    rows = settle(merged["cases"], gate_row, absent="error")
+    merged["cases"] = sorted([*merged["cases"], *rows], key=lambda c: c["case"])
+    for r in rows:
+        if r.get("failure"):
+            print(r["failure"], file=sys.stderr)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``speechlab merge`` to the ``speechlab`` command."""
     p = subparsers.add_parser(
@@ -49,6 +104,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("-o", "--output", required=True, metavar="MERGED.json", help="where to write the merged record")
     p.add_argument(
         "--gate", action="store_true", help="exit 1 when a merged case failed its gate (fail, missing golden, error)"
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="PATH",
+        help="speechlab.yaml the shards ran (default: the records' config path, else ./speechlab.yaml); needed "
+        "only for chunked datasets, whose corpus verdict is gated here against the golden",
     )
     p.add_argument(
         "--allow-mixed-configs",
