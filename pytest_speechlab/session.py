@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 import pytest
 
 from .backends import BackendError, MissingExtraError, get_backend
-from .backends.base import ModelSpec
+from .backends.base import ModelSpec, import_runtime
 from .config import DatasetSpec, SpeechlabConfig
 from .datasets import Dataset, DatasetError, load_dataset
 from .evaluation import (
@@ -419,6 +419,7 @@ class SpeechlabSession:
             from .metrics import rss_mb
 
             backend = get_backend(spec.backend)
+            import_runtime(backend)
             before = rss_mb()
             t0 = time.perf_counter()
             loaded = backend.load(spec, device)

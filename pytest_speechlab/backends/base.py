@@ -191,6 +191,10 @@ class BaseBackend:
     # The runtime whose tiny-op probe decides whether a device is usable (devices.PROBES): torch,
     # ctranslate2, onnxruntime, or None (the machine-level check only).
     runtime: ClassVar[str | None] = None
+    # The libraries load() imports.  The session imports them before it measures what loading the model adds
+    # to the process, so a model's memory (RSS_MB) does not depend on whether another model imported torch
+    # (or ctranslate2, onnxruntime) first.  A missing one is left to load() to report (MissingExtraError).
+    import_modules: ClassVar[tuple[str, ...]] = ()
     # Model-entry keys (decode/load settings) this backend reads; speechlab.yaml rejects any other key so a
     # typo is an error, not a silently ignored setting.  None: not declared, so not checked.
     options: ClassVar[tuple[str, ...] | None] = None
@@ -213,3 +217,23 @@ class BaseBackend:
 
     def load(self, spec: ModelSpec, device: str) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def import_runtime(backend: Any) -> list[str]:
+    """Import ``backend.import_modules`` (the libraries its load() imports) and return the ones imported.
+
+    The session calls this before it reads the process's resident memory around a model load: what importing
+    torch adds (hundreds of MB) belongs to the process, not to the model, and would otherwise be counted for
+    whichever model happened to import it first, so a case's RSS_MB would depend on the order of the session.
+    A module that fails to import is skipped: load() imports it again and says what is missing and how to get it.
+    """
+    import importlib
+
+    done = []
+    for name in getattr(backend, "import_modules", ()) or ():
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - load() reports it (MissingExtraError / BackendError)
+            continue
+        done.append(name)
+    return done
