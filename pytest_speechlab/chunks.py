@@ -177,7 +177,7 @@ def assemble(chunk_rows: list[dict[str, Any]]) -> dict[str, Any]:
     if any(machine_difference(ms[0], m) or any(m.get(k) != ms[0].get(k) for k in ("usable_cpus", "threads"))
            for m in ms[1:]):
         row["machine_mixed"] = True  # chunks timed on different machines: the corpus RTF mixes them
-    loads = [m.get("load_avg_1m") for m in ms if isinstance(m.get("load_avg_1m"), (int, float))]
+    loads = [float(m["load_avg_1m"]) for m in ms if isinstance(m.get("load_avg_1m"), (int, float))]
     if loads and isinstance(row.get("machine"), dict):
         row["machine"] = {**row["machine"], "load_avg_1m": max(loads)}  # the busiest moment any chunk saw
     row["chunks"] = [
@@ -220,8 +220,9 @@ def settle(rows: list[dict[str, Any]], gate: Gate, *, absent: str) -> list[dict[
         for r in crows:
             by_index.setdefault(int(r["chunk"][0]), r)
         first = crows[0]
-        base = {k: first[k] for k in ("model", "dataset", "device", "task", "backend", "stage") if k in first}
-        head = {"case": corpus, **base, "origin": CORPUS_ORIGIN, "chunk_count": n}
+        keys = ("model", "dataset", "device", "task", "backend", "stage")
+        base: dict[str, Any] = {k: first[k] for k in keys if k in first}
+        head: dict[str, Any] = {"case": corpus, **base, "origin": CORPUS_ORIGIN, "chunk_count": n}
         missing = [f"{i}/{n}" for i in range(1, n + 1) if i not in by_index]
         present = [by_index[i] for i in sorted(by_index)]
         skipped = [r for r in present if r.get("status") == "skipped"]

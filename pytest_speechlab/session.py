@@ -541,7 +541,7 @@ class SpeechlabSession:
                         continue  # that chunk's own item reports the problem
                     total += sum(durs[start:stop])
             self._chunk_progress = ChunkProgress(total, n, self.started)
-        return self._chunk_progress.line(row)
+        return str(self._chunk_progress.line(row))
 
     def settle_corpora(self) -> list[dict[str, Any]]:
         """At the end (plain run or xdist controller): one gated corpus row per chunked case whose chunks are
