@@ -109,6 +109,23 @@ def _vad_regions(audio: np.ndarray, sample_rate: int) -> list[tuple[float, float
     return [(c["start"] / VAD_RATE, c["end"] / VAD_RATE) for c in chunks]
 
 
+def prepare_vad() -> bool:
+    """Import Silero VAD and build its ONNX session now (both are cached for the process), so the memory a
+    case measures does not include them only when it happens to be the session's first VAD user.  False
+    without faster-whisper (the VAD checks then say so)."""
+    try:
+        from faster_whisper.vad import get_vad_model
+    except ImportError:
+        return False
+    get_vad_model()
+    return True
+
+
+def needs_vad(dataset: Any) -> bool:
+    """Whether scoring ``dataset`` runs the VAD: a clip with an empty reference, or a long-form recording."""
+    return any(not u.text.strip() or "longform" in u.extra for u in dataset.utterances)
+
+
 def vad_ident() -> str:
     """Which VAD confirmed the non-speech clips (recorded with the metrics)."""
     import importlib.metadata

@@ -229,8 +229,9 @@ def import_runtime(backend: Any) -> list[str]:
     """
     import importlib
 
+    names = getattr(backend, "import_modules", ()) or ()
     done = []
-    for name in getattr(backend, "import_modules", ()) or ():
+    for name in (names,) if isinstance(names, str) else names:  # a lone name written without the tuple
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - load() reports it (MissingExtraError / BackendError)
