@@ -172,6 +172,11 @@ def test_config_errors_name_the_key(fake: Any) -> None:
     res = fake.run("--collect-only")
     res.stdout.fnmatch_lines(["*datasets.big.chunks: got 0; a whole number >= 1*"])
     fake.config(models={"m": {"backend": "chunkfake"}},
+                datasets={"big": {"manifest": "data/big/manifest.jsonl", "chunk_minutes": 0.03}})
+    res = fake.run("--collect-only", "-q")  # 5.4 s of audio at 1.8 s a chunk: 3 chunks, read from the headers
+    res.stdout.fnmatch_lines(["*test_speech[[]m-cpu-big[[]3/3]]"])
+    assert "[4/" not in res.stdout.str()
+    fake.config(models={"m": {"backend": "chunkfake"}},
                 datasets={"big": {"manifest": "data/big/manifest.jsonl", "chunks": 9}})
     res = fake.run()
     res.stdout.fnmatch_lines(["*datasets.big.chunks: 9 chunks, but * has only 6 utterance(s)*"])
