@@ -125,6 +125,12 @@ def _check_v1(path: Path, data: dict[str, Any]) -> None:
             )
 
 
+def is_part(case: dict[str, Any]) -> bool:
+    """A chunk row or a shard's partial corpus row (chunks.py): a part of a case, never the case's result (its
+    corpus row is); readers keyed by model/dataset/device leave these out."""
+    return case.get("verdict") in ("chunk", "partial")
+
+
 def case_state(case: dict[str, Any]) -> str:
     """``ran``, ``failed`` (an error, or a golden gate that did not pass) or ``skipped``."""
     if case.get("status") == "skipped":

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from pytest_speechlab.chunks import ChunkProgress, count, split
+from pytest_speechlab.records import is_part
 from pytest_speechlab.session import Case
 from pytest_speechlab.xdist_support import gpu_for_worker, group_names, pin_worker
 
@@ -260,6 +261,8 @@ def test_n0_n2_and_two_shards_merged_give_one_and_the_same_corpus_verdict(chunke
     rows = [corpus_row(chunked.record("n0.json")), corpus_row(n2), corpus_row(merged)]
     assert [r["verdict"] for r in rows] == ["pass"] * 3
     assert comparable(rows[0]) == comparable(rows[1]) == comparable(rows[2])
+    # readers keyed by model/dataset/device (scorecard, capability, robustness) take the corpus row, not a chunk
+    assert not is_part(rows[2]) and all(is_part(c) for c in merged["cases"] if c.get("chunk"))
     # a shard's record missing from the merge: the corpus is an error, and the gate says so
     rc, out = chunked.speechlab("merge", "shard1.json", "-o", "half.json", "--gate")
     assert rc == 1, out

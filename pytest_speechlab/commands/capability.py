@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..records import RunRecordError, case_state, failure_reason, load_run
+from ..records import RunRecordError, case_state, failure_reason, is_part, load_run
 
 DEVICE_ORDER = ("cpu", "cuda", "mps", "remote")
 
@@ -21,7 +21,8 @@ def build_matrix(records: list[dict[str, Any]]) -> tuple[list[str], list[str], d
     latest: dict[tuple[str, str, str], dict[str, Any]] = {}
     for rec in sorted(records, key=lambda r: str(r.get("created", ""))):
         for c in rec["cases"]:
-            latest[(c["model"], c["device"], c["dataset"])] = c
+            if not is_part(c):  # a chunk row is not the case's result: its corpus row is
+                latest[(c["model"], c["device"], c["dataset"])] = c
     models = sorted({k[0] for k in latest})
     devices = sorted({k[1] for k in latest}, key=lambda d: (DEVICE_ORDER.index(d) if d in DEVICE_ORDER else 99, d))
     cells: dict[tuple[str, str], str] = {}

@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..records import is_part
+
 NOISE_WORDS = {"white": "white noise", "pink": "pink noise", "babble": "babble"}
 
 
@@ -20,6 +22,8 @@ def snr_series(records: list[dict[str, Any]]) -> dict[str, dict[tuple[str, str, 
     noisy: dict[tuple[str, str, str], tuple[str, float]] = {}
     for record in records:
         for case in record.get("cases") or []:
+            if is_part(case):  # a chunk row is not the case's result: its corpus row is
+                continue
             m = case.get("metrics") or {}
             value = m.get("wer")
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):

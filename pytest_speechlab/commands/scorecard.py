@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..golden import atomic_write_text, read_golden
-from ..records import FAILED_VERDICTS, RunRecordError, load_run
+from ..records import FAILED_VERDICTS, RunRecordError, is_part, load_run
 from .plots import save_png as _save
 
 # ---- the grading rule (the page prints these numbers; change them here and the page follows) ----------
@@ -108,7 +108,7 @@ def collect(records: list[dict[str, Any]]) -> tuple[list[Entry], list[str]]:
     for rec in records:
         created = str(rec.get("created", ""))
         for c in rec["cases"]:
-            if c["status"] != "ran":
+            if c["status"] != "ran" or is_part(c):
                 continue
             e = Entry(model=c["model"], task=c.get("task", "asr"), dataset=c["dataset"], device=c["device"],
                       stage=c.get("stage", "candidate"), backend=c.get("backend", "?"), metrics=c["metrics"],
