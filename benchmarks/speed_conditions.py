@@ -171,6 +171,10 @@ def main() -> int:
     ap.add_argument("--models", nargs="+", default=["fw-tiny-en", "piper-joe", "ow-tiny-en"])
     ap.add_argument("--rounds", type=int, default=None, help="timed passes (default: the plugin's adaptive rounds)")
     args = ap.parse_args()
+    known = yaml.safe_load((REPO / "speechlab.yaml").read_text(encoding="utf-8"))["models"]
+    unknown = [m for m in args.models if m not in known or known[m].get("task", "asr") not in SMOKE]
+    if unknown:
+        ap.error(f"--models {' '.join(unknown)}: not an ASR or TTS model of speechlab.yaml ({', '.join(known)})")
     rows: list[dict[str, Any]] = []
     for model in args.models:
         with tempfile.TemporaryDirectory(prefix=f"speed-{model}-") as d:
