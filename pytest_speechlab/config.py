@@ -385,16 +385,16 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
     )
 
 
+_CHUNK_OPTS = {"chunks": Opt("int", lo=1), "chunk_minutes": Opt("number", lo=0, lo_open=True)}
+
+
 def _chunking(path: Path, key: str, name: str, raw: dict[str, Any], task: str) -> None:
     """``chunks: N`` / ``chunk_minutes: M`` (chunks.py): positive, on a plain asr dataset only."""
-    if "chunks" in raw:
-        n = raw["chunks"]
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise _err(path, f"{key}.chunks", f"got {n!r}; a whole number >= 1 (how many chunks to split {name} into)")
-    if "chunk_minutes" in raw:
-        m = raw["chunk_minutes"]
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or not m > 0 or m != m or m == float("inf"):
-            raise _err(path, f"{key}.chunk_minutes", f"got {m!r}; a number of minutes > 0 (e.g. 10)")
+    if "chunks" in raw and not _CHUNK_OPTS["chunks"].accepts(raw["chunks"]):
+        raise _err(path, f"{key}.chunks",
+                   f"got {raw['chunks']!r}; a whole number >= 1 (how many chunks to split {name} into)")
+    if "chunk_minutes" in raw and not _CHUNK_OPTS["chunk_minutes"].accepts(raw["chunk_minutes"]):
+        raise _err(path, f"{key}.chunk_minutes", f"got {raw['chunk_minutes']!r}; a number of minutes > 0 (e.g. 10)")
     if "chunks" not in raw and "chunk_minutes" not in raw:
         return
     which = "chunks" if "chunks" in raw else "chunk_minutes"

@@ -107,9 +107,11 @@ def evaluate_asr(
     inference seconds / audio seconds per round; the reported RTF is the median round, every round's is kept.
     """
     audios, durations = _dataset_audio(model, dataset)
-    from .hallucination import needs_vad, prepare_vad
+    from .hallucination import prepare_vad
+    from .longform import is_longform
 
-    if needs_vad(dataset):
+    # Scoring runs the VAD on a clip with an empty reference, and on a long-form recording.
+    if is_longform(dataset) or any(not u.text.strip() for u in dataset.utterances):
         prepare_vad()  # before the case's memory is measured: the VAD is the process's, not this model's
     case_peak = reset_case_peak()  # this case's own memory peak, model already resident
     start_rss = rss_mb()

@@ -121,11 +121,6 @@ def prepare_vad() -> bool:
     return True
 
 
-def needs_vad(dataset: Any) -> bool:
-    """Whether scoring ``dataset`` runs the VAD: a clip with an empty reference, or a long-form recording."""
-    return any(not u.text.strip() or "longform" in u.extra for u in dataset.utterances)
-
-
 def vad_ident() -> str:
     """Which VAD confirmed the non-speech clips (recorded with the metrics)."""
     import importlib.metadata

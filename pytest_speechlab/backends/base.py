@@ -191,9 +191,9 @@ class BaseBackend:
     # The runtime whose tiny-op probe decides whether a device is usable (devices.PROBES): torch,
     # ctranslate2, onnxruntime, or None (the machine-level check only).
     runtime: ClassVar[str | None] = None
-    # The libraries load() imports.  The session imports them before it measures what loading the model adds
-    # to the process, so a model's memory (RSS_MB) does not depend on whether another model imported torch
-    # (or ctranslate2, onnxruntime) first.  A missing one is left to load() to report (MissingExtraError).
+    # The libraries load() imports besides ``runtime``.  The session imports both before it measures what
+    # loading the model adds to the process, so a model's memory (RSS_MB) does not depend on whether another
+    # model imported torch (or ctranslate2, onnxruntime) first.  A missing one is left to load() to report.
     import_modules: ClassVar[tuple[str, ...]] = ()
     # Model-entry keys (decode/load settings) this backend reads; speechlab.yaml rejects any other key so a
     # typo is an error, not a silently ignored setting.  None: not declared, so not checked.
@@ -220,7 +220,8 @@ class BaseBackend:
 
 
 def import_runtime(backend: Any) -> list[str]:
-    """Import ``backend.import_modules`` (the libraries its load() imports) and return the ones imported.
+    """Import ``backend.runtime`` and ``backend.import_modules`` (the libraries its load() imports) and return
+    the ones imported.
 
     The session calls this before it reads the process's resident memory around a model load: what importing
     torch adds (hundreds of MB) belongs to the process, not to the model, and would otherwise be counted for
@@ -230,8 +231,10 @@ def import_runtime(backend: Any) -> list[str]:
     import importlib
 
     names = getattr(backend, "import_modules", ()) or ()
+    names = (names,) if isinstance(names, str) else tuple(names)  # a lone name written without the tuple
+    runtime = getattr(backend, "runtime", None)
     done = []
-    for name in (names,) if isinstance(names, str) else names:  # a lone name written without the tuple
+    for name in dict.fromkeys(((runtime,) if runtime else ()) + names):
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - load() reports it (MissingExtraError / BackendError)

@@ -170,7 +170,7 @@ class FasterWhisperBackend(BaseBackend):
     requires: ClassVar[tuple[str, ...]] = ("faster_whisper", "ctranslate2")
     speed_reference: ClassVar[str | None] = "ctranslate2-int8"
     runtime: ClassVar[str | None] = "ctranslate2"  # devices.probe runs a tiny op through it
-    import_modules: ClassVar[tuple[str, ...]] = ("ctranslate2", "faster_whisper")
+    import_modules: ClassVar[tuple[str, ...]] = ("faster_whisper",)
     options: ClassVar[tuple[str, ...] | None] = LOAD_OPTIONS + DECODE_OPTIONS
     # Value checks (issue 12): speechlab.yaml refuses anything else, naming the key and what is allowed.
     # Value checks of every option (one validator: speechlab.yaml is checked with it at load time, and

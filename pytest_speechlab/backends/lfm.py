@@ -425,7 +425,7 @@ class LiquidAudioBackend(BaseBackend):
     requires: ClassVar[tuple[str, ...]] = ("liquid_audio", "torch")
     speed_reference: ClassVar[str | None] = "torch"
     runtime: ClassVar[str | None] = "torch"  # devices.probe runs a tiny op through it
-    import_modules: ClassVar[tuple[str, ...]] = ("torch", "transformers", "liquid_audio")
+    import_modules: ClassVar[tuple[str, ...]] = ("transformers", "liquid_audio")
     # Value checks (issue 12): speechlab.yaml refuses anything else, naming the key and what is allowed.
     option_types: ClassVar[dict[str, Opt]] = {
         "dtype": Opt("str", choices=("float32", "bfloat16", "float16")),

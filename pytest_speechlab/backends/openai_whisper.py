@@ -127,7 +127,7 @@ class OpenAIWhisperBackend(BaseBackend):
     requires: ClassVar[tuple[str, ...]] = ("whisper", "torch")
     speed_reference: ClassVar[str | None] = "torch"
     runtime: ClassVar[str | None] = "torch"  # devices.probe runs a tiny op through it
-    import_modules: ClassVar[tuple[str, ...]] = ("torch", "whisper")
+    import_modules: ClassVar[tuple[str, ...]] = ("whisper",)
     options: ClassVar[tuple[str, ...] | None] = OPTIONS
     # Value checks of every option (one validator, used for speechlab.yaml and by ``settings``).
     option_types: ClassVar[dict[str, Opt]] = {

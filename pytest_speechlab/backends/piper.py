@@ -140,7 +140,7 @@ class PiperBackend(BaseBackend):
     requires: ClassVar[tuple[str, ...]] = ("piper", "onnxruntime")
     speed_reference: ClassVar[str | None] = "onnxruntime"
     runtime: ClassVar[str | None] = "onnxruntime"  # devices.probe runs a tiny op through it
-    import_modules: ClassVar[tuple[str, ...]] = ("onnxruntime", "piper")
+    import_modules: ClassVar[tuple[str, ...]] = ("piper",)
     # Value checks (issue 12): speechlab.yaml refuses anything else, naming the key and what is allowed.
     option_types: ClassVar[dict[str, Opt]] = {
         "length_scale": Opt("number", lo=0, lo_open=True, hi=100, also=("voice",), null=True),
