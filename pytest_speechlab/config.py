@@ -28,6 +28,8 @@ THRESHOLD_KEYS = {
     "rss_rel": "per-case peak RSS may exceed the golden by this fraction (default 0.25)",
     "cross_device_abs": "extra WER/CER allowance when a device without its own golden is compared with the cpu "
                         "golden (default 0.02)",
+    "cross_machine_abs": "extra WER/CER allowance when the golden was recorded on other hardware of the same device "
+                         "(another CPU model or CPU features; default 0.02, 0 turns it off)",
     "entity_abs": "entity accuracy may fall below the golden by this much",
     "confidence": "confidence level of the statistical gate's bootstrap interval",
     # TTS audio sanity (checked against absolute bands, not the golden)

@@ -339,6 +339,11 @@ def _speed_check(
             f"speed reference differs: golden {gref.get('workload')} ({gref.get('threads')} threads), "
             f"now {oref.get('workload')} ({oref.get('threads')} threads); re-record the golden"
         )
+    elif gref.get("describe") != oref.get("describe"):
+        check.note = (
+            f"speed reference {oref.get('workload')} changed: golden timed {gref.get('describe')!r}, now "
+            f"{oref.get('describe')!r}; re-record the golden"
+        )
     else:
         tol = speed_tolerance(thresholds, _num(gm.get("speed_rel_band")) or 0.0, _num(om.get("speed_rel_band")) or 0.0)
         check.tolerance = f"x{1 + tol:.2f} rel"

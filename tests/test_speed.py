@@ -277,6 +277,9 @@ def test_speed_not_compared_cases_say_why() -> None:
     assert st == "not-compared" and "unusable: the CPU was saturated" in why
     st, why = note(_case(1.0, workload="torch"), _case(3.0))
     assert st == "not-compared" and "speed reference differs" in why
+    # same runtime, different fixed input (the Piper reference grew from 42 to 82 phoneme ids): not comparable
+    st, why = note(_case(1.0, describe="42 ids"), _case(3.0, describe="82 ids"))
+    assert st == "not-compared" and "changed: golden timed '42 ids', now '82 ids'; re-record" in why
     st, why = note(_case(1.0), _case(None))
     assert st == "not-compared" and "measured no speed reference" in why
     # absolute RTF: reported only, unless asked for on identical machines
@@ -473,3 +476,42 @@ def test_speed_rel_min_above_speed_rel_is_a_config_error(tmp_path: Path) -> None
         f"{cfg}: thresholds.speed_rel_min: 0.9 is above speed_rel 0.2 for m on d: the relative-"
         "speed tolerance lies between them; lower speed_rel_min or raise speed_rel"
     )
+
+
+@pytest.mark.parametrize(
+    ("now_machine", "thresholds", "outcome"),
+    [
+        # other CPU features (AMD EPYC vs Intel Xeon with VNNI/AMX): one word of 55 may differ, within +0.02
+        ({"cpu_model": "Intel Xeon", "cpu_flags": ["avx2", "avx512_vnni", "amx_int8"]}, {}, "pass"),
+        # the same hardware: no allowance, +0.018 is over +0.01
+        ({"cpu_model": "AMD EPYC", "cpu_flags": ["avx2"]}, {}, "fail"),
+        # the allowance turned off
+        ({"cpu_model": "Intel Xeon", "cpu_flags": ["avx2", "avx512_vnni"]}, {"cross_machine_abs": 0.0}, "fail"),
+    ],
+)
+def test_other_hardware_gets_the_cross_machine_allowance_and_says_so(
+    tmp_path: Path, now_machine: dict[str, Any], thresholds: dict[str, float], outcome: str
+) -> None:
+    """A golden recorded on other hardware of the same device is compared with +cross_machine_abs on WER/CER
+    (one word of a TTS round trip differs between CPU classes with nothing changed), and the note says so."""
+    from pytest_speechlab.evaluation import CaseResult, GateSettings
+
+    golden = {**_case(1.0), "schema": 1, "utterances": [], "machine": {"cpu_model": "AMD EPYC", "cpu_flags": ["avx2"]}}
+    golden["metrics"].update(wer=0.145, cer=0.047)
+    path = tmp_path / "m" / "d" / "cpu.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(golden), encoding="utf-8")
+    record = {**_case(1.0), "case": "m-cpu-d", "model": "m", "dataset": "d", "utterances": [], "machine": now_machine}
+    record["metrics"].update(wer=0.163, cer=0.059)
+    res = CaseResult(record, tmp_path, {"wer_abs": 0.01, "cer_abs": 0.01, **thresholds}, GateSettings(), "accept")
+    if outcome == "fail":
+        with pytest.raises(pytest.fail.Exception) as exc:
+            res.check_golden()
+        assert "WER" in str(exc.value)
+        if "machine_difference" in record:
+            assert "no cross-machine allowance (thresholds.cross_machine_abs: 0)" in str(exc.value)
+        return
+    verdict = res.check_golden()
+    assert verdict.status == "pass"
+    assert any("cross-machine allowance of +0.0200" in n and "CPU features differ" in n for n in verdict.notes)
+    assert record["cross_machine"].startswith("WER/CER compared with a cross-machine allowance of +0.0200")
