@@ -194,8 +194,21 @@ def main() -> int:
                     rows.append(r)
                     print(json.dumps(r), flush=True)
     out = REPO / "benchmarks" / "speed-conditions.json"
-    out.write_text(json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows},
-                              indent=2) + "\n", encoding="utf-8")
+    # The rows of models not measured this time are kept (each row says when its model was measured).
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for r in rows:
+        r["measured"] = stamp
+    kept: list[dict[str, Any]] = []
+    if out.exists():
+        try:
+            old = json.loads(out.read_text(encoding="utf-8"))
+            kept = [{"measured": old.get("created"), **r}
+                    for r in old.get("rows", []) if r.get("model") not in args.models]
+        except (json.JSONDecodeError, AttributeError):
+            print(f"{out}: not valid JSON; rewritten with this run's rows only", file=sys.stderr)
+    from pytest_speechlab.atomic import atomic_write_text
+
+    atomic_write_text(out, json.dumps({"created": stamp, "rows": kept + rows}, indent=2) + "\n")
     print("\n| model (reference) | condition | 30% slower | RTF | RTF vs golden | speed_rel vs golden | band | "
           "speed verdict | load 1m |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -308,13 +308,21 @@ def _num(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
 
 
+def _machine_class_difference(golden: dict[str, Any], obtained: dict[str, Any]) -> list[str]:
+    """How the two runs' machines differ in what selects kernels (CPU model, CPU features, GPU), or []."""
+    from .devices import machine_difference
+
+    return machine_difference(golden.get("machine") or {}, obtained.get("machine") or {})
+
+
 def _speed_check(
     golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str, float], rtf_gate: bool
 ) -> Check:
     """SPEED: the case's speed relative to its speed reference (see speed.py), gated one-sided.
 
     Not compared (and said so, never a silent pass) when the golden predates relative speed, when its
-    speed was recorded on a saturated machine, or when the two runs used different reference workloads."""
+    speed was recorded on a saturated machine, when it was recorded on another machine class (CPU model or
+    features), or when the two runs used different reference workloads."""
     gm, om = golden["metrics"], obtained["metrics"]
     g, o = _num(gm.get("speed_rel")), _num(om.get("speed_rel"))
     gref, oref = golden.get("speed_reference") or {}, obtained.get("speed_reference") or {}
@@ -338,6 +346,13 @@ def _speed_check(
         check.note = (
             f"speed reference differs: golden {gref.get('workload')} ({gref.get('threads')} threads), "
             f"now {oref.get('workload')} ({oref.get('threads')} threads); re-record the golden"
+        )
+    elif other_hardware := _machine_class_difference(golden, obtained):
+        check.note = (
+            f"the golden's speed was measured on other hardware ({'; '.join(other_hardware)}): the case/reference "
+            "ratio does not travel between CPU classes (faster-whisper int8 measured x0.49-0.85 of its golden on an "
+            "AMD EPYC without VNNI against an Intel Xeon with VNNI/AMX); re-record the golden on this machine class "
+            "to gate speed here"
         )
     elif gref.get("describe") != oref.get("describe"):
         check.note = (

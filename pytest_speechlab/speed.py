@@ -25,6 +25,7 @@ from functools import cache
 from typing import Any
 
 DEFAULT_RUNS = 5  # at least this many reference runs per case
+MAX_AUTO_RUNS = 25  # ... and one per boundary between timed calls, up to this many
 MAX_REF_SECONDS = 1.0  # a reference run longer than this is reported (the workloads take 20-100 ms)
 UNSTABLE_BAND = 0.5  # a golden whose reference spread exceeds this was recorded on a machine too noisy to trust
 
@@ -247,6 +248,10 @@ class Pacer:
 
     def __init__(self, workload: Workload | None, calls: int, runs: int = DEFAULT_RUNS) -> None:
         self.workload = workload
+        # At least ``runs``, and one reference run at every boundary between timed calls (up to
+        # MAX_AUTO_RUNS): with 5 runs over Piper's 12 calls two quiet runs of the same case differed by 27%,
+        # with one run per boundary the ratio's medians come from pairs taken next to each call.
+        runs = max(runs, min(calls + 1, MAX_AUTO_RUNS))
         self._plan = plan(runs, calls) if workload is not None else Counter()
         self.seconds: list[float] = []
         self.boundaries: list[int] = []  # where each reference run happened (before call k)

@@ -23,6 +23,7 @@ from _support import tone_dataset
 
 from pytest_speechlab.golden import compare, speed_tolerance
 from pytest_speechlab.speed import (
+    MAX_AUTO_RUNS,
     Pacer,
     get_workload,
     noise_band,
@@ -236,6 +237,19 @@ def test_pacer_times_every_planned_run_and_reports_the_band() -> None:
     assert Pacer(None, 3).summary(0.5) == ({}, {})
 
 
+def test_pacer_runs_one_reference_at_every_boundary_between_calls() -> None:
+    """More timed calls than configured runs: one reference run at each of the calls + 1 boundaries (capped),
+    so every call's local reference comes from runs taken right next to it."""
+    w = get_workload("python")
+    pacer = Pacer(w, calls=12, runs=5)
+    for k in range(12):
+        pacer.at(k)
+    pacer.finish()
+    assert pacer.boundaries == list(range(13))
+    assert sum(Pacer(w, calls=200, runs=5)._plan.values()) == MAX_AUTO_RUNS
+    assert sum(Pacer(w, calls=2, runs=7)._plan.values()) == 7  # the configured minimum still holds
+
+
 def test_noise_band_ignores_one_outlier() -> None:
     assert noise_band([1.0, 1.0, 1.0, 1.0, 5.0]) == 0.0
     assert noise_band([0.9, 1.0, 1.1]) == pytest.approx(0.1)
@@ -277,6 +291,13 @@ def test_speed_not_compared_cases_say_why() -> None:
     assert st == "not-compared" and "unusable: the CPU was saturated" in why
     st, why = note(_case(1.0, workload="torch"), _case(3.0))
     assert st == "not-compared" and "speed reference differs" in why
+    # another machine class (CPU features select the int8 kernels): the ratio does not travel, so not compared
+    other = {**_case(3.0), "machine": {"device_name": "B", "cpu_model": "B", "cpu_flags": ["avx2"], "threads": 2}}
+    st, why = note({**_case(1.0), "machine": {**_case(1.0)["machine"], "cpu_flags": ["avx2", "amx_int8"]}}, other)
+    assert st == "not-compared" and why.startswith("the golden's speed was measured on other hardware (device name: "
+                                                   "golden 'A', now 'B'; cpu model: golden 'A', now 'B'; CPU features "
+                                                   "differ: golden machine has amx_int8)")
+    assert "re-record the golden on this machine class" in why
     # same runtime, different fixed input (the Piper reference grew from 42 to 82 phoneme ids): not comparable
     st, why = note(_case(1.0, describe="42 ids"), _case(3.0, describe="82 ids"))
     assert st == "not-compared" and "changed: golden timed '42 ids', now '82 ids'; re-record" in why
