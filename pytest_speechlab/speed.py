@@ -25,7 +25,8 @@ from functools import cache
 from typing import Any
 
 DEFAULT_RUNS = 5  # at least this many reference runs per case
-MAX_AUTO_RUNS = 25  # ... and one per boundary between timed calls, up to this many
+MAX_AUTO_RUNS = 25  # ... and more, one per boundary between timed calls, up to this many in all,
+EXTRA_SHARE = 0.10  # while the reference's seconds stay within this share of the case's timed seconds
 MAX_REF_SECONDS = 1.0  # a reference run longer than this is reported (the workloads take 20-100 ms)
 UNSTABLE_BAND = 0.5  # a golden whose reference spread exceeds this was recorded on a machine too noisy to trust
 
@@ -248,23 +249,36 @@ class Pacer:
 
     def __init__(self, workload: Workload | None, calls: int, runs: int = DEFAULT_RUNS) -> None:
         self.workload = workload
-        # At least ``runs``, and one reference run at every boundary between timed calls (up to
-        # MAX_AUTO_RUNS): with 5 runs over Piper's 12 calls two quiet runs of the same case differed by 27%,
-        # with one run per boundary the ratio's medians come from pairs taken next to each call.
-        runs = max(runs, min(calls + 1, MAX_AUTO_RUNS))
         self._plan = plan(runs, calls) if workload is not None else Counter()
         self.seconds: list[float] = []
         self.boundaries: list[int] = []  # where each reference run happened (before call k)
+        self.case_seconds = 0.0  # wall time spent between boundaries: the case's timed calls
+        self._left_at: float | None = None
+
+    def _extra_fits(self) -> bool:
+        """One more run at a boundary that has none planned, while the reference costs at most EXTRA_SHARE of
+        the case's own seconds so far (and MAX_AUTO_RUNS in all): more pairs where they are cheap."""
+        planned = sum(self._plan.values())
+        if not self.seconds or len(self.seconds) + planned >= MAX_AUTO_RUNS:
+            return False
+        return sum(self.seconds) + statistics.median(self.seconds) <= EXTRA_SHARE * self.case_seconds
 
     def at(self, boundary: int) -> None:
-        """Run (and time) the reference runs planned for this boundary."""
+        """Run (and time) the reference runs planned for this boundary (plus one if it fits the budget)."""
         if self.workload is None:
             return
-        for _ in range(self._plan.pop(boundary, 0)):
+        now = time.perf_counter()
+        if self._left_at is not None:
+            self.case_seconds += now - self._left_at
+        n = self._plan.pop(boundary, 0)
+        if n == 0 and boundary not in self.boundaries and self._extra_fits():
+            n = 1
+        for _ in range(n):
             t0 = time.perf_counter()
             self.workload.run()
             self.seconds.append(time.perf_counter() - t0)
             self.boundaries.append(boundary)
+        self._left_at = time.perf_counter()
 
     def finish(self) -> None:
         """Run whatever is still planned (a round cut short, a batch that covered several boundaries)."""

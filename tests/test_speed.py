@@ -23,8 +23,10 @@ from _support import tone_dataset
 
 from pytest_speechlab.golden import compare, speed_tolerance
 from pytest_speechlab.speed import (
+    EXTRA_SHARE,
     MAX_AUTO_RUNS,
     Pacer,
+    Workload,
     get_workload,
     noise_band,
     plan,
@@ -237,17 +239,32 @@ def test_pacer_times_every_planned_run_and_reports_the_band() -> None:
     assert Pacer(None, 3).summary(0.5) == ({}, {})
 
 
-def test_pacer_runs_one_reference_at_every_boundary_between_calls() -> None:
-    """More timed calls than configured runs: one reference run at each of the calls + 1 boundaries (capped),
-    so every call's local reference comes from runs taken right next to it."""
-    w = get_workload("python")
-    pacer = Pacer(w, calls=12, runs=5)
-    for k in range(12):
-        pacer.at(k)
-    pacer.finish()
-    assert pacer.boundaries == list(range(13))
-    assert sum(Pacer(w, calls=200, runs=5)._plan.values()) == MAX_AUTO_RUNS
-    assert sum(Pacer(w, calls=2, runs=7)._plan.values()) == 7  # the configured minimum still holds
+def test_pacer_adds_reference_runs_only_while_they_are_cheap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond the planned runs, one more at a boundary while the reference costs at most EXTRA_SHARE of the
+    case's own seconds: slow calls get a reference next to nearly each of them, fast calls only the planned 5."""
+    clock = {"t": 0.0}
+    monkeypatch.setattr("pytest_speechlab.speed.time.perf_counter", lambda: clock["t"])
+
+    def ref() -> None:
+        clock["t"] += 0.1  # each reference run: 100 ms
+
+    w = Workload("fake", "100 ms", "fake", None, ref)
+
+    def session(call_s: float, calls: int = 12) -> Pacer:
+        pacer = Pacer(w, calls=calls, runs=5)
+        for k in range(calls):
+            pacer.at(k)
+            clock["t"] += call_s  # the case's timed call
+        pacer.at(calls)
+        pacer.finish()
+        return pacer
+
+    slow = session(2.0)  # 24 s of case: room for 2.4 s of reference, so a run at every boundary
+    assert slow.boundaries == list(range(13)) and sum(slow.seconds) <= EXTRA_SHARE * slow.case_seconds + 0.1
+    fast = session(0.1)  # 1.2 s of case: only the 5 planned runs (more would cost over 10%)
+    assert len(fast.seconds) == 5
+    assert len(session(10.0, calls=100).seconds) == MAX_AUTO_RUNS
+    assert len(Pacer(w, calls=2, runs=7)._plan) > 0 and sum(Pacer(w, calls=2, runs=7)._plan.values()) == 7
 
 
 def test_noise_band_ignores_one_outlier() -> None:
