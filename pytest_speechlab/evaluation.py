@@ -422,7 +422,11 @@ class CaseResult:
         differs = [] if borrowed or golden is None else machine_difference(
             golden.get("machine") or {}, self.record.get("machine") or {}
         )
-        cross_machine = float(self.thresholds.get("cross_machine_abs", CROSS_MACHINE_ABS)) if differs else 0.0
+        device = self.record.get("device")
+        same_device = golden is not None and golden.get("device", device) == device  # golden_from a remote: not
+        cross_machine = (
+            float(self.thresholds.get("cross_machine_abs", CROSS_MACHINE_ABS)) if differs and same_device else 0.0
+        )
         if cross_machine > 0:
             thresholds = {
                 **thresholds,
