@@ -259,6 +259,15 @@ REFERENCE_DEVICE = "cpu"  # a device without its own golden is compared with thi
 CROSS_DEVICE_ABS = 0.02  # extra WER/CER allowance against another device's golden (fp16 vs fp32, other kernels)
 CROSS_MACHINE_ABS = 0.02  # ... against a golden recorded on other hardware of the same device (other CPU features)
 
+def _widen_accuracy(thresholds: dict[str, float], extra: float) -> dict[str, float]:
+    """``thresholds`` with ``extra`` added to the WER and CER tolerances (cross-device, cross-machine)."""
+    return {
+        **thresholds,
+        "wer_abs": thresholds.get("wer_abs", 0.0) + extra,
+        "cer_abs": thresholds.get("cer_abs", 0.0) + extra,
+    }
+
+
 GOLDEN_FIELDS = ("case", "model", "dataset", "device", "task", "backend", "normalizer", "decode", "metrics",
                  "machine", "provenance", "utterances", "stage", "weights", "perturb", "speed_reference", "longform")
 
@@ -408,12 +417,7 @@ class CaseResult:
             if borrowed is not None:
                 # The first run on a new device is useful, not red: accuracy against the reference device's
                 # golden with a cross-device allowance (fp16 vs fp32, other kernels); speed is not compared.
-                extra = self.thresholds.get("cross_device_abs", CROSS_DEVICE_ABS)
-                thresholds = {
-                    **self.thresholds,
-                    "wer_abs": self.thresholds.get("wer_abs", 0.0) + extra,
-                    "cer_abs": self.thresholds.get("cer_abs", 0.0) + extra,
-                }
+                thresholds = _widen_accuracy(thresholds, self.thresholds.get("cross_device_abs", CROSS_DEVICE_ABS))
                 rtf_gate = False
         # Same device, other hardware (CPU model or the features that select int8/ONNX/fp32 kernels): one word of a
         # TTS round trip can differ with nothing changed (Intel Xeon with VNNI/AMX vs AMD EPYC: piper-joe heard
@@ -428,11 +432,7 @@ class CaseResult:
             float(self.thresholds.get("cross_machine_abs", CROSS_MACHINE_ABS)) if differs and same_device else 0.0
         )
         if cross_machine > 0:
-            thresholds = {
-                **thresholds,
-                "wer_abs": thresholds.get("wer_abs", 0.0) + cross_machine,
-                "cer_abs": thresholds.get("cer_abs", 0.0) + cross_machine,
-            }
+            thresholds = _widen_accuracy(thresholds, cross_machine)
         if golden is None:
             self.verdict = Verdict("missing")
             self.record["verdict"] = "missing"
