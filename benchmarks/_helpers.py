@@ -46,13 +46,14 @@ def make_project(root: Path, n_datasets: int, clips: list[str], *, models: dict[
     return root
 
 
-def run_measured(cmd: list[str], cwd: Path) -> dict[str, Any]:
+def run_measured(cmd: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``cmd`` under maxrss.py; returns rc, wall_s, peak_rss_mb and the output."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT")
     }
+    env.update(extra_env or {})
     res = subprocess.run(
         [sys.executable, str(HERE / "maxrss.py"), *cmd],
         cwd=cwd,
@@ -69,6 +70,17 @@ def run_measured(cmd: list[str], cwd: Path) -> dict[str, Any]:
 def session_cmd(*args: str) -> list[str]:
     """A pytest session command line (the plugin loads through its entry point)."""
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:benchmark", "-q", *args]
+
+
+# A user's environment, where pytest-speechlab is the only pytest plugin: this repository's dev venv also
+# auto-loads hypothesis, anyio, xdist and platformdirs, whose start-up (assertion-rewriting ~150 modules with
+# no bytecode cache, hypothesis imported at the terminal summary) costs ~2 s a process and is not the plugin's.
+ONLY_SPEECHLAB = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+
+
+def only_speechlab_cmd(*args: str) -> list[str]:
+    """:func:`session_cmd` with pytest-speechlab as the only plugin (use with ``ONLY_SPEECHLAB`` in the env)."""
+    return [sys.executable, "-m", "pytest", "-p", "pytest_speechlab.plugin", "-p", "no:cacheprovider", "-q", *args]
 
 
 def load_average() -> str:

@@ -22,9 +22,11 @@ import pytest
 from _helpers import (
     BENCH,
     HERE,
+    ONLY_SPEECHLAB,
     TINY,
     load_average,
     make_project,
+    only_speechlab_cmd,
     run_measured,
     session_cmd,
 )
@@ -232,27 +234,37 @@ def test_regression_run_cost(benchmark: Any, tmp_path: Path, figures: dict[str, 
     assert record["rc"] == 0, record["stdout"][-2000:]
     bare: list[dict[str, Any]] = []
     plugin: list[dict[str, Any]] = []
+    alone: list[dict[str, Any]] = []  # the same run with pytest-speechlab as the only pytest plugin
 
     def run_bare() -> None:
         bare.append(run_measured([sys.executable, str(HERE / "bare_transcribe.py"), str(manifest)], project))
 
     def run_plugin() -> None:
         plugin.append(run_measured(session_cmd("--speechlab-json", "run.json"), project))
+        alone.append(run_measured(only_speechlab_cmd("--speechlab-json", "alone.json"), project, ONLY_SPEECHLAB))
 
     load_before = load_average()
     benchmark.pedantic(run_plugin, setup=run_bare, rounds=3, iterations=1)
     assert all(r["rc"] == 0 for r in bare), [r["stderr"][-2000:] for r in bare if r["rc"]]
-    assert all(r["rc"] in (0, 1) for r in plugin), [r["stdout"][-2000:] for r in plugin if r["rc"] not in (0, 1)]
+    assert all(r["rc"] in (0, 1) for r in plugin + alone), [
+        r["stdout"][-2000:] for r in plugin + alone if r["rc"] not in (0, 1)]
     case = json.loads((project / "run.json").read_text(encoding="utf-8"))["cases"][0]
     assert json.loads(bare[0]["stdout"]) == [u["hypothesis"] for u in case["utterances"]]  # same work, same answers
+    alone_case = json.loads((project / "alone.json").read_text(encoding="utf-8"))["cases"][0]
+    assert [u["hypothesis"] for u in alone_case["utterances"]] == [u["hypothesis"] for u in case["utterances"]]
     b = statistics.median(r["wall_s"] for r in bare)
     p = statistics.median(r["wall_s"] for r in plugin)
+    a = statistics.median(r["wall_s"] for r in alone)
     audio_s = case["metrics"]["audio_seconds"]
     passes = len(case["metrics"]["rtf_rounds"])
     target = "<= 1.25x" if copies == 1 else "<= 1.10x"
+    ref = case.get("speed_reference") or {}
     benchmark.extra_info.update({"bare_s": b, "plugin_s": p, "ratio": p / b, "audio_s": audio_s,
+                                 "only_speechlab_s": a, "only_speechlab_ratio": a / b,
+                                 "reference_runs": ref.get("runs"), "reference_s": ref.get("total_s"),
                                  "timed_passes": passes, "verdict": case.get("verdict")})
     figures[f"default gate run / bare pass, {audio_s:.0f} s of audio"] = {
-        "value": f"{p / b:.2f}x", "target": target,
-        "detail": f"plugin {p:.1f} s vs bare {b:.1f} s (medians of 3, alternated, fresh processes); timed passes "
-                  f"{passes}; verdict {case.get('verdict')}; load avg before {load_before}"}
+        "value": f"{p / b:.2f}x ({a / b:.2f}x with speechlab the only pytest plugin)", "target": target,
+        "detail": f"plugin {p:.1f} s (speechlab alone {a:.1f} s) vs bare {b:.1f} s (medians of 3, alternated, fresh "
+                  f"processes); timed passes {passes}; reference {ref.get('runs')} runs, {ref.get('total_s')} s; "
+                  f"verdict {case.get('verdict')}; load avg before {load_before}"}
