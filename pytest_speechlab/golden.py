@@ -350,9 +350,8 @@ def _speed_check(
     elif other_hardware := _machine_class_difference(golden, obtained):
         check.note = (
             f"the golden's speed was measured on other hardware ({'; '.join(other_hardware)}): the case/reference "
-            "ratio does not travel between CPU classes (faster-whisper int8 measured x0.49-0.85 of its golden on an "
-            "AMD EPYC without VNNI against an Intel Xeon with VNNI/AMX); re-record the golden on this machine class "
-            "to gate speed here"
+            "ratio does not travel between CPU classes (int8 and ONNX kernels differ by CPU features; README, "
+            "'How speed is gated'); re-record the golden on this machine class to gate speed here"
         )
     elif gref.get("describe") != oref.get("describe"):
         check.note = (

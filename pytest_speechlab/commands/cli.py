@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pytest_speechlab.commands.loadcheck",
     "pytest_speechlab.commands.records",
     "pytest_speechlab.commands.check",
+    "pytest_speechlab.commands.ab",
     "pytest_speechlab.commands.scorecard",
     "pytest_speechlab.commands.capability",
     "pytest_speechlab.commands.init",
