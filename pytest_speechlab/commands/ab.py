@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,8 @@ def run_ab(args: argparse.Namespace) -> int:
             raise AbError(f"--pairs {args.pairs}: at least 2 pairs (one pair cannot tell noise from a change)")
         if not 0 < args.tolerance < 10:
             raise AbError(f"--tolerance {args.tolerance}: a relative tolerance above 0 (0.15 = 15% slower fails)")
+        if args.json is not None and not args.json.resolve().parent.is_dir():
+            raise AbError(f"--json {args.json}: the folder {args.json.parent} does not exist")
         return _run(args, pytest_args)
     except AbError as exc:
         print(f"speechlab ab: {exc}", file=sys.stderr)
@@ -213,9 +216,12 @@ def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
             got: dict[str, dict[str, dict[str, Any]]] = {}
             for side in order:
                 root, wd = (base_root, base_dir) if side == "base" else (head_root, here)
+                t0 = time.perf_counter()
                 cases = _one_run(side if side == "base" else "this tree's", root, wd, pytest_args,
                                  scratch / f"{side}-{k}.json")
                 got[side] = {str(c.get("case")): c for c in cases}
+                print(f"speechlab ab: pair {k + 1}/{args.pairs}, {'base' if side == 'base' else 'this tree'}: "
+                      f"{len(cases)} cases in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
             runs.append((got["base"], got["head"]))
         rows = compare(runs, args.tolerance)
     finally:
