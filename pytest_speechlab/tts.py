@@ -452,7 +452,7 @@ def evaluate_tts(
         # Adaptive: the audio length is not known before synthesis; the warm-up's seconds per character
         # estimate it, and passes are added until min_timed_audio_s of audio would be timed.
         per_char = warm_audio.size / max(warm_sr, 1) / max(len(items[shortest].text), 1)
-        rounds = adaptive_rounds(per_char * sum(len(it.text) for it in items), min_timed_audio_s)
+        rounds = adaptive_rounds(per_char * sum(len(it.text) for it in items), min_timed_audio_s, n)
     rounds = max(1, int(rounds))
     done: list[list[tuple[Audio, int, float, float | None]]] = []
     pacer = Pacer(reference, n * rounds, reference_runs)

@@ -559,3 +559,18 @@ def test_other_hardware_gets_the_cross_machine_allowance_and_says_so(
     assert verdict.status == "pass"
     assert any("cross-machine allowance of +0.0200" in n and "CPU features differ" in n for n in verdict.notes)
     assert record["cross_machine"].startswith("WER/CER compared with a cross-machine allowance of +0.0200")
+
+
+def test_adaptive_rounds_time_enough_audio_and_at_least_three_calls() -> None:
+    """One pass for a long dataset of many clips; but a dataset of one long recording (the bundled long-form
+    case) is timed three times, so its relative speed is a median of three pairs, not one."""
+    from pytest_speechlab.evaluation import MIN_TIMED_CALLS, adaptive_rounds
+
+    assert MIN_TIMED_CALLS == 3
+    assert adaptive_rounds(67.0, 30.0, 30) == 1  # 30 clips, 67 s: one pass
+    assert adaptive_rounds(21.0, 30.0, 6) == 2  # six clips, 21 s: 2 passes for 30 s of audio
+    assert adaptive_rounds(51.0, 30.0, 1) == 3  # one 51 s recording: 3 calls
+    assert adaptive_rounds(51.0, 30.0, 2) == 2  # two recordings: 2 passes give 4 calls
+    assert adaptive_rounds(51.0, 30.0) == 1  # no call count given: audio alone
+    assert adaptive_rounds(0.5, 30.0, 1) == 10  # capped
+    assert adaptive_rounds(0.0, 30.0, 1) == 3
