@@ -198,3 +198,24 @@ def test_compare_takes_the_median_of_the_pairs_and_never_passes_an_error() -> No
     assert rows["d"]["verdict"] == "fail" and rows["d"]["note"] == "ran on the base, error/ran here"
     assert rows["e"]["verdict"] == "not compared" and "absent" in rows["e"]["note"]  # removed here
     assert rows["f"]["verdict"] == "not compared" and rows["f"]["note"].startswith("base absent")  # new here
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is POSIX")
+def test_a_cancelled_run_removes_the_base_worktree(repo: Path) -> None:
+    """A CI job cancelled mid-run (SIGTERM): exit 130 with a message, no worktree or run left behind."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pytest_speechlab.commands.cli", "ab", "--base", "main", "--pairs",
+                             "3", "--", "speechlab.yaml", "-p", "pytest_speechlab.plugin"], cwd=repo, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(_worktrees(repo)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(_worktrees(repo)) == 2, "the base worktree never appeared"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "interrupted; the base worktree" in err
+    assert len(_worktrees(repo)) == 1, _worktrees(repo)

@@ -23,6 +23,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -181,6 +182,11 @@ def _prepare_base(args: argparse.Namespace, here: Path, scratch: Path) -> tuple[
     return tree, tree / here.resolve().relative_to(top), f"{args.base} ({sha[:10]})"
 
 
+def _stop(signum: int, frame: Any) -> None:
+    """SIGTERM handler: unwind through the ``finally`` that removes the worktree (the run in flight is killed)."""
+    raise KeyboardInterrupt
+
+
 def run_ab(args: argparse.Namespace) -> int:
     """The ``ab`` subcommand; returns the exit status."""
     pytest_args = list(args.pytest_args)
@@ -193,7 +199,14 @@ def run_ab(args: argparse.Namespace) -> int:
             raise AbError(f"--tolerance {args.tolerance}: a relative tolerance above 0 (0.15 = 15% slower fails)")
         if args.json is not None and not args.json.resolve().parent.is_dir():
             raise AbError(f"--json {args.json}: the folder {args.json.parent} does not exist")
-        return _run(args, pytest_args)
+        previous = signal.signal(signal.SIGTERM, _stop)  # a cancelled CI job: clean up like Ctrl-C does
+        try:
+            return _run(args, pytest_args)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    except KeyboardInterrupt:
+        print("speechlab ab: interrupted; the base worktree and the runs' records were removed", file=sys.stderr)
+        return 130
     except AbError as exc:
         print(f"speechlab ab: {exc}", file=sys.stderr)
         return 2
