@@ -196,6 +196,16 @@ def _err(path: Path, key: str, msg: str) -> ConfigError:
     return ConfigError(f"{path}: {key}: {msg}")
 
 
+def _flag(path: Path, key: str, raw: Any) -> bool:
+    """A yes/no key: a YAML boolean only ("false" in quotes is a string, and a non-empty string is true to
+    Python: ``real_e2e: "false"`` would have switched the case *on*)."""
+    if raw is None:
+        return False
+    if not isinstance(raw, bool):
+        raise _err(path, key, f"must be true or false (a YAML boolean, without quotes), got {raw!r}")
+    return raw
+
+
 def _thresholds(path: Path, key: str, raw: Any) -> dict[str, float]:
     if raw is None:
         return {}
@@ -287,7 +297,7 @@ def _model(path: Path, name: str, raw: Any) -> ModelSpec:
         options=options,
         thresholds=_thresholds(path, f"{key}.thresholds", raw.get("thresholds")),
         config_path=path,
-        real_e2e=bool(raw.get("real_e2e", False)),
+        real_e2e=_flag(path, f"{key}.real_e2e", raw.get("real_e2e")),
         golden_from=_golden_from(path, f"{key}.golden_from", raw.get("golden_from")),
         speed_reference=_speed_reference(path, f"{key}.speed_reference", raw.get("speed_reference")),
     )
@@ -368,8 +378,8 @@ def _dataset(path: Path, name: str, raw: Any) -> DatasetSpec:
         markers=markers,
         task=task,
         thresholds=_thresholds(path, f"{key}.thresholds", raw.get("thresholds")),
-        real_e2e=bool(raw.get("real_e2e", False)),
-        allow_outside_paths=bool(raw.get("allow_outside_paths", False)),
+        real_e2e=_flag(path, f"{key}.real_e2e", raw.get("real_e2e")),
+        allow_outside_paths=_flag(path, f"{key}.allow_outside_paths", raw.get("allow_outside_paths")),
         options={
             **{
                 k: raw[k]

@@ -157,9 +157,12 @@ def usable_cpus() -> int:
     return n
 
 
-def machine_fingerprint(device: str, threads: int | None = None) -> dict[str, object]:
+def machine_fingerprint(
+    device: str, threads: int | None = None, kernels: dict[str, Any] | None = None
+) -> dict[str, object]:
     """What makes speed and kernels comparable: device name, CPU model and the features that select
-    kernels, usable CPUs (affinity + cgroup quota), threads; plus the 1-minute load of the moment."""
+    kernels, usable CPUs (affinity + cgroup quota), threads; plus the 1-minute load of the moment.
+    ``kernels``: what the backend's runtime says it selected (kernels.py), when it could tell."""
     try:
         load1 = round(os.getloadavg()[0], 2)
     except OSError:  # not available on this platform
@@ -175,6 +178,7 @@ def machine_fingerprint(device: str, threads: int | None = None) -> dict[str, ob
         "usable_cpus": usable,
         "threads": threads or usable,
         **({"gpu_capability": gpu_capability()} if device == "cuda" and gpu_capability() else {}),
+        **({"kernels": kernels} if kernels else {}),
     }
 
 
@@ -185,7 +189,7 @@ def gpu_capability() -> str | None:
     return str(cap) if cap else None
 
 
-MACHINE_CLASS_KEYS = ("device_name", "gpu_capability", "cpu_model", "cpu_flags")
+MACHINE_CLASS_KEYS = ("device_name", "gpu_capability", "cpu_model", "cpu_flags", "kernels")
 
 
 def machine_difference(golden: dict[str, object], now: dict[str, object]) -> list[str]:
@@ -201,6 +205,11 @@ def machine_difference(golden: dict[str, object], now: dict[str, object]) -> lis
             parts = ([f"golden machine has {', '.join(only_g)}"] if only_g else []) + (
                 [f"this one has {', '.join(only_n)}"] if only_n else [])
             out.append("CPU features differ: " + "; ".join(parts))
+        elif key == "kernels":
+            if isinstance(g, dict) and isinstance(n, dict):
+                from .kernels import kernel_difference
+
+                out.extend(f"kernels differ: {d}" for d in kernel_difference(g, n))
         else:
             out.append(f"{key.replace('_', ' ')}: golden {g!r}, now {n!r}")
     return out

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from .config import ALL_DEVICES, GATES, ConfigError, SpeechlabConfig, load_config
+from .gate import coverage, expected_skip, skipped_with_golden
 from .records import FAILED_VERDICTS
 from .running import _accept_command, _progress, get_session
 from .session import CONFIG_ERROR_KEY, SESSION_KEY, Case, Options, SpeechlabSession
@@ -23,6 +24,8 @@ from .xdist_support import XdistHooks, failure_line, hand_over, plain, write_pro
 _ROWS_START_KEY = pytest.StashKey[int]()
 _FAILURES_KEY = pytest.StashKey[list[str]]()
 _SKIP_KEY = pytest.StashKey[str]()
+_UNEXPECTED_SKIP_KEY = pytest.StashKey[str]()  # a skipped case with a committed golden: a failure
+_EXPECTED_SKIP_KEY = pytest.StashKey[str]()  # ... that --speechlab-expect-skip names: a skip
 
 MARKERS = {
     "smoke": "the bundled regression suite: bundled model(s) on the bundled fixtures/smoke audio",
@@ -116,9 +119,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="let hf: weights and hf-dataset: datasets missing from the local Hugging Face cache be "
         "downloaded (never by default)",
     )
+    group.addoption(
+        "--speechlab-expect-skip",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a case with a committed golden that skips fails the gate unless this job expects it: a device, "
+        "model, MODEL/DEVICE or case id (shell patterns; repeatable), e.g. cuda on a machine without a GPU",
+    )
     parser.addini(
         "speechlab_allow_download", "true: allow Hugging Face Hub downloads (hub.py)", type="bool", default=False
     )
+    parser.addini("speechlab_expect_skip", "cases whose skip is expected although they have a golden "
+                  "(devices, models, MODEL/DEVICE or case ids; shell patterns)", type="args", default=[])
     parser.addini("speechlab_config", "path of speechlab.yaml, relative to the rootdir", default=None)
     parser.addini("speechlab_devices", "default devices (auto|cpu|cuda|mps|remote|all)", type="args", default=[])
     parser.addini("speechlab_xdist_group", "auto|model: how matrix cases are grouped on xdist workers", default="auto")
@@ -222,6 +235,7 @@ def pytest_configure(config: pytest.Config) -> None:
         rounds=rounds,
         shard=config.getoption("speechlab_shard"),
         allow_empty_shard=config.getoption("speechlab_allow_empty_shard"),
+        expect_skip=list(config.getoption("speechlab_expect_skip") or config.getini("speechlab_expect_skip") or []),
     )
     sess = SpeechlabSession(cfg, opts, config.rootpath, _n_workers(config))
     config.stash[SESSION_KEY] = sess
@@ -374,6 +388,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     sess = item.config.stash.get(SESSION_KEY, None)
     if sess is None:
         return report
+    case = _matrix_case(item)
+    if case is not None and report.skipped and not hasattr(report, "wasxfail") and isinstance(report.longrepr, tuple):
+        # Green means compared: a case whose golden is committed and that did not run is not a pass (issue 24).
+        reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+        row = {**sess.base_record(case), "status": "skipped", "reason": reason}
+        unexpected = skipped_with_golden(row, sess.golden_file(case), sess.opts.expect_skip)
+        if unexpected:
+            report.outcome = "failed"
+            report.longrepr = unexpected
+            item.stash[_UNEXPECTED_SKIP_KEY] = unexpected
+        elif sess.golden_file(case).is_file():
+            item.stash[_EXPECTED_SKIP_KEY] = expected_skip(row, sess.opts.expect_skip) or "expected"
     # An xfailed call (experimental stage) raised: that is a failure of the case, reported, not gated.  An
     # XPASS (``wasxfail`` on a passed report) is not.
     if report.failed or (report.when == "call" and report.skipped and hasattr(report, "wasxfail")):
@@ -388,6 +414,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             item.stash.get(_ROWS_START_KEY, len(sess.results)),
             item.stash.get(_FAILURES_KEY, []),
             item.stash.get(_SKIP_KEY, None),
+            unexpected_skip=item.stash.get(_UNEXPECTED_SKIP_KEY, None),
+            expected_skip=item.stash.get(_EXPECTED_SKIP_KEY, None),
         )
         if not hasattr(item.config, "workerinput"):
             for r in rows:
@@ -537,6 +565,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     gated = [r for r in corpora if r.get("stage") != "experimental"]  # experimental: reported, not gated
     if any(r.get("verdict") in FAILED_VERDICTS for r in gated) and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    # Green means compared (gate/coverage.py): selected cases that compared nothing never make a green run.
+    sess.coverage = coverage(sess.results, update=sess.opts.update, expected=sess.opts.expect_skip)
+    if sess.coverage.problems and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     # The run record first: a golden folder that cannot be written must not lose the record too.
     sess.write_records()
     if sess.opts.update:
@@ -580,6 +612,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     sess = config.stash.get(SESSION_KEY, None)
     if sess is None or not (sess.results or sess.write_errors):
         return
+    if hasattr(config, "workerinput"):
+        return
     from .report import quiet_lines, summary_lines
 
     terminalreporter.write_sep("=", "speechlab summary")
@@ -596,6 +630,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(f"run record: {sess.opts.json_path}")
     for err in sess.write_errors:
         terminalreporter.write_line(f"speechlab: error: {err}", red=True)
+    cov = sess.coverage
+    if cov is not None and cov.selected:
+        for problem in cov.problems:
+            terminalreporter.write_line(f"speechlab: {problem}", red=True)
+        terminalreporter.write_line(cov.line(), red=not cov.ok, green=cov.ok and not cov.failed)
 
 
 class _BenchmarkCompareFail:

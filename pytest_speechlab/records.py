@@ -169,19 +169,6 @@ def case_problem(case: dict[str, Any]) -> str | None:
     return None
 
 
-def compared_nothing(record: dict[str, Any], path: str) -> str | None:
-    """A message when no case of ``record`` ran (all skipped, or no case at all): such a record proves
-    nothing, so it cannot pass a gate.  None when at least one case ran."""
-    cases = record.get("cases") or []
-    if any(c.get("status") == "ran" for c in cases):
-        return None
-    skipped = sum(1 for c in cases if c.get("status") == "skipped")
-    return (
-        f"{path}: compared nothing: no case ran ({skipped} skipped, {len(cases)} in all); a gate over it would "
-        "pass without checking anything. Run the cases on a machine that has their device and extras"
-    )
-
-
 def record_problems(record: dict[str, Any], path: str) -> list[str]:
     """Why a whole run record cannot pass a gate: it accepted goldens instead of comparing (``accepted``
     verdicts), or it holds a different number of matrix cases than its header says the session collected."""

@@ -18,6 +18,7 @@ from .evaluation import (
     GateSettings,
     golden_payload,
 )
+from .gate import Coverage
 from .golden import write_golden
 from .records import FAILED_VERDICTS
 
@@ -64,6 +65,7 @@ class Options:
     rounds: int | None = None
     shard: tuple[int, int] | None = None
     allow_empty_shard: bool = False
+    expect_skip: list[str] = field(default_factory=list)  # skips of cases with a golden that this job expects
 
 
 def _manifest_task(path: Path) -> str:
@@ -108,6 +110,8 @@ class SpeechlabSession:
         self.n_workers = n_workers
         self.results: list[dict[str, Any]] = []
         self.notes: list[str] = []
+        #: What the session compared (gate/coverage.py), set at the end of the session.
+        self.coverage: Coverage | None = None
         self.load_counts: dict[str, int] = {}
         # xdist facts for the run record: dist mode, group policy, worker id, pinned GPU, loads per worker.
         self.xdist: dict[str, Any] = {}
@@ -472,8 +476,15 @@ class SpeechlabSession:
             base = {"case": case, "model": "unknown", "dataset": "unknown", "device": "unknown"}
         return {**base, "status": "error", "verdict": "error", "reason": reason, "origin": "matrix"}
 
+    def golden_file(self, case: Case) -> Path:
+        """Where the case's own golden is committed (a chunk's is its corpus's)."""
+        from .golden import golden_path
+
+        return golden_path(self.cfg.golden_dir, case.model, case.dataset, case.device)
+
     def settle_item(
-        self, case: Case | None, start: int, failures: list[str], skip_reason: str | None
+        self, case: Case | None, start: int, failures: list[str], skip_reason: str | None,
+        unexpected_skip: str | None = None, expected_skip: str | None = None,
     ) -> list[dict[str, Any]]:
         """After an item's teardown: make its rows say what happened to it, and return them.
 
@@ -488,6 +499,23 @@ class SpeechlabSession:
         if case is None:
             return rows
         mine = [r for r in rows if r.get("case") == cid]
+        if unexpected_skip or expected_skip:
+            # Skipped although its golden is committed (gate/coverage.py): a failure, or a skip this job expects.
+            golden = {"golden_path": str(self.golden_file(case))}
+            if unexpected_skip:
+                why = unexpected_skip.removeprefix(f"speechlab: {cid} ").split("\n", 1)[0]
+                error = {**self._error_row(case, why), **golden, "unexpected_skip": True}
+                for r in mine:
+                    r.update(error)
+                if not mine:
+                    self.results.append(error)
+            else:
+                for r in mine:
+                    r.update({"expected_skip": expected_skip, **golden})
+                if not mine and skip_reason is not None:
+                    self.results.append({**self.base_record(case), "status": "skipped", "reason": skip_reason,
+                                         "origin": "matrix", "expected_skip": expected_skip, **golden})
+            return self.results[start:]
         if not mine:
             if failures:
                 row = self._error_row(case, f"crashed before recording a result: {failures[0]}")
@@ -581,6 +609,7 @@ class SpeechlabSession:
             "xdist_workers": self.n_workers,
             "update_golden": self.opts.update,
             "shard": self.opts.shard,
+            "expect_skip": self.opts.expect_skip,
             "config": str(self.cfg.path),
             "config_sha256": _file_sha256(self.cfg.path),
             "model_loads": self.load_counts,

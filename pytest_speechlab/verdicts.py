@@ -45,12 +45,16 @@ def _machine_name(m: dict[str, Any]) -> str:
 
 
 def _other_hardware(golden: dict[str, Any], obtained: dict[str, Any]) -> str | None:
-    """The golden's machine when it is not this run's (device and CPU model), else None."""
+    """The golden's machine when it is not this run's class (device, CPU model, the CPU features and kernels
+    that select int8/fp32 kernels: devices.machine_difference), else None."""
+    from .devices import machine_difference
+
     gm, om = golden.get("machine") or {}, obtained.get("machine") or {}
     if not gm or not om:
         return None
-    if any(gm.get(k) != om.get(k) for k in ("device_name", "cpu_model")):
-        return _machine_name(gm)
+    differs = machine_difference(gm, om)
+    if differs:
+        return f"{_machine_name(gm)} ({'; '.join(differs)})"
     return None
 
 
@@ -105,9 +109,20 @@ def _not_improved_on_other_hardware(v: Verdict, other: str) -> None:
 def judge(golden: dict[str, Any], obtained: dict[str, Any], thresholds: dict[str, float], **kw: Any) -> Verdict:
     """Compare a case record with its golden (``golden.compare``) and name the causes of any difference."""
     from .drift import dataset_changes, unverified_audio_note
+    from .gate.sense import golden_problems
 
     v = compare(golden, obtained, thresholds, **kw)
-    causes = _model_causes(v, golden, obtained)
+    sense, sense_notes = golden_problems(golden)
+    v.notes.extend(sense_notes)
+    if sense or any("no per-utterance rows" in n for n in sense_notes):
+        # A golden that contradicts its own rows, or has none, cannot show progress: no "improved" from it.
+        for c in v.checks:
+            if c.metric in _QUALITY and c.status == "improved":
+                c.status, c.note = "differs", f"{c.note}; the golden cannot be trusted for an improvement"
+    if sense:
+        v.problems[:0] = [f"golden invalid: {p}" for p in sense]
+    causes = [GOLDEN_INVALID] if sense else []
+    causes += _model_causes(v, golden, obtained)
     if causes:
         # Another model or other settings: a better number is what the change did, not progress of the model
         # the golden measured; it is shown, never counted as "improved".

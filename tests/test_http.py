@@ -343,21 +343,23 @@ def test_plugin_gates_the_live_server_against_the_local_golden(
     """A pytest session gates the http model on the smoke set against the LOCAL model's golden
     (``golden_from: fw-tiny-en/cpu``: no copy, the very file the local case is gated against).
 
-    Same audio, same decode settings (reported by the server), same hypotheses, so WER and CER equal the
-    local golden's; RTF is reported, not gated, and speed is not compared (a remote service is other hardware).
-    An update run never overwrites the borrowed golden.  Then a golden that claims a better WER than the service reaches
-    makes the same session fail, naming the local case whose golden to re-record.
+    The local golden is recorded by the local model in this test, on this machine: tiny.en int8 transcribes
+    differently on another CPU class (oneDNN picks its kernels from the CPU's features: "The weather" vs
+    "the weather"), so the server, which runs here, is compared with what the local model writes *here*,
+    never with text recorded on another machine (issue 31).  Same audio, same decode settings (reported by
+    the server), same hypotheses, so WER and CER equal the local golden's; RTF is reported, not gated, and
+    speed is not compared (a remote service is other hardware).  An update run never overwrites the
+    borrowed golden.  Then a golden that claims a better WER than the service reaches makes the same
+    session fail, naming the local case whose golden to re-record.
     """
     import json
-    import shutil
 
-    local_golden = REPO / "golden" / MODEL / "smoke" / "cpu.json"
     manifest = REPO / "fixtures" / "smoke" / "manifest.jsonl"
-    if not local_golden.exists() or not manifest.exists():
-        pytest.skip(f"needs the committed smoke fixtures and golden ({manifest}, {local_golden})")
+    if not manifest.exists():
+        pytest.skip(f"needs the committed smoke fixtures ({manifest})")
     pytester.path.joinpath("speechlab.yaml").write_text(
         "models:\n"
-        + tiny_en_model(MODEL, devices="[]")
+        + tiny_en_model(MODEL, devices="[cpu]")
         + f"""\
   {MODEL}-http:
     backend: http
@@ -383,14 +385,16 @@ golden_dir: golden
         encoding="utf-8",
     )
     golden = pytester.path / "golden" / MODEL / "smoke" / "cpu.json"
-    golden.parent.mkdir(parents=True)
-    shutil.copyfile(local_golden, golden)  # the project's golden of the local model, as committed
+    # The local model records its golden on this machine (the http case borrows it, so it is not written).
+    pytester.runpytest("-p", "no:cacheprovider", "--speechlab-update-golden", "--speechlab-model", MODEL,
+                       "--speechlab-rtf-gate", "off").assert_outcomes(passed=1)
     before = golden.read_bytes()
+    ref = json.loads(before)
+    only_http = ("--speechlab-model", f"{MODEL}-http")
     record = pytester.path / "run.json"
-    result = pytester.runpytest("-p", "no:cacheprovider", "--speechlab-json", str(record), "-rA")
+    result = pytester.runpytest("-p", "no:cacheprovider", *only_http, "--speechlab-json", str(record), "-rA")
     result.assert_outcomes(passed=1)
     case = next(c for c in json.loads(record.read_text())["cases"] if c.get("status") == "ran")
-    ref = json.loads(local_golden.read_text())
     assert case["device"] == "remote" and case["backend"] == "http"
     assert case["golden_path"] == str(golden)
     assert case["metrics"]["wer"] == ref["metrics"]["wer"] and case["metrics"]["cer"] == ref["metrics"]["cer"]
@@ -405,7 +409,7 @@ golden_dir: golden
     assert KEY not in record.read_text()
 
     # An update run does not overwrite the borrowed golden.
-    pytester.runpytest("-p", "no:cacheprovider", "--speechlab-update-golden").assert_outcomes(passed=1)
+    pytester.runpytest("-p", "no:cacheprovider", *only_http, "--speechlab-update-golden").assert_outcomes(passed=1)
     assert golden.read_bytes() == before
     assert not (pytester.path / "golden" / f"{MODEL}-http").exists()
 
@@ -413,7 +417,7 @@ golden_dir: golden
     data = json.loads(golden.read_text())
     data["metrics"]["wer"] = 0.0
     golden.write_text(json.dumps(data), encoding="utf-8")
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = pytester.runpytest("-p", "no:cacheprovider", *only_http)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*WER*", f"*-k {MODEL}-cpu-smoke --speechlab-update-golden*golden_from*"])
 

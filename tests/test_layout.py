@@ -145,3 +145,19 @@ def test_old_cli_module_still_runs_with_dash_m() -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "speechlab" in proc.stdout
+
+
+def test_nothing_under_gate_imports_pytest() -> None:
+    """gate/ holds the decisions that pytest, speechlab check and merge --gate share (issue 24): it must not
+    depend on pytest, or the commands that judge saved records would judge differently."""
+    import ast
+    from pathlib import Path
+
+    gate = Path(__file__).resolve().parent.parent / "pytest_speechlab" / "gate"
+    files = sorted(gate.rglob("*.py"))
+    assert files
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            assert not any(n == "pytest" or n.startswith(("pytest.", "_pytest")) for n in names), (path, names)

@@ -42,6 +42,8 @@ class FasterWhisperASR:
         self.decode_settings = decode_settings
         self.batch_size = batch_size
         self.seed = int(decode_settings.get("seed") or 0)
+        #: The CPU kernels CTranslate2 selected (kernels.py), for the machine fingerprint; None off the CPU.
+        self.kernels: dict[str, Any] | None = None
         #: What the last :meth:`transcribe` call decoded with (the temperature each segment finally used).
         self.last_details: dict[str, Any] = {}
 
@@ -255,7 +257,12 @@ class FasterWhisperBackend(BaseBackend):
             "intra_threads": threads,
             "inter_threads": 1,
         }
-        return FasterWhisperASR(model, settings, settings["batch_size"], ct2_args)
+        asr = FasterWhisperASR(model, settings, settings["batch_size"], ct2_args)
+        if device == "cpu":
+            from ..kernels import ctranslate2_kernels
+
+            asr.kernels = ctranslate2_kernels(path, compute_type)
+        return asr
 
     def settings(self, spec: ModelSpec, device: str) -> dict[str, Any]:
         """The full decode settings of ``spec`` on ``device``: ``WhisperModel.transcribe``'s own defaults from

@@ -62,6 +62,8 @@ class OpenAIWhisperASR:
         self.decode_settings = decode_settings
         self.device = device
         self.weights_path = weights_path
+        #: The CPU capability torch dispatches to (kernels.py), for the machine fingerprint; None off the CPU.
+        self.kernels: dict[str, Any] | None = None
         #: What the last transcription decoded with (the temperature each segment finally used).
         self.last_details: dict[str, Any] = {}
 
@@ -261,4 +263,9 @@ class OpenAIWhisperBackend(BaseBackend):
         model.eval()
 
         settings = self.settings(spec, device, multilingual=bool(model.is_multilingual))
-        return OpenAIWhisperASR(model, settings, device, path)
+        asr = OpenAIWhisperASR(model, settings, device, path)
+        if device == "cpu":
+            from ..kernels import torch_kernels
+
+            asr.kernels = torch_kernels(torch)
+        return asr

@@ -13,11 +13,11 @@ from typing import Any
 
 from ..checks import Verdict
 from ..config import GATES
+from ..gate import coverage, skipped_with_golden
 from ..golden import GoldenError, golden_path, read_golden
 from ..records import (
     RunRecordError,
     case_problem,
-    compared_nothing,
     load_run,
     record_problems,
 )
@@ -41,6 +41,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--force-rtf", action="store_true", help="compare RTF even when measured on other hardware")
     p.add_argument("--rtf-gate", choices=("recorded", "on", "off"), default="recorded",
                    help="gate RTF: as the run did (default), always, or never")
+    p.add_argument("--expect-skip", action="append", default=None, metavar="NAME",
+                   help="a skipped case with a committed golden fails unless named here (device, model, MODEL/DEVICE "
+                        "or case id; shell patterns; repeatable); default: what the run expected")
+    p.add_argument("--require-device", action="append", default=None, metavar="DEV",
+                   help="fail unless at least one case on DEV was compared with a golden (repeatable): a GPU job "
+                        "whose device did not run is not green")
     p.set_defaults(func=run_check)
 
 
@@ -88,6 +94,25 @@ def check_case(record: dict[str, Any], case: dict[str, Any], golden_file: Path, 
     return verdict, f"{case['case']}: {verdict.status}: " + "; ".join(lines) + f"\n  tolerances: {tol}{notes}"
 
 
+def _refusals(args: argparse.Namespace, record: dict[str, Any]) -> tuple[list[str], Any, list[str]]:
+    """Why the whole record cannot pass (lost cases, accepted goldens, nothing compared, a required device that
+    compared nothing), what it compared (gate/coverage.py) and the skips the job expects."""
+    refused = record_problems(record, str(args.run))
+    settings = record.get("settings") or {}
+    expected = list(args.expect_skip or settings.get("expect_skip") or [])
+    # The same count and the same "compared nothing" rule as pytest's closing line (gate/coverage.py).
+    cov = coverage(record["cases"], update=bool(settings.get("update_golden")), where=str(args.run),
+                   expected=expected)
+    refused.extend(p for p in cov.problems if " compared nothing: " in p)
+    for dev in args.require_device or []:
+        on_dev = [c for c in record["cases"] if c.get("device") == dev]
+        if not coverage(on_dev).compared:
+            why = "; ".join(f"{c['case']}: {c.get('reason') or c.get('verdict') or c['status']}" for c in on_dev[:3])
+            refused.append(f"{args.run}: no case on {dev} was compared (--require-device {dev})"
+                           + (f": {why}" if why else ": the record holds no case on that device"))
+    return refused, cov, expected
+
+
 def run_check(args: argparse.Namespace) -> int:
     """Gate every ran case of the record; print one block per failing case and a closing count."""
     try:
@@ -98,18 +123,20 @@ def run_check(args: argparse.Namespace) -> int:
     gate = args.gate or (record.get("settings") or {}).get("gate") or "strict"
     failed: list[str] = []
     passed = skipped = 0
-    refused = record_problems(record, str(args.run))
-    nothing = compared_nothing(record, str(args.run))
-    if nothing:
-        refused.append(nothing)
+    refused, cov, expected = _refusals(args, record)
     for line in refused:
         print(f"speechlab check: {line}")
     for case in record["cases"]:
         cid = case["case"]
         experimental = case.get("stage") == "experimental"
         if case["status"] == "skipped":
+            unexpected = skipped_with_golden(case, _golden_file(args, case), expected)
+            if unexpected:
+                print(unexpected)
+                failed.append(cid)
+                continue
             skipped += 1
-            print(f"{cid}: skipped: {case.get('reason', '')}")
+            print(f"{cid}: skipped: {case.get('reason', '')}" + (" (expected)" if case.get("expected_skip") else ""))
             continue
         if case.get("verdict") == "chunk" and case["status"] == "ran":
             print(f"{cid}: a chunk of {case.get('corpus')}: judged by its corpus row")
@@ -153,4 +180,5 @@ def run_check(args: argparse.Namespace) -> int:
             print(block)
             passed += 1
     print(f"speechlab check: {passed} passed, {len(failed)} failed, {skipped} skipped ({gate} gate, {args.run})")
+    print(cov.line())
     return 1 if failed or refused else 0

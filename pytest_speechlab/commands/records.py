@@ -25,19 +25,50 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     print(f"merged {len(args.records)} run records, {len(merged['cases'])} cases -> {args.output}")
     if not args.gate:
         return 0
-    from ..records import compared_nothing, record_problems
+    from ..gate import coverage
+    from ..records import record_problems
 
     refused = [p for rec, src in zip(records, args.records, strict=True) for p in record_problems(rec, str(src))]
     refused += record_problems(merged, str(args.output))
-    nothing = compared_nothing(merged, str(args.output))
-    if nothing:
-        refused.append(nothing)
+    refused += shard_gaps(records, [str(p) for p in args.records])
+    # The same rule as pytest's and speechlab check's (gate/coverage.py): a merge that compared nothing is no pass.
+    cov = coverage(merged["cases"], where=str(args.output),
+                   expected=(merged.get("settings") or {}).get("expect_skip") or [])
+    refused += [p for p in cov.problems if " compared nothing: " in p]
     for line in refused:
         print(f"gate: {line}", file=sys.stderr)
     failed = failed_cases(merged)
     if failed:
         print(f"gate: {len(failed)} case(s) failed: {', '.join(failed)}", file=sys.stderr)
+    print(cov.line(), file=sys.stderr)
     return 1 if failed or refused else 0
+
+
+def shard_gaps(records: list[dict[str, Any]], names: list[str]) -> list[str]:
+    """Why a set of shard records does not cover the matrix: a shard I/N missing, shards of different N, or
+    sharded and unsharded records mixed.  Empty when it is complete (or no record is a shard)."""
+    shards: dict[int, set[int]] = {}
+    whole = []
+    for rec, name in zip(records, names, strict=True):
+        shard = (rec.get("settings") or {}).get("shard")
+        if isinstance(shard, (list, tuple)) and len(shard) == 2:
+            shards.setdefault(int(shard[1]), set()).add(int(shard[0]))
+        else:
+            whole.append(name)
+    if not shards:
+        return []
+    out = []
+    if len(shards) > 1:
+        out.append(f"the records are shards of different splits ({', '.join(f'N={n}' for n in sorted(shards))}); "
+                   "merge the shards of one --speechlab-shard I/N split")
+    for n, have in sorted(shards.items()):
+        missing = [f"{i}/{n}" for i in range(1, n + 1) if i not in have]
+        if missing:
+            out.append(f"shard(s) {', '.join(missing)} missing: the merged record does not cover the matrix, so the "
+                       "cases of the missing shard(s) were never compared; pass every shard's record")
+    if whole:
+        out.append(f"{', '.join(whole)}: not a shard, merged with shards; gate a whole run or one complete split")
+    return out
 
 
 def corpus_rows(merged: dict[str, Any], config: str | None) -> None:

@@ -39,7 +39,7 @@ def ran_record(
         "deterministic": deterministic,
         "rounds": rounds,
         "speed_reference": speed_reference or ({"error": ref_error} if ref_error else {}),
-        "machine": machine_fingerprint(case.device, threads),
+        "machine": machine_fingerprint(case.device, threads, getattr(model, "kernels", None)),
         "provenance": {"versions": versions()},
         "weights": sess.weights_identity(spec, model),
         "tolerance_sources": sess.tolerance_sources(case.model, case.dataset),
