@@ -551,6 +551,24 @@ def speech_properties() -> Callable[..., Any]:
 # ---- end of session ------------------------------------------------------------------------------
 
 
+def _report_failed_corpora(session: pytest.Session, corpora: list[dict[str, Any]]) -> None:
+    """A chunked corpus is judged after its chunk items have passed: report each failed corpus as a test of its
+    own (``speechlab.yaml::corpus[CASE]``), so pytest's counts, ``-r`` summary and JUnit show the failure that
+    the exit status already carries (they said "3 passed" and ``failures="0"``)."""
+    sess = session.config.stash.get(SESSION_KEY, None)
+    for r in corpora:
+        if r.get("origin") != "corpus" or r.get("verdict") not in FAILED_VERDICTS or r.get("stage") == "experimental":
+            continue
+        name = f"corpus[{r['case']}]"
+        fspath = sess.cfg.path.name if sess is not None else "speechlab.yaml"
+        text = r.get("failure") or f"speechlab: {r['case']}: {r.get('verdict')}\n{r.get('reason') or ''}"
+        report = pytest.TestReport(nodeid=f"{fspath}::{name}", location=(fspath, None, name), keywords={name: 1},
+                                   outcome="failed", longrepr=str(text), when="call", sections=[], duration=0.0,
+                                   user_properties=[("speechlab_case", r["case"])])
+        session.config.hook.pytest_runtest_logreport(report=report)
+
+
+@pytest.hookimpl(tryfirst=True)  # before junitxml writes its file
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     sess = config.stash.get(SESSION_KEY, None)
@@ -562,11 +580,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     sess.complete_results()
     corpora = sess.settle_corpora()  # chunked cases: one corpus verdict each, now that every chunk is known
+    _report_failed_corpora(session, corpora)
     gated = [r for r in corpora if r.get("stage") != "experimental"]  # experimental: reported, not gated
     if any(r.get("verdict") in FAILED_VERDICTS for r in gated) and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     # Green means compared (gate/coverage.py): selected cases that compared nothing never make a green run.
-    sess.coverage = coverage(sess.results, update=sess.opts.update, expected=sess.opts.expect_skip)
+    sess.coverage = coverage(sess.results, update=sess.opts.update, expected=sess.opts.expect_skip,
+                             shard=sess.opts.shard is not None)
     if sess.coverage.problems and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     # The run record first: a golden folder that cannot be written must not lose the record too.
@@ -620,10 +640,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     quiet = config.get_verbosity() < 0
     for line in (quiet_lines if quiet else summary_lines)(sess.results, sess.notes):
         terminalreporter.write_line(line)
-    for r in sess.results:
-        if r.get("origin") == "corpus" and r.get("verdict") in FAILED_VERDICTS:
-            terminalreporter.write_line(r.get("failure") or f"speechlab: {r['case']}: error\n{r.get('reason')}",
-                                        red=True)
     for path in sess.written:
         terminalreporter.write_line(f"golden written: {path}")
     if sess.opts.json_path and not any(e.startswith("run record not written") for e in sess.write_errors):

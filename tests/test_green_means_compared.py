@@ -254,3 +254,20 @@ def test_widen_accuracy_caps_at_the_ceiling_unless_local() -> None:
     assert _widen_accuracy({"wer_abs": 0.01, "cer_abs": 0.01}, 0.02, "production", capped=False)["wer_abs"] == \
         pytest.approx(0.03)
     assert _widen_accuracy({"wer_abs": 0.05, "cer_abs": 0.05}, 0.02, "production")["wer_abs"] == 0.05  # never tighter
+
+
+def test_a_failing_corpus_is_a_failure_in_pytest_counts_and_junit(fake: FakeProject) -> None:
+    """Every chunk passes, the corpus fails: pytest said "2 passed" and JUnit ``failures="0"``."""
+    rows = [{"audio_filepath": "a.wav", "text": "goodbye there", "id": f"x{i}"} for i in range(3)]
+    manifest = fake.dataset(rows=rows)
+    fake.config(models={"ok": {}}, datasets={"clips": {"manifest": manifest, "normalizer": "basic", "chunks": 2}})
+    fake.run("--speechlab-update-golden").assert_outcomes(passed=2)
+    golden = json.loads(fake.golden().read_text(encoding="utf-8"))
+    golden["metrics"]["wer"] = 0.0  # stricter than its rows: the corpus is now worse than its golden
+    fake.golden().write_text(json.dumps(golden), encoding="utf-8")
+    res = fake.run("--junitxml", "junit.xml")
+    res.assert_outcomes(passed=2, failed=1)
+    assert res.ret == pytest.ExitCode.TESTS_FAILED
+    res.stdout.fnmatch_lines(["FAILED speechlab.yaml::corpus[[]ok-cpu-clips[]]*"])
+    junit = (fake.path / "junit.xml").read_text(encoding="utf-8")
+    assert 'failures="1"' in junit and 'name="corpus[ok-cpu-clips]"' in junit, junit

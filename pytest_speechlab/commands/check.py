@@ -102,7 +102,7 @@ def _refusals(args: argparse.Namespace, record: dict[str, Any]) -> tuple[list[st
     expected = list(args.expect_skip or settings.get("expect_skip") or [])
     # The same count and the same "compared nothing" rule as pytest's closing line (gate/coverage.py).
     cov = coverage(record["cases"], update=bool(settings.get("update_golden")), where=str(args.run),
-                   expected=expected)
+                   expected=expected, shard=bool(settings.get("shard")))
     refused.extend(p for p in cov.problems if " compared nothing: " in p)
     for dev in args.require_device or []:
         on_dev = [c for c in record["cases"] if c.get("device") == dev]
