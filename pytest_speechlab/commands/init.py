@@ -85,10 +85,17 @@ jobs:
           python-version: "3.12"
       - name: Install uv
         run: python -m pip install uv
-      - name: Install the project (uv.lock)
-        run: uv sync
+      - name: Install the project (exactly uv.lock)
+        run: uv sync --locked
       - name: Speech regression gate
+        # exit 1 when a case got worse, errored, or compared nothing (all skipped); a case with a committed golden
+        # that skips (no GPU here) fails unless named: add --speechlab-expect-skip cuda for a cpu-only runner
         run: uv run pytest {config} --speechlab-json speechlab-run.json --junitxml junit.xml
+      - name: Re-judge the run record (the same decision outside pytest)
+        run: uv run speechlab check speechlab-run.json
+      # Record goldens on the runner class that checks them (speed is compared on the golden's machine class
+      # only): run `uv run pytest {config} --speechlab-update-golden` in a workflow_dispatch job, upload golden/
+      # as an artifact, review and commit it.
       - name: Keep the run record
         if: always()
         uses: actions/upload-artifact@v4
