@@ -39,6 +39,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "slow: the -n 2 variant of a behaviour test (spawns xdist workers); deselect with -m 'not slow'"
     )
+    config.addinivalue_line(
+        "markers", "model_output: depends on a real model's exact output; tests/test_cpu_class.py reruns these with "
+                   "another CPU class's kernels (ONEDNN_MAX_CPU_ISA=AVX2), so none compares one machine's output with "
+                   "a file made on another"
+    )
 
 
 def smoke_rows() -> dict[str, dict[str, Any]]:

@@ -337,6 +337,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @needs_models
+@pytest.mark.model_output
 def test_plugin_gates_the_live_server_against_the_local_golden(
     server: str, pytester: pytest.Pytester, keyed: None
 ) -> None:

@@ -232,6 +232,7 @@ def _parity(ct2_dir: Path, pt: Path, clips: list[tuple[str, np.ndarray, str]], l
 # -------------------------------------------------------------------------------------------------- parity
 
 
+@pytest.mark.model_output
 def test_parity_tiny_en_same_tokens_as_faster_whisper(
     tiny_dir: Path, tiny_pt: Path, clips: list[tuple[str, np.ndarray, str]]
 ) -> None:
