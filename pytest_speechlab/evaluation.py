@@ -477,8 +477,10 @@ class CaseResult:
                                       capped=not _local(self.record, "cross_machine_abs"))
             _allowance_sources(self.record, thresholds, widened, "cross-machine", cross_machine)
             thresholds = widened
-        # The tolerances this case was judged with, allowances included: speechlab check re-judges with these.
+        # The tolerances this case was judged with, allowances included, and whether its speed was gated:
+        # speechlab check re-judges with these.
         self.record["thresholds"] = thresholds
+        self.record["rtf_gate"] = bool(rtf_gate)
         if golden is None:
             self.verdict = Verdict("missing")
             self.record["verdict"] = "missing"

@@ -606,6 +606,8 @@ class SpeechlabSession:
             "gate": self.opts.gate or self.cfg.gate,
             "rtf_gate": not self.rtf_gate_off,
             "abs_rtf": self.opts.abs_rtf,
+            "force_rtf": self.opts.force_rtf,
+            "bootstrap": self.cfg.bootstrap,
             "xdist_workers": self.n_workers,
             "update_golden": self.opts.update,
             "shard": self.opts.shard,

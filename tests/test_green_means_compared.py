@@ -271,3 +271,20 @@ def test_a_failing_corpus_is_a_failure_in_pytest_counts_and_junit(fake: FakeProj
     res.stdout.fnmatch_lines(["FAILED speechlab.yaml::corpus[[]ok-cpu-clips[]]*"])
     junit = (fake.path / "junit.xml").read_text(encoding="utf-8")
     assert 'failures="1"' in junit and 'name="corpus[ok-cpu-clips]"' in junit, junit
+
+
+def test_check_and_merge_gate_judge_abs_rtf_as_pytest_did(fake: FakeProject) -> None:
+    """With ``--speechlab-abs-rtf`` pytest failed an RTF x5 that ``speechlab check`` passed (exit 0): check did
+    not read the run's abs-RTF setting.  Now pytest, check and merge --gate give one verdict."""
+    fake.config(models={"ok": {}}, thresholds={"rtf_rel": 0.5})
+    fake.run("--speechlab-update-golden").assert_outcomes(passed=1)
+    golden = json.loads(fake.golden().read_text(encoding="utf-8"))
+    golden["metrics"]["rtf"] = golden["metrics"]["rtf"] / 50  # as if it had run 50x faster on this machine
+    fake.golden().write_text(json.dumps(golden), encoding="utf-8")
+    res = fake.run("--speechlab-abs-rtf", "--speechlab-rtf-gate", "on", "--speechlab-json", "run.json")
+    res.assert_outcomes(failed=1)
+    res.stdout.fnmatch_lines(["*RTF*FAIL*"])
+    rc, out = fake.speechlab("check", str(fake.path / "run.json"))
+    assert rc == 1 and "RTF" in out, out
+    rc, out = fake.speechlab("merge", str(fake.path / "run.json"), "-o", str(fake.path / "m.json"), "--gate")
+    assert rc == 1, out

@@ -78,9 +78,13 @@ def check_case(record: dict[str, Any], case: dict[str, Any], golden_file: Path, 
         verdict = Verdict("missing")
         return verdict, render_failure(case["case"], verdict, golden_file, [], _accept(record, case))
     if rtf_gate is None:
-        rtf_gate = bool(settings.get("rtf_gate", True))
+        # As the run judged this case: a case compared with another device's golden had its speed gate off.
+        rtf_gate = bool(case["rtf_gate"]) if isinstance(case.get("rtf_gate"), bool) else bool(
+            settings.get("rtf_gate", True))
     verdict = judge(golden, case, thresholds, gate=gate, rtf_gate=rtf_gate,
-                    force_rtf=force_rtf or bool(settings.get("force_rtf", False)))
+                    force_rtf=force_rtf or bool(settings.get("force_rtf", False)),
+                    abs_rtf=bool(settings.get("abs_rtf", False)),
+                    bootstrap=int(settings.get("bootstrap") or 2000))
     from ..tolerances import describe
 
     tol = describe(thresholds, case.get("tolerance_sources") or {k: "as recorded" for k in thresholds})
