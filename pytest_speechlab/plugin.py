@@ -551,6 +551,14 @@ def speech_properties() -> Callable[..., Any]:
 # ---- end of session ------------------------------------------------------------------------------
 
 
+def _unfiltered(config: pytest.Config, sess: SpeechlabSession) -> bool:
+    """A full run of the whole matrix (no -k, -m, shard, model/dataset/device filter, no update, every collected
+    case its own): only such a run can tell which goldens nothing compares any more."""
+    o = sess.opts
+    return not (config.option.keyword or config.option.markexpr or o.shard or o.models or o.datasets or o.devices
+                or o.update or config.args and any("::" in a for a in config.args)) and bool(sess.collected)
+
+
 def _report_failed_corpora(session: pytest.Session, corpora: list[dict[str, Any]]) -> None:
     """A chunked corpus is judged after its chunk items have passed: report each failed corpus as a test of its
     own (``speechlab.yaml::corpus[CASE]``), so pytest's counts, ``-r`` summary and JUnit show the failure that
@@ -589,6 +597,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                              shard=sess.opts.shard is not None)
     if sess.coverage.problems and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if _unfiltered(config, sess):
+        from .gate.stale import stale_goldens
+
+        sess.stale = stale_goldens(sess.cfg.golden_dir, [(c.model, c.dataset, c.device) for c in sess.cases()])
     # The run record first: a golden folder that cannot be written must not lose the record too.
     sess.write_records()
     if sess.opts.update:
@@ -646,6 +658,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(f"run record: {sess.opts.json_path}")
     for err in sess.write_errors:
         terminalreporter.write_line(f"speechlab: error: {err}", red=True)
+    for line in sess.stale:
+        terminalreporter.write_line(f"speechlab: note: {line}", yellow=True)
     cov = sess.coverage
     if cov is not None and cov.selected:
         for problem in cov.problems:

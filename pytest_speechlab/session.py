@@ -112,6 +112,8 @@ class SpeechlabSession:
         self.notes: list[str] = []
         #: What the session compared (gate/coverage.py), set at the end of the session.
         self.coverage: Coverage | None = None
+        #: Golden files no case of the configured matrix compares (gate/stale.py), from a full unfiltered run.
+        self.stale: list[str] = []
         self.load_counts: dict[str, int] = {}
         # xdist facts for the run record: dist mode, group policy, worker id, pinned GPU, loads per worker.
         self.xdist: dict[str, Any] = {}

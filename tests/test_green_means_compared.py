@@ -288,3 +288,19 @@ def test_check_and_merge_gate_judge_abs_rtf_as_pytest_did(fake: FakeProject) -> 
     assert rc == 1 and "RTF" in out, out
     rc, out = fake.speechlab("merge", str(fake.path / "run.json"), "-o", str(fake.path / "m.json"), "--gate")
     assert rc == 1, out
+
+
+def test_stale_goldens_are_listed_by_a_full_run_and_check_never_by_a_subset(fake: FakeProject) -> None:
+    """A model deleted from the config, or a device dropped from its list: its goldens were never mentioned."""
+    fake.config(models={"ok": {}, "gone": {}})
+    fake.run("--speechlab-update-golden").assert_outcomes(passed=2)
+    shutil.copyfile(fake.golden(), fake.golden(device="cuda"))  # ok's cuda golden: device no longer listed
+    fake.config(models={"ok": {}})  # "gone" deleted from the config
+    res = fake.run("--speechlab-json", "run.json")
+    res.assert_outcomes(passed=1)
+    res.stdout.fnmatch_lines(["*golden/gone/clips/cpu.json: stale golden (model 'gone' is not in the config)*",
+                              "*golden/ok/clips/cuda.json: stale golden ('ok' no longer runs on device 'cuda')*"])
+    for subset in (["-k", "ok"], ["-m", "cpu"], ["--speechlab-model", "ok"]):
+        assert "stale golden" not in fake.run(*subset).stdout.str(), subset
+    rc, out = fake.speechlab("check", str(fake.path / "run.json"), "--stale")
+    assert rc == 0 and "golden/gone/clips/cpu.json: stale golden" in out, out

@@ -47,6 +47,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--require-device", action="append", default=None, metavar="DEV",
                    help="fail unless at least one case on DEV was compared with a golden (repeatable): a GPU job "
                         "whose device did not run is not green")
+    p.add_argument("--stale", action="store_true",
+                   help="also list golden files that no case of the config's matrix compares any more (a model, "
+                        "dataset or device removed from speechlab.yaml); the config is the one the run recorded")
     p.set_defaults(func=run_check)
 
 
@@ -117,6 +120,22 @@ def _refusals(args: argparse.Namespace, record: dict[str, Any]) -> tuple[list[st
     return refused, cov, expected
 
 
+def _stale(record: dict[str, Any]) -> list[str]:
+    """Stale goldens of the config the run recorded (gate/stale.py), or why they cannot be listed."""
+    from ..config import ConfigError, load_config
+    from ..gate.stale import stale_goldens
+    from ..session import Options, SpeechlabSession
+
+    path = Path((record.get("settings") or {}).get("config") or "speechlab.yaml")
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        return [f"stale goldens not listed: {exc}"]
+    sess = SpeechlabSession(cfg, Options(), path.parent)
+    lines = stale_goldens(cfg.golden_dir, [(c.model, c.dataset, c.device) for c in sess.cases()])
+    return lines or [f"no stale golden under {cfg.golden_dir}"]
+
+
 def run_check(args: argparse.Namespace) -> int:
     """Gate every ran case of the record; print one block per failing case and a closing count."""
     try:
@@ -183,6 +202,9 @@ def run_check(args: argparse.Namespace) -> int:
         else:
             print(block)
             passed += 1
+    if getattr(args, "stale", False):
+        for line in _stale(record):
+            print(f"speechlab check: note: {line}")
     print(f"speechlab check: {passed} passed, {len(failed)} failed, {skipped} skipped ({gate} gate, {args.run})")
     print(cov.line())
     return 1 if failed or refused else 0
