@@ -136,6 +136,50 @@ def _stale(record: dict[str, Any]) -> list[str]:
     return lines or [f"no stale golden under {cfg.golden_dir}"]
 
 
+def _judge_row(args: argparse.Namespace, record: dict[str, Any], case: dict[str, Any], gate: str,
+               expected: list[str]) -> str:
+    """Judge one row of the record, print its block; returns passed | failed | skipped | reported (a chunk, judged
+    by its corpus row; an experimental case, not gated)."""
+    cid = case["case"]
+    experimental = case.get("stage") == "experimental"
+    if case["status"] == "skipped":
+        unexpected = skipped_with_golden(case, _golden_file(args, case), expected)
+        if unexpected:
+            print(unexpected)
+            return "failed"
+        print(f"{cid}: skipped: {case.get('reason', '')}" + (" (expected)" if case.get("expected_skip") else ""))
+        return "skipped"
+    if case.get("verdict") == "chunk" and case["status"] == "ran":
+        print(f"{cid}: a chunk of {case.get('corpus')}: judged by its corpus row")
+        return "reported"
+    if case.get("verdict") == "partial":
+        print(f"{cid}: {case.get('reason') or 'partial'}")
+        return "failed"  # a shard's part of a chunked case never passes a gate on its own
+    problem = case_problem(case)
+    if case["status"] != "ran" or problem:
+        print(f"{cid}: {problem or case['status'] + ': ' + str(case.get('reason', ''))}")
+        return "reported" if experimental else "failed"
+    if case.get("verdict") == "accepted":
+        print(f"{cid}: accepted (a new golden was written; nothing was compared)")
+        return "failed"
+    if case.get("task", "asr") not in ("asr", "tts"):
+        # Tasks without a golden baseline (the chat smoke) carry their own verdict: report it as recorded.
+        verdict_text = str(case.get("verdict") or "ran")
+        print(f"{cid}: {verdict_text} (as recorded; this task has no golden baseline)")
+        return "failed" if verdict_text.startswith("fail") and not experimental else "passed"
+    try:
+        rtf_gate = None if args.rtf_gate == "recorded" else args.rtf_gate == "on"
+        verdict, block = check_case(record, case, _golden_file(args, case), gate, args.force_rtf, rtf_gate)
+    except GoldenError as exc:
+        print(f"{cid}: {exc}")
+        return "failed"
+    if verdict.failed and experimental:
+        print(block + f"\n  ({cid} is experimental: reported, not gated)")
+        return "reported"
+    print(block)
+    return "failed" if verdict.failed else "passed"
+
+
 def run_check(args: argparse.Namespace) -> int:
     """Gate every ran case of the record; print one block per failing case and a closing count."""
     try:
@@ -144,64 +188,13 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"speechlab check: {exc}")
         return 2
     gate = args.gate or (record.get("settings") or {}).get("gate") or "strict"
-    failed: list[str] = []
-    passed = skipped = 0
     refused, cov, expected = _refusals(args, record)
     for line in refused:
         print(f"speechlab check: {line}")
-    for case in record["cases"]:
-        cid = case["case"]
-        experimental = case.get("stage") == "experimental"
-        if case["status"] == "skipped":
-            unexpected = skipped_with_golden(case, _golden_file(args, case), expected)
-            if unexpected:
-                print(unexpected)
-                failed.append(cid)
-                continue
-            skipped += 1
-            print(f"{cid}: skipped: {case.get('reason', '')}" + (" (expected)" if case.get("expected_skip") else ""))
-            continue
-        if case.get("verdict") == "chunk" and case["status"] == "ran":
-            print(f"{cid}: a chunk of {case.get('corpus')}: judged by its corpus row")
-            continue
-        if case.get("verdict") == "partial":
-            print(f"{cid}: {case.get('reason') or 'partial'}")
-            failed.append(cid)  # a shard's part of a chunked case never passes a gate on its own
-            continue
-        problem = case_problem(case)
-        if case["status"] != "ran" or problem:
-            print(f"{cid}: {problem or case['status'] + ': ' + str(case.get('reason', ''))}")
-            if not experimental:
-                failed.append(cid)
-            continue
-        if case.get("verdict") == "accepted":
-            print(f"{cid}: accepted (a new golden was written; nothing was compared)")
-            failed.append(cid)
-            continue
-        if case.get("task", "asr") not in ("asr", "tts"):
-            # Tasks without a golden baseline (the chat smoke) carry their own verdict: report it as recorded.
-            verdict_text = str(case.get("verdict") or "ran")
-            print(f"{cid}: {verdict_text} (as recorded; this task has no golden baseline)")
-            if verdict_text.startswith("fail") and not experimental:
-                failed.append(cid)
-            else:
-                passed += 1
-            continue
-        try:
-            rtf_gate = None if args.rtf_gate == "recorded" else args.rtf_gate == "on"
-            verdict, block = check_case(record, case, _golden_file(args, case), gate, args.force_rtf, rtf_gate)
-        except GoldenError as exc:
-            print(f"{cid}: {exc}")
-            failed.append(cid)
-            continue
-        if verdict.failed and experimental:
-            print(block + f"\n  ({cid} is experimental: reported, not gated)")
-        elif verdict.failed:
-            print(block)
-            failed.append(cid)
-        else:
-            print(block)
-            passed += 1
+    outcome = {case["case"]: _judge_row(args, record, case, gate, expected) for case in record["cases"]}
+    failed = [cid for cid, o in outcome.items() if o == "failed"]
+    passed = sum(o == "passed" for o in outcome.values())
+    skipped = sum(o == "skipped" for o in outcome.values())
     if getattr(args, "stale", False):
         for line in _stale(record):
             print(f"speechlab check: note: {line}")

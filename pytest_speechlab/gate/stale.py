@@ -16,7 +16,7 @@ def stale_goldens(golden_dir: Path, matrix: Iterable[tuple[str, str, str]]) -> l
     cells = set(matrix)
     models = {m for m, _, _ in cells}
     datasets = {(m, d) for m, d, _ in cells}
-    out = []
+    out: list[str] = []
     root = Path(golden_dir)
     if not root.is_dir():
         return out
