@@ -189,6 +189,22 @@ def gpu_capability() -> str | None:
     return str(cap) if cap else None
 
 
+#: The keys of a ``kernels`` block (kernels.py) that say which kernels ran; ``env`` and ``runtime`` are context.
+SELECTED_KERNEL_KEYS = ("ct2_isa", "ct2_mkl", "ct2_gemm_s8", "ct2_sgemm", "onednn_isa", "torch_cpu_capability")
+
+
+def kernel_difference(golden: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """How two ``kernels`` blocks differ in what ran: one phrase per key both report, empty when they agree."""
+    out = []
+    for key in SELECTED_KERNEL_KEYS:
+        g, n = golden.get(key), now.get(key)
+        if g is not None and n is not None and g != n:
+            out.append(f"{key.replace('_', ' ')}: golden {g!r}, now {n!r}")
+    if out and isinstance(now.get("env"), dict) and now["env"]:
+        out[-1] += " (set here: " + ", ".join(f"{k}={v}" for k, v in now["env"].items()) + ")"
+    return out
+
+
 MACHINE_CLASS_KEYS = ("device_name", "gpu_capability", "cpu_model", "cpu_flags", "kernels")
 
 
@@ -207,8 +223,6 @@ def machine_difference(golden: dict[str, object], now: dict[str, object]) -> lis
             out.append("CPU features differ: " + "; ".join(parts))
         elif key == "kernels":
             if isinstance(g, dict) and isinstance(n, dict):
-                from .kernels import kernel_difference
-
                 out.extend(f"kernels differ: {d}" for d in kernel_difference(g, n))
         else:
             out.append(f"{key.replace('_', ' ')}: golden {g!r}, now {n!r}")

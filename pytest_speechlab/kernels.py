@@ -25,14 +25,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .devices import kernel_difference as kernel_difference  # re-exported: the comparison lives with the fingerprint
+
 #: Environment variables that change which kernels a runtime selects, per runtime.
 KNOBS: dict[str, tuple[str, ...]] = {
     "ctranslate2": ("CT2_FORCE_CPU_ISA", "CT2_USE_MKL", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
                     "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR"),
     "torch": ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR"),
 }
-#: The keys that say which kernels ran (compared between a golden and a run); ``env`` and ``runtime`` are context.
-SELECTED_KEYS = ("ct2_isa", "ct2_mkl", "ct2_gemm_s8", "ct2_sgemm", "onednn_isa", "torch_cpu_capability")
 
 _PROBE = r"""
 import sys
@@ -118,16 +118,4 @@ def torch_kernels(torch: Any) -> dict[str, Any]:
         out["probe_error"] = f"torch.backends.cpu.get_cpu_capability() failed: {exc}"
     if env:
         out["env"] = env
-    return out
-
-
-def kernel_difference(golden: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """How two ``kernels`` blocks differ in what ran: one phrase per key both report, empty when they agree."""
-    out = []
-    for key in SELECTED_KEYS:
-        g, n = golden.get(key), now.get(key)
-        if g is not None and n is not None and g != n:
-            out.append(f"{key.replace('_', ' ')}: golden {g!r}, now {n!r}")
-    if out and now.get("env"):
-        out[-1] += " (set here: " + ", ".join(f"{k}={v}" for k, v in now["env"].items()) + ")"
     return out

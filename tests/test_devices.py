@@ -196,12 +196,21 @@ def test_mps_that_cannot_allocate_skips_saying_why(torch_project: pytest.Pyteste
 def test_first_run_on_a_new_device_compares_with_the_cpu_golden(
     torch_project: pytest.Pytester, fake_mac: dict[str, Any]
 ) -> None:
-    """Only a cpu golden exists: the mps case compares accuracy with it (cross-device tolerance), says so in
-    its line, does not compare speed, and names the command that records its own golden."""
+    """Only a cpu golden exists: the mps case compares accuracy with it, says so in its line, does not compare
+    speed, and names the command that records its own golden.  The cross-device allowance from the defaults stops
+    at the stage ceiling (issue 24: +0.0000 for a candidate at +0.02, so one word of 36 fails); the model's own
+    ``cross_device_abs`` is a deliberate choice that may loosen it, and the note says which allowance applied."""
     p = torch_project
     p.runpytest("-p", "no:cacheprovider", "-m", "cpu", "--speechlab-update-golden").assert_outcomes(passed=1)
+    res = p.runpytest("-p", "no:cacheprovider", "-m", "mps")
+    res.assert_outcomes(failed=1)  # WER +0.0278 (1 of 36 words): over wer_abs 0.02, and the default allowance is capped
+    res.stdout.fnmatch_lines(["*WER +0.0200 (stage candidate; + cross-device allowance +0.0000, capped by the stage "
+                              "candidate ceiling (asked +0.0200))*"])
+    p.path.joinpath("speechlab.yaml").write_text(
+        CONFIG.replace("    devices: [cpu, mps]\n",
+                       "    devices: [cpu, mps]\n    thresholds: {cross_device_abs: 0.02}\n"), encoding="utf-8")
     res = p.runpytest("-p", "no:cacheprovider", "-m", "mps", "--speechlab-json", "run.json")
-    res.assert_outcomes(passed=1)  # WER +0.0278 (1 of 36 words): over wer_abs 0.02, within + cross_device_abs 0.02
+    res.assert_outcomes(passed=1)  # within + the model's own cross_device_abs 0.02
     case = json.loads((p.path / "run.json").read_text(encoding="utf-8"))["cases"][0]
     assert case["golden_device"] == "cpu" and case["verdict"] == "pass"
     assert case["metrics"]["wer"] == pytest.approx(1 / 36)

@@ -338,13 +338,19 @@ def test_improvement_passes_and_says_so(project: SpeechProject) -> None:
     project.run("--speechlab-update-golden").assert_outcomes(passed=1)
 
     def worse_golden(data: dict[str, Any]) -> None:
-        data["metrics"]["wer"] += 0.1
-        data["metrics"]["cer"] += 0.1
+        # one more word and four more characters wrong per utterance, pooled as the plugin pools them (a golden
+        # whose pooled numbers contradict its own rows is refused as edited: gate/sense.py)
+        for u in data["utterances"]:
+            u["word_errors"] += 1
+            u["char_errors"] += 4
+        rows = data["utterances"]
+        data["metrics"]["wer"] = sum(u["word_errors"] for u in rows) / sum(u["ref_words"] for u in rows)
+        data["metrics"]["cer"] = sum(u["char_errors"] for u in rows) / sum(u["ref_chars"] for u in rows)
 
     project.edit_golden(worse_golden)
     result = project.run()
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines([f"{CASE} *WER -0.1000, CER -0.1000, RTF x*improved"])
+    result.stdout.fnmatch_lines([f"{CASE} *WER -0.1250, CER -0.0976, RTF x*improved"])  # 1 of 8 words, 4 of 41 chars
 
 
 def test_normaliser_mismatch_fails(project: SpeechProject) -> None:
