@@ -7,7 +7,6 @@ the dataset, absolute-RTF gating.  ``speechlab merge --gate`` runs ``check``'s j
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
