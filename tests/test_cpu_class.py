@@ -20,10 +20,20 @@ import pytest
 from _support import FW_MISSING
 
 from pytest_speechlab.devices import machine_difference
-from pytest_speechlab.kernels import kernel_difference, parse_ct2_log
+from pytest_speechlab.kernels import KNOBS, kernel_difference, parse_ct2_log
 
 REPO = Path(__file__).resolve().parent.parent
 EMULATE = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+#: Every kernel-selecting variable: a suite that itself runs emulated (CT2_USE_MKL=1 ...) must not leak it into the
+#: subprocesses that compare "here" with the emulated class.
+ALL_KNOBS = {k for knobs in KNOBS.values() for k in knobs}
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ALL_KNOBS and k not in ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER")}
+    env.update(extra)
+    return env
 
 CT2_LOG = """\
 [ct2] [info] CPU: AuthenticAMD (SSE4.1=true, AVX=true, AVX2=true)
@@ -65,8 +75,7 @@ def test_the_probe_reports_what_ctranslate2_selected_under_an_emulated_class(tmp
             "print(json.dumps(ctranslate2_kernels(bundled_ct2_dir('tiny.en'), 'int8')))")
     out = {}
     for name, extra in (("here", {}), ("avx2", EMULATE)):
-        env = {k: v for k, v in os.environ.items() if k not in EMULATE}
-        env.update({"SPEECHLAB_CACHE": str(tmp_path / name), **extra})
+        env = _clean_env(SPEECHLAB_CACHE=str(tmp_path / name), **extra)
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
                               check=False)
         assert proc.returncode == 0, proc.stderr
@@ -85,8 +94,7 @@ def test_model_output_tests_and_the_smoke_goldens_hold_on_an_emulated_cpu_class(
     oneDNN kernels are another class's.  The smoke case must pass through the cross-machine rule (its
     transcript of smoke-01 changes case: "The weather"), naming the kernel difference, with speed not compared."""
     record = tmp_path / "run.json"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER")}
-    env.update(EMULATE)
+    env = _clean_env(**EMULATE)
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-m", "model_output or smoke",
            "-k", "model_output or fw-tiny-en-cpu-smoke and not snr", "--speechlab-json", str(record),
            "--speechlab-rounds", "1", "tests", "speechlab.yaml"]
