@@ -112,6 +112,13 @@ class FakeProject:
     def golden(self, model: str = "ok", dataset: str = "clips", device: str = "cpu") -> Path:
         return self.path / "golden" / model / dataset / f"{device}.json"
 
+    def edit_golden(self, change: Any, model: str = "ok", dataset: str = "clips", device: str = "cpu") -> None:
+        """Apply ``change(dict)`` to a golden file and write it back (as conftest's SpeechProject.edit_golden)."""
+        path = self.golden(model, dataset, device)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        change(data)
+        path.write_text(json.dumps(data), encoding="utf-8")
+
     def record(self, name: str = "run.json") -> dict[str, Any]:
         data: dict[str, Any] = json.loads((self.path / name).read_text(encoding="utf-8"))
         return data

@@ -20,6 +20,15 @@ def _cases(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["case"]: c for c in record["cases"]}
 
 
+def _chunked_golden(fake: FakeProject, text: str) -> None:
+    """A four-clip dataset in two chunks whose references read ``text`` (the fake hears "hello there"), golden
+    recorded."""
+    rows = [{"audio_filepath": "a.wav", "text": text, "id": f"x{i}"} for i in range(3)]
+    manifest = fake.dataset(rows=rows)
+    fake.config(models={"ok": {}}, datasets={"clips": {"manifest": manifest, "normalizer": "basic", "chunks": 2}})
+    fake.run("--speechlab-update-golden").assert_outcomes(passed=2)
+
+
 @pytest.mark.parametrize("xdist", XDIST)
 def test_a_session_where_every_case_skipped_is_not_green(fake: FakeProject, xdist: list[str]) -> None:
     """``pytest -m cuda`` where the device is absent: every selected case skips, nothing was compared: exit 1
@@ -126,10 +135,7 @@ def test_a_chat_case_that_passed_its_checks_counts_as_compared() -> None:
 
 def test_partial_corpus_under_k_is_not_green(fake: FakeProject) -> None:
     """``-k`` selecting one chunk of a chunked dataset: the corpus is partial, never a pass (was exit 0)."""
-    rows = [{"audio_filepath": "a.wav", "text": "hello there", "id": f"x{i}"} for i in range(3)]
-    manifest = fake.dataset(rows=rows)
-    fake.config(models={"ok": {}}, datasets={"clips": {"manifest": manifest, "normalizer": "basic", "chunks": 2}})
-    fake.run("--speechlab-update-golden").assert_outcomes(passed=2)
+    _chunked_golden(fake, "hello there")
     res = fake.run("-k", "1/2", "--speechlab-json", "run.json")
     res.assert_outcomes(passed=1)
     assert res.ret == pytest.ExitCode.TESTS_FAILED
@@ -182,9 +188,10 @@ def test_a_golden_that_contradicts_its_own_rows_is_invalid_not_improved(fake: Fa
     pytest and in ``speechlab check`` alike."""
     fake.config(models={"ok": {}})
     fake.run("--speechlab-update-golden").assert_outcomes(passed=1)
-    golden = json.loads(fake.golden().read_text(encoding="utf-8"))
-    golden["metrics"]["wer"] = wer
-    fake.golden().write_text(json.dumps(golden), encoding="utf-8")
+    def edit(g: dict[str, Any]) -> None:
+        g["metrics"]["wer"] = wer
+
+    fake.edit_golden(edit)
     res = fake.run("--speechlab-json", "run.json")
     res.assert_outcomes(failed=1)
     res.stdout.fnmatch_lines(["*ok-cpu-clips: golden invalid*",
@@ -197,10 +204,11 @@ def test_a_golden_that_contradicts_its_own_rows_is_invalid_not_improved(fake: Fa
 def test_a_golden_without_rows_says_drift_cannot_be_checked(fake: FakeProject) -> None:
     fake.config(models={"ok": {}})
     fake.run("--speechlab-update-golden").assert_outcomes(passed=1)
-    golden = json.loads(fake.golden().read_text(encoding="utf-8"))
-    golden["utterances"] = []
-    golden["metrics"]["wer"] = 0.5  # would read as "improved" against a run at 0.0
-    fake.golden().write_text(json.dumps(golden), encoding="utf-8")
+    def edit(g: dict[str, Any]) -> None:
+        g["utterances"] = []
+        g["metrics"]["wer"] = 0.5  # would read as "improved" against a run at 0.0
+
+    fake.edit_golden(edit)
     res = fake.run("--speechlab-json", "run.json", "-rA")
     res.assert_outcomes(passed=1)
     case = _cases(fake.record())["ok-cpu-clips"]
@@ -220,10 +228,11 @@ def test_a_global_allowance_cannot_loosen_the_stage_ceiling(fake: FakeProject) -
                     encoding="utf-8")
     fake.config(models={"ok": {"stage": "production"}}, thresholds={"cross_machine_abs": 1.0})
     fake.run("--speechlab-update-golden").assert_outcomes(passed=1)
-    golden = json.loads(fake.golden().read_text(encoding="utf-8"))
-    golden["machine"]["cpu_model"] = "Some Other CPU"  # recorded on another machine class
-    golden["metrics"]["wer"] = 0.0  # as if it had been 0.5 better there (stricter than its rows: a note)
-    fake.golden().write_text(json.dumps(golden), encoding="utf-8")
+    def edit(g: dict[str, Any]) -> None:
+        g["machine"]["cpu_model"] = "Some Other CPU"  # recorded on another machine class
+        g["metrics"]["wer"] = 0.0  # as if it had been 0.5 better there (stricter than its rows: a note)
+
+    fake.edit_golden(edit)
     res = fake.run("--speechlab-json", "run.json")
     res.assert_outcomes(failed=1)
     res.stdout.fnmatch_lines(["*is worse than its golden baseline (WER)*",
@@ -258,13 +267,11 @@ def test_widen_accuracy_caps_at_the_ceiling_unless_local() -> None:
 
 def test_a_failing_corpus_is_a_failure_in_pytest_counts_and_junit(fake: FakeProject) -> None:
     """Every chunk passes, the corpus fails: pytest said "2 passed" and JUnit ``failures="0"``."""
-    rows = [{"audio_filepath": "a.wav", "text": "goodbye there", "id": f"x{i}"} for i in range(3)]
-    manifest = fake.dataset(rows=rows)
-    fake.config(models={"ok": {}}, datasets={"clips": {"manifest": manifest, "normalizer": "basic", "chunks": 2}})
-    fake.run("--speechlab-update-golden").assert_outcomes(passed=2)
-    golden = json.loads(fake.golden().read_text(encoding="utf-8"))
-    golden["metrics"]["wer"] = 0.0  # stricter than its rows: the corpus is now worse than its golden
-    fake.golden().write_text(json.dumps(golden), encoding="utf-8")
+    _chunked_golden(fake, "goodbye there")
+    def edit(g: dict[str, Any]) -> None:
+        g["metrics"]["wer"] = 0.0  # stricter than its rows: the corpus is now worse than its golden
+
+    fake.edit_golden(edit)
     res = fake.run("--junitxml", "junit.xml")
     res.assert_outcomes(passed=2, failed=1)
     assert res.ret == pytest.ExitCode.TESTS_FAILED
@@ -278,9 +285,10 @@ def test_check_and_merge_gate_judge_abs_rtf_as_pytest_did(fake: FakeProject) -> 
     not read the run's abs-RTF setting.  Now pytest, check and merge --gate give one verdict."""
     fake.config(models={"ok": {}}, thresholds={"rtf_rel": 0.5})
     fake.run("--speechlab-update-golden").assert_outcomes(passed=1)
-    golden = json.loads(fake.golden().read_text(encoding="utf-8"))
-    golden["metrics"]["rtf"] = golden["metrics"]["rtf"] / 50  # as if it had run 50x faster on this machine
-    fake.golden().write_text(json.dumps(golden), encoding="utf-8")
+    def edit(g: dict[str, Any]) -> None:
+        g["metrics"]["rtf"] = g["metrics"]["rtf"] / 50  # as if it had run 50x faster on this machine
+
+    fake.edit_golden(edit)
     res = fake.run("--speechlab-abs-rtf", "--speechlab-rtf-gate", "on", "--speechlab-json", "run.json")
     res.assert_outcomes(failed=1)
     res.stdout.fnmatch_lines(["*RTF*FAIL*"])
