@@ -7,6 +7,37 @@ from typing import Any
 
 from pytest_speechlab.backends import MissingExtraError, get_backend
 
+#: ``PYTEST_ADDOPTS`` of every pytest process this suite starts (pytester sessions, subprocess sessions, their xdist
+#: workers): hypothesis's pytest plugin imports all of hypothesis at the end of each session (about 1.1 s of CPU on
+#: the 2-vCPU VM, ``python -X importtime``) and no inner session uses it (issue 26).
+INNER_ADDOPTS = "-p no:hypothesispytest"
+
+
+def inner_env(base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """An environment for a pytest subprocess: ``base`` (default ``os.environ``) without the outer session's
+    ``PYTEST_ADDOPTS`` / xdist worker variables, with :data:`INNER_ADDOPTS`, plus ``extra``."""
+    import os
+
+    env = {k: v for k, v in (os.environ if base is None else base).items()
+           if k != "PYTEST_ADDOPTS" and not k.startswith("PYTEST_XDIST")}
+    env["PYTEST_ADDOPTS"] = INNER_ADDOPTS
+    env.update(extra)
+    return env
+
+
+def real_model(missing: object = None, reason: str | None = None) -> Any:
+    """Decorator for a test that loads a real model (in-process or in a subprocess): marker ``real_model`` (left
+    out of the quick tier, ``-m "not slow and not real_model"``), skipped with ``reason`` when ``missing`` is
+    truthy (what cannot run here)."""
+
+    def apply(obj: Any) -> Any:
+        import pytest
+
+        obj = pytest.mark.real_model(obj)
+        return pytest.mark.skipif(bool(missing), reason=reason or str(missing))(obj)
+
+    return apply
+
 
 def fw_missing() -> str | None:
     """Why the real faster-whisper tiny.en cannot run here (the extra or its bundled weights), or None."""

@@ -124,6 +124,7 @@ def _worktrees(root: Path) -> list[str]:
     return out.splitlines()
 
 
+@pytest.mark.slow
 def test_a_slower_working_tree_fails_and_an_unchanged_one_passes(repo: Path) -> None:
     """The model's code doubled in the working tree (uncommitted): FAIL with the ratio, exit 1.  The same code
     on both sides: pass, exit 0.  Each run is a fresh pytest process; the base's worktree is removed."""
@@ -146,6 +147,7 @@ def test_a_slower_working_tree_fails_and_an_unchanged_one_passes(repo: Path) -> 
     assert len(_worktrees(repo)) == 1, _worktrees(repo)  # the temporary base worktree is gone
 
 
+@pytest.mark.slow
 def test_a_case_that_crashes_here_fails_even_without_a_time(repo: Path) -> None:
     """An error is never a pass: the base ran the case, the working tree's model raises."""
     (repo / "mymodel.py").write_text(MYMODEL.format(slowdown=0.0) + "\ndef transcribe(audio):\n    raise "
@@ -200,6 +202,7 @@ def test_compare_takes_the_median_of_the_pairs_and_never_passes_an_error() -> No
     assert rows["f"]["verdict"] == "not compared" and rows["f"]["note"].startswith("base absent")  # new here
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is POSIX")
 def test_a_cancelled_run_removes_the_base_worktree(repo: Path) -> None:
     """A CI job cancelled mid-run (SIGTERM): exit 130 with a message, no worktree or run left behind."""

@@ -129,6 +129,7 @@ def formats_record(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[s
     return {r["id"]: r for r in case["utterances"]}
 
 
+@pytest.mark.real_model
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_audio_format_loads_and_transcribes(formats_record: dict[str, dict[str, Any]], fmt: str) -> None:
     """8 kHz, 44.1 kHz, stereo, 24-bit, float WAV and FLAC are read, downmixed, resampled and recognised."""

@@ -10,7 +10,7 @@ from _support import FW_MISSING
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(FW_MISSING is not None, reason=str(FW_MISSING))
+pytestmark = [pytest.mark.real_model, pytest.mark.skipif(FW_MISSING is not None, reason=str(FW_MISSING))]
 
 
 def test_transcribe_batch_matches_sequential_and_timing_is_split_by_length() -> None:

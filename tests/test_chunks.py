@@ -232,6 +232,7 @@ def test_a_crashed_chunk_makes_the_corpus_an_error_not_a_partial_pass(
     assert "every chunk is needed" in row["reason"] and "chunkfake exploded" in row["reason"]
 
 
+@pytest.mark.slow
 def test_n0_n2_and_two_shards_merged_give_one_and_the_same_corpus_verdict(chunked: Any) -> None:
     assert chunked.run("--speechlab-update-golden").ret == 0
     golden = chunked.golden("m", "big").read_bytes()
@@ -274,6 +275,7 @@ def test_n0_n2_and_two_shards_merged_give_one_and_the_same_corpus_verdict(chunke
     assert rc != 0, out
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_mid_chunk_makes_the_corpus_an_error(chunked: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     assert chunked.run("--speechlab-update-golden").ret == 0
     monkeypatch.setenv("CHUNKFAKE_EXIT", str(int(16000 * 0.4)))  # clip c0: chunk 1

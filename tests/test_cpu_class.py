@@ -11,13 +11,12 @@ under that emulation, so a new test that hard-codes this machine's transcript fa
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from _support import FW_MISSING
+from _support import FW_MISSING, inner_env
 
 from pytest_speechlab.devices import machine_difference
 from pytest_speechlab.kernels import KNOBS, kernel_difference, parse_ct2_log
@@ -30,8 +29,7 @@ ALL_KNOBS = {k for knobs in KNOBS.values() for k in knobs}
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ALL_KNOBS and k not in ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER")}
+    env = {k: v for k, v in inner_env().items() if k not in ALL_KNOBS}
     env.update(extra)
     return env
 
@@ -67,6 +65,7 @@ def test_a_kernel_difference_is_a_machine_class_difference() -> None:
     assert kernel_difference({"probe_error": "probe exited 1"}, there["kernels"]) == []
 
 
+@pytest.mark.real_model
 @pytest.mark.skipif(FW_MISSING is not None, reason=f"needs the faster-whisper extra: {FW_MISSING}")
 def test_the_probe_reports_what_ctranslate2_selected_under_an_emulated_class(tmp_path: Path) -> None:
     """The real probe, here and with oneDNN capped at AVX2 (fresh cache folders: no cached answer)."""
@@ -88,6 +87,7 @@ def test_the_probe_reports_what_ctranslate2_selected_under_an_emulated_class(tmp
     assert len(cached) == 1  # once per machine, runtime and environment
 
 
+@pytest.mark.real_model
 @pytest.mark.skipif(FW_MISSING is not None, reason=f"needs the faster-whisper extra: {FW_MISSING}")
 def test_model_output_tests_and_the_smoke_goldens_hold_on_an_emulated_cpu_class(tmp_path: Path) -> None:
     """The guard: the tests marked ``model_output`` and the bundled fw smoke case, in a pytest process whose

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _support import FW_MISSING
+from _support import FW_MISSING, inner_env, real_model
 
 from pytest_speechlab.commands.cli import main
 from pytest_speechlab.metrics import bootstrap_delta
@@ -28,7 +27,7 @@ BENCH = ROOT / "fixtures" / "bench"
 SMOKE = ROOT / "fixtures" / "smoke"
 
 HAVE_FW = FW_MISSING is None
-needs_fw = pytest.mark.skipif(not HAVE_FW, reason=str(FW_MISSING))
+needs_fw = real_model(not HAVE_FW, str(FW_MISSING))
 
 # A test backend: faster-whisper whose output is damaged for the utterances named in $SPEECHLAB_TEST_CORRUPT
 # (substrings of the hypothesis, so the damage follows the content, not the file order).  The damage (the last
@@ -113,9 +112,8 @@ def _manifest(path: Path, rows: list[dict[str, Any]], folder: Path) -> Path:
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("GITHUB_STEP_SUMMARY", "PYTEST_ADDOPTS") and not k.startswith("PYTEST_XDIST")}
-    env.update(extra)
+    env = inner_env(**extra)
+    env.pop("GITHUB_STEP_SUMMARY", None)
     return env
 
 

@@ -10,14 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from _support import FW_MISSING
+from _support import FW_MISSING, real_model
 
 from pytest_speechlab.backends import get_backend
 from pytest_speechlab.backends.base import BackendError, ModelSpec
 from pytest_speechlab.golden import compare
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_fw = pytest.mark.skipif(FW_MISSING is not None, reason=str(FW_MISSING))
+needs_fw = real_model(FW_MISSING)
 
 
 def _spec(backend: str = "faster-whisper", **options: Any) -> ModelSpec:
@@ -206,6 +206,7 @@ def test_temperature_fallback_is_seeded_and_recorded() -> None:
     assert len(outputs) > 1, "sampling gave one transcript for 20 seeds: the test audio proves nothing"
 
 
+@pytest.mark.real_model
 def test_openai_whisper_fallback_is_seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("whisper", reason="openai-whisper is not installed (extra: whisper)")
     model = get_backend("openai-whisper").load(_spec("openai-whisper"), "cpu")

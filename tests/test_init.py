@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _support import FW_MISSING
+from _support import FW_MISSING, real_model
 
 from pytest_speechlab.commands.cli import main
 from pytest_speechlab.config import load_config
@@ -86,7 +86,7 @@ def test_written_workflow_is_valid(tmp_path: Path) -> None:
     assert "uv run pytest speechlab.yaml" in wf.read_text(encoding="utf-8")
 
 
-@pytest.mark.skipif(FW_MISSING is not None, reason=str(FW_MISSING))
+@real_model(FW_MISSING)
 def test_init_then_record_then_gate(pytester: pytest.Pytester, _native_modules_loaded: None) -> None:
     """The user's first five minutes, for real: init, record, run green, edit a transcript, see the failure."""
     assert main(["init", "--dir", str(pytester.path)]) == 0

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _support import real_model
 
 from pytest_speechlab.backends import get_backend
 from pytest_speechlab.backends.base import ASRModel, BackendError, ModelSpec, TTSModel
@@ -32,9 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "fixtures" / "smoke"
 
 HAVE_LFM = sys.version_info >= (3, 12) and importlib.util.find_spec("liquid_audio") is not None
-needs_lfm = pytest.mark.skipif(
+needs_lfm = real_model(
     not HAVE_LFM,
-    reason="liquid-audio needs Python >= 3.12 and the 'lfm' extra (uv sync --extra lfm); "
+    "liquid-audio needs Python >= 3.12 and the 'lfm' extra (uv sync --extra lfm); "
     f"this is Python {sys.version_info.major}.{sys.version_info.minor}"
     + ("" if importlib.util.find_spec("liquid_audio") else " without liquid_audio installed"),
 )

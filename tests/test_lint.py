@@ -68,6 +68,7 @@ def test_collecting_the_matrix_pulls_in_no_heavy_library() -> None:
     assert heavy == [], proc.stdout
 
 
+@pytest.mark.slow
 def test_mypy_clean() -> None:
     """The package type-checks (config in pyproject.toml [tool.mypy])."""
     pytest.importorskip("mypy", reason="mypy is in the dev dependency group: uv sync")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from _fake import FakeProject
-from _support import FW_MISSING
+from _support import FW_MISSING, real_model
 
 from pytest_speechlab import longform
 from pytest_speechlab.datasets import load_audio, load_dataset
@@ -233,7 +233,7 @@ def test_bad_longform_names_file_and_key(fake: FakeProject, bad: Any, key: str, 
     assert f"speechlab.yaml: datasets.clips.{key}: " in out and message in out, out
 
 
-@pytest.mark.skipif(FW_MISSING is not None, reason=FW_MISSING or "")
+@real_model(FW_MISSING)
 def test_fw_tiny_en_segment_starts_on_a_built_recording(tmp_path: Path) -> None:
     """The real model on the builder's recording (the smoke clips x2 with 0.5 s gaps, ~33 s: two 30 s windows):
     its segment starts land on the known utterance starts."""
@@ -256,7 +256,7 @@ def test_fw_tiny_en_segment_starts_on_a_built_recording(tmp_path: Path) -> None:
     assert m["ts_start_median_ms"] < 100 and m["ts_start_p95_ms"] < 200, m
 
 
-@pytest.mark.skipif(bool(FW_MISSING), reason=f"Silero VAD comes with faster-whisper: {FW_MISSING}")
+@real_model(FW_MISSING, f"Silero VAD comes with faster-whisper: {FW_MISSING}")
 def test_words_over_vad_nonspeech_in_a_long_recording_are_flagged() -> None:
     """Real speech, 3 s of silence, real speech: a segment whose words lie in the silence (what Whisper writes
     into pauses: "Thank you for watching") is flagged by Silero VAD; segments over the speech are not."""

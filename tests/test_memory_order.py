@@ -84,6 +84,7 @@ def _memory(p: pytest.Pytester, *args: str) -> dict[str, Any]:
     return {c["model"]: c["metrics"].get("case_peak_rss_mb") for c in json.loads(out.read_text("utf-8"))["cases"]}
 
 
+@pytest.mark.real_model
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-case memory is measured on Linux only")
 def test_case_memory_does_not_depend_on_which_model_imported_the_runtime_first(pytester: pytest.Pytester) -> None:
     tone_dataset(pytester.path / "data", (1.0,), "hello world")

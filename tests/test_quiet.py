@@ -8,7 +8,7 @@ from _support import FW_MISSING
 
 from conftest import SpeechProject
 
-pytestmark = pytest.mark.skipif(FW_MISSING is not None, reason=str(FW_MISSING))
+pytestmark = [pytest.mark.real_model, pytest.mark.skipif(FW_MISSING is not None, reason=str(FW_MISSING))]
 
 CASE = "fw-tiny-en-cpu-smoke"
 

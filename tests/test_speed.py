@@ -155,6 +155,7 @@ def _record(p: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> dict[str, An
     return golden
 
 
+@pytest.mark.slow
 @needs_affinity
 def test_relative_speed_holds_on_one_busy_core_and_catches_a_real_slowdown(
         spin_project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -188,6 +189,7 @@ def test_relative_speed_holds_on_one_busy_core_and_catches_a_real_slowdown(
         assert "SPEED" in out and "FAIL" in out
 
 
+@pytest.mark.slow
 def test_golden_without_relative_speed_is_said_not_compared(spin_project: pytest.Pytester,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """An old golden (no speed_rel) does not fail the run on that alone, and does not claim a speed pass:
@@ -208,6 +210,7 @@ def test_golden_without_relative_speed_is_said_not_compared(spin_project: pytest
     assert "speed not compared" in next(line for line in out.splitlines() if line.startswith("spin-cpu-clips "))
 
 
+@pytest.mark.slow
 def test_saturated_recording_marks_golden_speed_unusable(spin_project: pytest.Pytester,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A golden recorded while the CPU was saturated keeps its accuracy but its speed is marked unusable

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
+from _support import real_model
 
 from pytest_speechlab.backends import (
     REGISTRY,
@@ -44,7 +45,7 @@ def _piper_reason() -> str | None:
     return None
 
 
-needs_piper = pytest.mark.skipif(_piper_reason() is not None, reason=str(_piper_reason()))
+needs_piper = real_model(_piper_reason())
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,7 @@ def smoke_result(voice: Any, judge: Any, tmp_path_factory: pytest.TempPathFactor
 # ------------------------------------------------------------------------------------------ backend
 
 
+@pytest.mark.real_model
 def test_piper_synthesizes_a_sentence(voice: Any) -> None:
     text = "The quick brown fox jumps over the lazy dog."
     audio, sr = voice.synthesize(text)
@@ -145,6 +147,7 @@ def test_importing_the_tts_modules_imports_no_heavy_library() -> None:
 # ------------------------------------------------------------------------------------------ round trip
 
 
+@pytest.mark.real_model
 def test_round_trip_of_the_smoke_sentences(smoke_result: Any) -> None:
     r = smoke_result
     assert len(r.rows) == 6
@@ -206,6 +209,7 @@ DEGRADED_ITEMS = [
 ]
 
 
+@pytest.mark.real_model
 @pytest.mark.parametrize(
     ("mode", "expected"),
     [

@@ -21,7 +21,7 @@ def _reason() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_reason() is not None, reason=str(_reason()))
+pytestmark = [pytest.mark.real_model, pytest.mark.skipif(_reason() is not None, reason=str(_reason()))]
 
 
 @pytest.fixture(autouse=True, scope="module")

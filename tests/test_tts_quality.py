@@ -219,6 +219,7 @@ def test_bad_dnsmos_setting_names_the_key(pytester: pytest.Pytester, value: Any,
 # ------------------------------------------------------------------------------------------ the real scorer
 
 
+@pytest.mark.real_model
 def test_real_dnsmos_is_deterministic_and_hears_noise() -> None:
     """One Piper sentence at 22.05 kHz (resampled to 16 kHz inside): the same score twice, and white noise at
     20 dB SNR costs more OVRL than the gate's tolerance.  Empty and all-zero audio have no score."""

@@ -2,15 +2,16 @@
 goldens written once by the controller, loadgroup by default, RTF gate off under several workers, and the
 grouping / GPU-pinning logic (unit tests with a fake GPU count: this machine has no GPU).
 
-The real sessions run the bundled tiny.en model in a subprocess on a small project made in a tmp folder
-(2 models x 2 datasets of 2 bundled smoke clips, 1 timed round) so the whole module stays under a minute or
-two on a 2-core machine.
+The sessions are real pytest processes (plain, ``-n 0``, ``-n 2``) on a small project made in a tmp folder
+(2 models x 2 datasets of 2 bundled smoke clips, 1 timed round) whose models run on the fake backend of
+tests/_fake.py: what is judged here is the plugin's process layout (records, loads per worker, who writes
+goldens), not a model, so no worker spends seconds loading one (issue 26). Real models under ``-n 2`` are
+covered by test_plugin_core's golden lifecycle and test_shard_merge.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _support import FW_MISSING, tiny_en_model
+from _fake import BACKEND_SRC, CONFTEST_SRC
+from _support import inner_env
 
 from pytest_speechlab.golden import read_golden
 from pytest_speechlab.session import Case
@@ -63,12 +65,10 @@ TIMING_METRICS = (
 VOLATILE_CASE_KEYS = ("provenance", "xdist_worker", "gpu", "speed_reference")
 
 
-pytestmark = pytest.mark.skipif(FW_MISSING is not None, reason=str(FW_MISSING))
-
 CONFIG = (
     "models:\n"
-    + tiny_en_model("fw-a")
-    + tiny_en_model("fw-b", beam_size=1)
+    "  fw-a: {backend: fake, say: the birds sing at dawn, devices: [cpu]}\n"
+    "  fw-b: {backend: fake, say: the sun is up, beam_size: 1, devices: [cpu]}\n"
     + """\
 datasets:
   one: {manifest: data/one/manifest.jsonl, normalizer: whisper-en}
@@ -106,6 +106,8 @@ def make_project(root: Path, config: str = CONFIG, datasets: tuple[str, ...] = (
                 shutil.copy(SMOKE / row["audio_filepath"], d / row["audio_filepath"])
                 fh.write(json.dumps(row) + "\n")
     (root / "speechlab.yaml").write_text(config, encoding="utf-8")
+    (root / "speechlab_fake.py").write_text(BACKEND_SRC, encoding="utf-8")
+    (root / "conftest.py").write_text(CONFTEST_SRC, encoding="utf-8")
     return root
 
 
@@ -113,10 +115,7 @@ def run_pytest(
     project: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 600
 ) -> subprocess.CompletedProcess[str]:
     """pytest in a subprocess in ``project`` (the plugin loads through its entry point)."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("PYTEST_ADDOPTS", None)
-    full_env.pop("PYTEST_XDIST_WORKER", None)  # when this suite itself runs under xdist
-    full_env.pop("PYTEST_XDIST_WORKER_COUNT", None)
+    full_env = inner_env(**(env or {}))  # without the outer session's PYTEST_ADDOPTS / xdist worker variables
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", *args],
         cwd=project,
@@ -162,7 +161,7 @@ def blessed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if not HAVE_XDIST:
         pytest.skip("pytest-xdist is not installed (uv sync installs the dev group)")
     project = make_project(tmp_path_factory.mktemp("xdist-project"))
-    (project / "conftest.py").write_text(SPY_CONFTEST, encoding="utf-8")
+    (project / "conftest.py").write_text(CONFTEST_SRC + SPY_CONFTEST, encoding="utf-8")
     log = project / "writes.log"
     res = run_pytest(
         project,
@@ -197,6 +196,7 @@ def mode_records(blessed: dict[str, Any]) -> dict[str, dict[str, Any]]:
 EXPECTED_CASES = ["fw-a-cpu-one", "fw-a-cpu-two", "fw-b-cpu-one", "fw-b-cpu-two"]
 
 
+@pytest.mark.slow
 @needs_xdist
 def test_records_identical_in_all_modes_apart_from_timings(mode_records: dict[str, dict[str, Any]]) -> None:
     base = mode_records["no-xdist"]
@@ -210,6 +210,7 @@ def test_records_identical_in_all_modes_apart_from_timings(mode_records: dict[st
     assert all(c.get("xdist_worker") is None for c in mode_records["n0"]["cases"])
 
 
+@pytest.mark.slow
 @needs_xdist
 def test_each_worker_loads_a_model_once_per_device(mode_records: dict[str, dict[str, Any]]) -> None:
     for mode in ("no-xdist", "n0"):
@@ -227,6 +228,7 @@ def test_each_worker_loads_a_model_once_per_device(mode_records: dict[str, dict[
     assert all(len(ws) == 1 for ws in by_model.values()), by_model
 
 
+@pytest.mark.slow
 @needs_xdist
 def test_loadgroup_is_the_default_under_n(mode_records: dict[str, dict[str, Any]]) -> None:
     xd = mode_records["n2"]["settings"]["xdist"]
@@ -241,6 +243,7 @@ def test_loadgroup_is_the_default_under_n(mode_records: dict[str, dict[str, Any]
     assert mode_records["no-xdist"]["settings"]["xdist"] == {}
 
 
+@pytest.mark.slow
 @needs_xdist
 def test_goldens_written_once_by_the_controller_and_valid(blessed: dict[str, Any]) -> None:
     project: Path = blessed["project"]
@@ -267,6 +270,7 @@ def test_goldens_written_once_by_the_controller_and_valid(blessed: dict[str, Any
     assert all(c["verdict"] == "accepted" for c in blessed["record"]["cases"])
 
 
+@pytest.mark.slow
 @needs_xdist
 def test_rtf_gate_auto_off_with_two_workers_recorded_and_said(blessed: dict[str, Any]) -> None:
     settings = blessed["record"]["settings"]
@@ -275,6 +279,7 @@ def test_rtf_gate_auto_off_with_two_workers_recorded_and_said(blessed: dict[str,
     assert "note: RTF gate off: 2 xdist workers" in blessed["stdout"]
 
 
+@pytest.mark.slow
 @needs_xdist
 def test_rtf_gate_forced_on_under_xdist_is_said_noisy(blessed: dict[str, Any]) -> None:
     # -k deselects every case: the session still starts both workers and writes its settings
@@ -295,6 +300,7 @@ def test_rtf_gate_forced_on_under_xdist_is_said_noisy(blessed: dict[str, Any]) -
     assert any("timings are noisy" in n for n in settings["notes"])
 
 
+@pytest.mark.slow
 @needs_xdist
 def test_explicit_dist_is_respected(blessed: dict[str, Any]) -> None:
     res = run_pytest(
@@ -305,6 +311,7 @@ def test_explicit_dist_is_respected(blessed: dict[str, Any]) -> None:
     assert xd["dist"] == "load" and "dist_defaulted" not in xd
 
 
+@pytest.mark.slow
 def test_every_behaviour_mode_runs_the_matrix(plugin_args: list[str], blessed: dict[str, Any]) -> None:
     """The plugin_args fixture: a gated session selected with -k passes in each of the three modes."""
     res = run_pytest(blessed["project"], *plugin_args, "-k", "fw-b-cpu-one", "--speechlab-rtf-gate", "off")
