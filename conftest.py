@@ -13,6 +13,8 @@ import importlib
 import importlib.util
 import warnings
 
+import pytest
+
 for _name in ("soundfile", "soxr", "ctranslate2", "faster_whisper", "onnxruntime", "piper"):
     if importlib.util.find_spec(_name) is not None:
         with warnings.catch_warnings():
@@ -43,3 +45,25 @@ def _keep_installed_modules() -> None:
 
 
 _keep_installed_modules()
+
+
+#: Fixtures that load a real model (``project``: a throw-away project running the bundled tiny.en); a test that
+#: requests one is marked ``real_model``.
+REAL_MODEL_FIXTURES = frozenset(
+    {"project", "tiny_en", "tiny_pt", "tiny_dir", "clips", "voice", "judge", "smoke_result"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Here, not in tests/conftest.py, so that it also marks a run of speechlab.yaml alone.
+
+    ``real_model`` on the bundled matrix's cases, on ``model_output`` tests and on tests using a real-model
+    fixture, so ``-m "not slow and not real_model"`` is the quick tier of pure-logic and fake-backend tests."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if (
+            fixtures & REAL_MODEL_FIXTURES
+            or item.get_closest_marker("model_output") is not None
+            or item.nodeid.split("::", 1)[0].endswith((".yaml", ".yml"))
+        ):
+            item.add_marker(pytest.mark.real_model)

@@ -35,21 +35,7 @@ DEFAULT_MODEL: dict[str, Any] = {
 }
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "slow: spawns xdist workers or many pytest processes, or times work (the -n 2 variants, A/B runs); "
-                   "the quick tier deselects it: -m 'not slow and not real_model'"
-    )
-    config.addinivalue_line(
-        "markers", "real_model: loads a real model (tiny.en, the openai-whisper conversion, Piper, DNSMOS, Silero VAD, "
-                   "LFM tiny) in-process or in a subprocess; set by tests/_support.real_model, by the fixtures in "
-                   "REAL_MODEL_FIXTURES and on every speechlab.yaml case; the quick tier deselects it"
-    )
-    config.addinivalue_line(
-        "markers", "model_output: depends on a real model's exact output; tests/test_cpu_class.py reruns these with "
-                   "another CPU class's kernels (ONEDNN_MAX_CPU_ISA=AVX2), so none compares one machine's output with "
-                   "a file made on another"
-    )
+# Markers (slow, real_model, model_output) are registered in pyproject.toml, so `-m` works on any selection.
 
 
 @pytest.fixture(autouse=True)
@@ -62,26 +48,6 @@ def _inner_sessions_without_hypothesis(request: pytest.FixtureRequest, monkeypat
     if "pytester" in request.fixturenames:
         request.getfixturevalue("pytester")
     monkeypatch.setenv("PYTEST_ADDOPTS", INNER_ADDOPTS)
-
-
-#: Fixtures that load a real model (``project``: a throw-away project running the bundled tiny.en); a test that
-#: requests one is marked ``real_model``.
-REAL_MODEL_FIXTURES = frozenset(
-    {"project", "tiny_en", "tiny_pt", "tiny_dir", "clips", "voice", "judge", "smoke_result"}
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """``real_model`` on the bundled matrix's cases, on ``model_output`` tests and on tests using a real-model
-    fixture, so ``-m "not slow and not real_model"`` is the quick tier of pure-logic and fake-backend tests."""
-    for item in items:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        if (
-            fixtures & REAL_MODEL_FIXTURES
-            or item.get_closest_marker("model_output") is not None
-            or item.nodeid.split("::", 1)[0].endswith((".yaml", ".yml"))
-        ):
-            item.add_marker(pytest.mark.real_model)
 
 
 def smoke_rows() -> dict[str, dict[str, Any]]:
