@@ -401,6 +401,16 @@ def test_other_hardware_difference_is_not_an_improvement() -> None:
     # On the golden's own hardware the same difference is an improvement.
     v = judge({**golden, "machine": now["machine"]}, now, {"wer_abs": 0.01, "cer_abs": 0.01})
     assert v.status == "improved"
+    # Not only WER/CER: fewer words on non-speech against another CPU class's golden differ too (under
+    # ONEDNN_MAX_CPU_ISA=AVX2 the bundled fw nonspeech and longform cases showed "improved" before this).
+    hal_golden = {**golden, "metrics": {"wer": 0.0, "cer": 0.0, "hallucination_wpm": 3.0}, "utterances": [row]}
+    hal_now = {**now, "metrics": {"wer": 0.0, "cer": 0.0, "hallucination_wpm": 0.0}}
+    v = judge(hal_golden, hal_now, {"wer_abs": 0.01, "cer_abs": 0.01})
+    assert v.status == "pass", [(c.metric, c.status) for c in v.checks]
+    hal = next(c for c in v.checks if c.metric == "HAL-WPM")
+    assert hal.status == "differs" and "recorded on Intel Xeon" in hal.note
+    v = judge({**hal_golden, "machine": now["machine"]}, hal_now, {"wer_abs": 0.01, "cer_abs": 0.01})
+    assert v.status == "improved"
 
 
 def test_headline_falls_back_without_causes() -> None:
