@@ -63,14 +63,20 @@ register("fake", "speechlab_fake:FakeBackend")
 '''
 
 
+def install_fake_backend(root: Path, conftest_extra: str = "") -> None:
+    """Write the fake backend (``speechlab_fake.py``) and a ``conftest.py`` registering it as ``fake`` into
+    ``root``: for a project that a test runs in a pytest subprocess (``conftest_extra`` is appended)."""
+    (root / "speechlab_fake.py").write_text(BACKEND_SRC, encoding="utf-8")
+    (root / "conftest.py").write_text(CONFTEST_SRC + conftest_extra, encoding="utf-8")
+
+
 class FakeProject:
     """A speechlab project in ``pytester.path`` whose models run on the fake backend."""
 
     def __init__(self, pytester: pytest.Pytester) -> None:
         self.pytester = pytester
         self.path = pytester.path
-        (self.path / "speechlab_fake.py").write_text(BACKEND_SRC, encoding="utf-8")
-        (self.path / "conftest.py").write_text(CONFTEST_SRC, encoding="utf-8")
+        install_fake_backend(self.path)
         pytester.syspathinsert()
 
     def dataset(self, name: str = "clips", rows: list[dict[str, Any]] | None = None) -> str:

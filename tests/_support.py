@@ -13,12 +13,12 @@ from pytest_speechlab.backends import MissingExtraError, get_backend
 INNER_ADDOPTS = "-p no:hypothesispytest"
 
 
-def inner_env(base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
-    """An environment for a pytest subprocess: ``base`` (default ``os.environ``) without the outer session's
-    ``PYTEST_ADDOPTS`` / xdist worker variables, with :data:`INNER_ADDOPTS`, plus ``extra``."""
+def inner_env(**extra: str) -> dict[str, str]:
+    """An environment for a pytest subprocess: ``os.environ`` without the outer session's ``PYTEST_ADDOPTS`` /
+    xdist worker variables, with :data:`INNER_ADDOPTS`, plus ``extra``."""
     import os
 
-    env = {k: v for k, v in (os.environ if base is None else base).items()
+    env = {k: v for k, v in os.environ.items()
            if k != "PYTEST_ADDOPTS" and not k.startswith("PYTEST_XDIST")}
     env["PYTEST_ADDOPTS"] = INNER_ADDOPTS
     env.update(extra)

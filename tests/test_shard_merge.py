@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _fake import BACKEND_SRC, CONFTEST_SRC
+from _fake import install_fake_backend
 from _support import inner_env
 
 from pytest_speechlab.commands.cli import main as speechlab_main
@@ -61,8 +61,7 @@ def make_project(root: Path) -> Path:
                 shutil.copy(SMOKE / rows[cid]["audio_filepath"], d / rows[cid]["audio_filepath"])
                 fh.write(json.dumps(rows[cid]) + "\n")
     (root / "speechlab.yaml").write_text(CONFIG, encoding="utf-8")
-    (root / "speechlab_fake.py").write_text(BACKEND_SRC, encoding="utf-8")
-    (root / "conftest.py").write_text(CONFTEST_SRC, encoding="utf-8")
+    install_fake_backend(root)
     return root
 
 

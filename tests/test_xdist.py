@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _fake import BACKEND_SRC, CONFTEST_SRC
+from _fake import install_fake_backend
 from _support import inner_env
 
 from pytest_speechlab.golden import read_golden
@@ -106,8 +106,7 @@ def make_project(root: Path, config: str = CONFIG, datasets: tuple[str, ...] = (
                 shutil.copy(SMOKE / row["audio_filepath"], d / row["audio_filepath"])
                 fh.write(json.dumps(row) + "\n")
     (root / "speechlab.yaml").write_text(config, encoding="utf-8")
-    (root / "speechlab_fake.py").write_text(BACKEND_SRC, encoding="utf-8")
-    (root / "conftest.py").write_text(CONFTEST_SRC, encoding="utf-8")
+    install_fake_backend(root)
     return root
 
 
@@ -161,7 +160,7 @@ def blessed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if not HAVE_XDIST:
         pytest.skip("pytest-xdist is not installed (uv sync installs the dev group)")
     project = make_project(tmp_path_factory.mktemp("xdist-project"))
-    (project / "conftest.py").write_text(CONFTEST_SRC + SPY_CONFTEST, encoding="utf-8")
+    install_fake_backend(project, SPY_CONFTEST)
     log = project / "writes.log"
     res = run_pytest(
         project,
